@@ -1,0 +1,87 @@
+"""The Plan: nnU-Net's network topology and training geometry for one dataset.
+
+A Plan is pure data (JSON round-trip). Strides, kernel sizes and features come from here,
+never from an architecture string: a k-stage network uses the Plan's first k entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+from hnas.errors import PlanError
+
+# ResEnc M encoder blocks per stage (nnU-Net ResEnc presets); stages beyond the list use 6.
+RESENC_M_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the grammar, the compiler and the trainer need from planning."""
+
+    dataset_name: str
+    dims: int
+    patch_size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    median_shape: tuple[int, ...]
+    n_stages: int
+    strides: tuple[tuple[int, ...], ...]
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    features_per_stage: tuple[int, ...]
+    conv_blocks_per_stage: tuple[int, ...]
+    conv_decoder_blocks_per_stage: tuple[int, ...]
+    residual_blocks_per_stage: tuple[int, ...]
+    residual_decoder_blocks_per_stage: tuple[int, ...]
+    batch_size: int
+    n_input_channels: int
+    n_classes: int
+    normalization: tuple[str, ...]  # per channel: "ct" or "zscore"
+    base_features: int = 32
+    max_features: int = 320
+    # nnU-Net's transpose_forward: data axis order (z, y, x) -> plan axis order (largest spacing
+    # first). A 2D plan slices along axis transpose_forward[0]. None means the data's own order.
+    transpose_forward: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        names = {f.name for f in fields(cls)}
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = names - set(data) - optional
+        if missing:
+            raise PlanError(f"plan is missing fields {sorted(missing)}; expected all of {sorted(names)}")
+        unknown = set(data) - names
+        if unknown:
+            raise PlanError(f"plan has unknown fields {sorted(unknown)}; expected only {sorted(names)}")
+        return cls(**{k: _as_tuples(v) for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        path = Path(path)
+        if not path.is_file():
+            raise PlanError(f"plan file {str(path)!r} does not exist; expected a JSON file from `hnas plan`")
+        return cls.from_json(path.read_text())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+
+def _as_tuples(value):
+    """JSON lists back to the tuples the frozen dataclass uses."""
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    return value

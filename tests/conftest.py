@@ -1,0 +1,44 @@
+"""Shared fixtures: hand-built plans (no planner needed) and the optional real dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hnas.grammar.plan import RESENC_M_BLOCKS, Plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def isotropic_plan(n_stages: int, *, dims: int = 3, patch: int = 128, base: int = 32, top: int = 320,
+                   name: str = "Isotropic") -> Plan:
+    """A plan like nnU-Net's for isotropic data: stride 2 everywhere after stage 0."""
+    one, two, three = (1,) * dims, (2,) * dims, (3,) * dims
+    return Plan(
+        dataset_name=name, dims=dims, patch_size=(patch,) * dims, spacing=(1.0,) * dims,
+        median_shape=(patch,) * dims, n_stages=n_stages,
+        strides=tuple(one if i == 0 else two for i in range(n_stages)),
+        kernel_sizes=(three,) * n_stages,
+        features_per_stage=tuple(min(top, base * 2 ** i) for i in range(n_stages)),
+        conv_blocks_per_stage=(2,) * n_stages, conv_decoder_blocks_per_stage=(2,) * (n_stages - 1),
+        residual_blocks_per_stage=tuple(RESENC_M_BLOCKS[min(i, len(RESENC_M_BLOCKS) - 1)] for i in range(n_stages)),
+        residual_decoder_blocks_per_stage=(1,) * (n_stages - 1), batch_size=2, n_input_channels=1,
+        n_classes=3, normalization=("zscore",), base_features=base, max_features=top)
+
+
+@pytest.fixture
+def hippocampus_plan() -> Plan:
+    """nnU-Net's 3d_fullres plan for Dataset004_Hippocampus."""
+    plan = isotropic_plan(4, name="Dataset004_Hippocampus")
+    return Plan(**{**plan.to_dict(), "patch_size": (40, 56, 40), "median_shape": (36, 50, 35), "batch_size": 9})
+
+
+@pytest.fixture
+def hippocampus_dir() -> Path:
+    """The real MSD hippocampus task in nnU-Net raw format, when present."""
+    path = Path(os.environ.get("HNAS_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Dataset004_Hippocampus"))
+    if not (path / "dataset.json").is_file():
+        pytest.skip(f"real hippocampus data not found at {path} (set HNAS_HIPPOCAMPUS to its folder)")
+    return path
