@@ -42,3 +42,13 @@ def hippocampus_dir() -> Path:
     if not (path / "dataset.json").is_file():
         pytest.skip(f"real hippocampus data not found at {path} (set HNAS_HIPPOCAMPUS to its folder)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests run only with HNAS_SLOW=1 (`make test-slow`), keeping `make test` fast."""
+    if os.environ.get("HNAS_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow test: run with HNAS_SLOW=1 (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

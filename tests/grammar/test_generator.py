@@ -14,6 +14,7 @@ from hnas.grammar import (
     default_architecture,
     grammar_hash,
     grammar_info,
+    grammar_options,
     load_grammar,
     make_grammar,
     parse,
@@ -130,3 +131,8 @@ def test_golden_grammars(name):
         path.write_text(text)
     assert path.is_file(), f"missing golden file {path}; run with HNAS_UPDATE_GOLDEN=1"
     assert text == path.read_text()
+
+
+@pytest.mark.parametrize("options", OPTIONS + [GrammarOptions(max_scale=3, pooling=True)])
+def test_options_are_recorded_in_the_grammar(options):
+    assert grammar_options(make_grammar(isotropic_plan(4), options)) == options

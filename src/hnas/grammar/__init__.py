@@ -8,6 +8,7 @@ from hnas.grammar.generator import (
     GrammarOptions,
     default_architecture,
     grammar_hash,
+    grammar_options,
     make_grammar,
     stage_range,
 )
@@ -16,6 +17,6 @@ from hnas.grammar.plan import Plan
 
 __all__ = [
     "Choice", "GrammarInfo", "GrammarOptions", "Plan", "Symbol", "default_architecture",
-    "grammar_hash", "grammar_info", "load_grammar", "make_grammar", "parse", "stage_range",
+    "grammar_hash", "grammar_options", "grammar_info", "load_grammar", "make_grammar", "parse", "stage_range",
     "unparse",
 ]

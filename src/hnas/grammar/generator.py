@@ -13,6 +13,7 @@ grammar file alone is enough to build a prior centred on nnU-Net's defaults.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -27,6 +28,7 @@ RES_BLOCK_TYPES = ("basic_block", "bottleneck_block")
 SE_CHOICES = ("no_se", "se")
 MIN_STAGES, MAX_STAGES = 2, 12
 GRAMMAR_FORMAT_VERSION = 1
+OPTIONS_PREFIX = "// options: "
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,17 @@ class GrammarOptions:
         if unknown:
             raise GrammarError(f"unknown grammar options {sorted(unknown)}; expected {sorted(asdict(cls()))}")
         return cls(**data)
+
+
+def grammar_options(grammar: str) -> GrammarOptions:
+    """The options a generated grammar was made with (paper defaults for other grammars)."""
+    for line in grammar.splitlines():
+        if line.startswith(OPTIONS_PREFIX):
+            try:
+                return GrammarOptions.from_dict(json.loads(line[len(OPTIONS_PREFIX):]))
+            except json.JSONDecodeError as exc:
+                raise GrammarError(f"grammar options line is not JSON: {line!r}") from exc
+    return GrammarOptions()
 
 
 def stage_range(n_stages: int) -> range:
@@ -165,7 +178,7 @@ class _GrammarWriter:
         header = [
             f"// hnas HNAS grammar (format {GRAMMAR_FORMAT_VERSION}) for {self.plan.dataset_name}: "
             f"{self.n} stages, {self.plan.dims}D",
-            f"// options: {asdict(self.options)}",
+            f"{OPTIONS_PREFIX}{json.dumps(asdict(self.options), sort_keys=True)}",
             "// A sentence: unet ENCODER DECODER; blocks per stage listed encoder top-down, decoder bottom-up.",
             "",
         ]

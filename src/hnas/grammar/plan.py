@@ -79,6 +79,25 @@ class Plan:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
 
+    def truncated(self, n_stages: int) -> "Plan":
+        """The same plan with only its first ``n_stages`` stages (fewer poolings).
+
+        The patch stays valid: it is divisible by the strides of the stages kept.
+        """
+        if not 1 <= n_stages <= self.n_stages:
+            raise PlanError(f"cannot cut a {self.n_stages}-stage plan to {n_stages!r} stages; "
+                            f"expected 1..{self.n_stages}")
+        data = self.to_dict()
+        data.update(
+            n_stages=n_stages, strides=self.strides[:n_stages], kernel_sizes=self.kernel_sizes[:n_stages],
+            features_per_stage=self.features_per_stage[:n_stages],
+            conv_blocks_per_stage=self.conv_blocks_per_stage[:n_stages],
+            conv_decoder_blocks_per_stage=self.conv_decoder_blocks_per_stage[:n_stages - 1],
+            residual_blocks_per_stage=self.residual_blocks_per_stage[:n_stages],
+            residual_decoder_blocks_per_stage=self.residual_decoder_blocks_per_stage[:n_stages - 1],
+        )
+        return Plan.from_dict(data)
+
 
 def _as_tuples(value):
     """JSON lists back to the tuples the frozen dataclass uses."""
