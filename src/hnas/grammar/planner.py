@@ -1,0 +1,557 @@
+"""Fingerprint -> Plan, following nnU-Net v2's ExperimentPlanner (2.8.1) rules in numpy.
+
+nnU-Net instantiates a PyTorch network to estimate memory; we compute the same
+feature-map count arithmetically (:func:`conv_feature_map_size`) so that planning stays
+torch-free and fast. Every rule here mirrors nnU-Net's so a default plan matches
+``nnUNetPlans.json`` (3d_fullres or 2d); ``max_stages`` is our only extension.
+
+All per-axis values are in nnU-Net's axis order: the fingerprint's (z, y, x) order,
+permuted by ``transpose_forward`` so that the axis with the largest spacing comes first.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hnas.data.fingerprint import Fingerprint
+from hnas.errors import PlanError
+from hnas.grammar.plan import RESENC_M_BLOCKS, Plan
+
+# nnU-Net's constants (ExperimentPlanner.__init__ and nnunetv2.configuration).
+ANISOTROPY_THRESHOLD = 3
+REFERENCE_FEATURE_MAPS = {3: 560_000_000, 2: 85_000_000}  # calibrated for 8 GB
+REFERENCE_BATCH_SIZE = {3: 2, 2: 12}
+REFERENCE_GB = 8.0
+INITIAL_PATCH_EDGE = {3: 256, 2: 2048}  # initial patch volume = edge ** dims
+DEFAULT_MAX_FEATURES = {3: 320, 2: 512}
+DEFAULT_BASE_FEATURES = 32
+MIN_BATCH_SIZE = 2
+MAX_DATASET_COVERED = 0.05
+CONV_BLOCKS = 2
+CONV_DECODER_BLOCKS = 2
+RESIDUAL_DECODER_BLOCKS = 1
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Result of nnU-Net's pooling rules for one patch size (``get_pool_and_conv_props``)."""
+
+    strides: tuple[tuple[int, ...], ...]  # stage 0 is all ones
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    patch_size: tuple[int, ...]  # input patch padded to a multiple of 2**pools per axis
+    pools_per_axis: tuple[int, ...]
+    stop_reason: str  # why pooling stopped, for error messages
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.strides)
+
+    @property
+    def divisor(self) -> tuple[int, ...]:
+        """Each patch axis must be a multiple of this (2**pools)."""
+        return tuple(2 ** p for p in self.pools_per_axis)
+
+
+# --------------------------------------------------------------------------- spacing / shape
+
+
+def target_spacing(fingerprint: Fingerprint) -> np.ndarray:
+    """Per-axis median spacing; a strongly anisotropic axis gets its 10th percentile instead.
+
+    nnU-Net avoids the median on e.g. (10, 1.5, 1.5) data because many cases have finer
+    slices and would be resampled with heavy interpolation artifacts.
+    """
+    spacings = np.asarray(fingerprint.spacings, dtype=np.float64)
+    shapes = np.asarray(fingerprint.shapes_after_crop, dtype=np.float64)
+    target = np.percentile(spacings, 50, axis=0)
+    median_size = np.percentile(shapes, 50, axis=0)
+    worst = int(np.argmax(target))
+    others = [i for i in range(len(target)) if i != worst]
+    other_spacings = [target[i] for i in others]
+    other_sizes = [median_size[i] for i in others]
+    aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max(other_spacings)
+    aniso_voxels = median_size[worst] * ANISOTROPY_THRESHOLD < min(other_sizes)
+    if aniso_spacing and aniso_voxels:
+        spacing_of_axis = float(np.percentile(spacings[:, worst], 10))
+        if spacing_of_axis < max(other_spacings):
+            spacing_of_axis = max(max(other_spacings), spacing_of_axis) + 1e-5
+        target[worst] = spacing_of_axis
+    return target
+
+
+def transpose_forward(spacing: Sequence[float]) -> tuple[int, ...]:
+    """The axis with the largest spacing goes first (nnU-Net's ``determine_transpose``)."""
+    first = int(np.argmax(spacing))
+    return (first, *[i for i in range(len(spacing)) if i != first])
+
+
+def median_shape_after_resampling(fingerprint: Fingerprint, spacing: Sequence[float]) -> np.ndarray:
+    """Median over cases of each case's shape resampled to ``spacing`` (not transposed)."""
+    new_shapes = [
+        [int(round(old_sp / new_sp * size)) for old_sp, new_sp, size in zip(case_spacing, spacing, shape)]
+        for case_spacing, shape in zip(fingerprint.spacings, fingerprint.shapes_after_crop)
+    ]
+    return np.median(np.asarray(new_shapes, dtype=np.float64), axis=0)
+
+
+# --------------------------------------------------------------------------- topology
+
+
+def pad_shape(shape: Sequence[float], divisor: Sequence[int]) -> tuple[int, ...]:
+    """Round each axis up to a multiple of its divisor."""
+    padded = []
+    for size, div in zip(shape, divisor):
+        remainder = size % div
+        padded.append(int(size if remainder == 0 else size + div - remainder))
+    return tuple(padded)
+
+
+def pool_and_conv_props(
+    spacing: Sequence[float],
+    patch_size: Sequence[float],
+    min_feature_map_size: int = 4,
+    max_stages: int | None = None,
+) -> Topology:
+    """nnU-Net's ``get_pool_and_conv_props``, optionally stopped after ``max_stages`` stages.
+
+    An axis pools while it has >= 2*min_feature_map_size voxels and its spacing is < 2x the
+    finest spacing among poolable axes (a lone pooling axis needs 3*min_feature_map_size).
+    A kernel axis becomes 3 once its spacing is within 2x the finest; the bottleneck is all 3.
+    """
+    dims = len(spacing)
+    current_spacing = [float(s) for s in spacing]
+    current_size = [float(s) for s in patch_size]
+    strides: list[tuple[int, ...]] = [(1,) * dims]
+    kernels: list[tuple[int, ...]] = []
+    pools = [0] * dims
+    kernel = [1] * dims
+    while True:
+        if max_stages is not None and len(strides) >= max_stages:
+            stop = f"capped at {max_stages} stages"
+            break
+        axes, stop = _poolable_axes(current_spacing, current_size, min_feature_map_size)
+        if not axes:
+            break
+        finest = min(current_spacing)
+        kernel = [3 if k == 3 or current_spacing[d] / finest < 2 else 1 for d, k in enumerate(kernel)]
+        stride = tuple(2 if d in axes else 1 for d in range(dims))
+        for d in axes:
+            pools[d] += 1
+            current_spacing[d] *= 2
+            current_size[d] = float(np.ceil(current_size[d] / 2))
+        strides.append(stride)
+        kernels.append(tuple(kernel))
+    kernels.append((3,) * dims)
+    divisor = [2 ** p for p in pools]
+    return Topology(tuple(strides), tuple(kernels), pad_shape(patch_size, divisor), tuple(pools), stop)
+
+
+def _poolable_axes(spacing: list[float], size: list[float], min_fm: int) -> tuple[list[int], str]:
+    """Axes allowed to pool at this step, or [] with the reason pooling stops."""
+    axes = [d for d in range(len(size)) if size[d] >= 2 * min_fm]
+    if not axes:
+        return [], f"every axis has fewer than {2 * min_fm} voxels left (bottleneck {_fmt(size)})"
+    finest = min(spacing[d] for d in axes)
+    axes = [d for d in axes if spacing[d] / finest < 2]
+    if len(axes) == 1 and size[axes[0]] < 3 * min_fm:
+        return [], (f"only axis {axes[0]} could still pool and a lone axis needs >= {3 * min_fm} voxels "
+                    f"(bottleneck {_fmt(size)})")
+    return axes, ""
+
+
+# --------------------------------------------------------------------------- memory estimate
+
+
+def conv_feature_map_size(
+    patch_size: Sequence[int],
+    strides: Sequence[Sequence[int]],
+    features_per_stage: Sequence[int],
+    conv_per_stage: Sequence[int],
+    conv_per_stage_decoder: Sequence[int],
+    n_classes: int,
+    deep_supervision: bool = False,
+) -> int:
+    """Output voxels x channels of every conv in a PlainConvUNet (DNA's memory proxy).
+
+    Equals DNA's ``PlainConvUNet.compute_conv_feature_map_size``: encoder convs at each
+    stage's (floor-divided) size; per decoder stage its convs, the transposed conv and, with
+    deep supervision (or at the top), the segmentation head at the skip's size.
+    """
+    size = [int(s) for s in patch_size]
+    stage_voxels = []
+    for stride in strides:
+        size = [s // st for s, st in zip(size, stride)]
+        stage_voxels.append(int(np.prod(size, dtype=np.int64)))
+    total = sum(n * f * v for n, f, v in zip(conv_per_stage, features_per_stage, stage_voxels))
+    n_decoder = len(strides) - 1
+    for s in range(n_decoder):
+        skip = n_decoder - 1 - s  # decoder runs from the bottleneck up
+        voxels, features = stage_voxels[skip], features_per_stage[skip]
+        total += conv_per_stage_decoder[s] * features * voxels + features * voxels
+        if deep_supervision or s == n_decoder - 1:
+            total += n_classes * voxels
+    return int(total)
+
+
+def _topology_estimate(topology: Topology, features: tuple[int, ...], n_classes: int) -> int:
+    n = topology.n_stages
+    return conv_feature_map_size(topology.patch_size, topology.strides, features,
+                                 (CONV_BLOCKS,) * n, (CONV_DECODER_BLOCKS,) * (n - 1), n_classes)
+
+
+# --------------------------------------------------------------------------- make_plan
+
+
+def make_plan(
+    fingerprint: Fingerprint,
+    max_stages: int | None = None,
+    *,
+    dims: int = 3,
+    base_features: int | None = None,
+    max_features: int | None = None,
+    min_feature_map_size: int = 4,
+    vram_target_gb: float = 8.0,
+) -> Plan:
+    """nnU-Net's 3d_fullres (``dims=3``) or 2d plan for a dataset fingerprint.
+
+    ``max_stages`` caps the stage count below nnU-Net's natural one, or lets the topology
+    grow up to it where the largest admissible patch (the initial patch clipped to the
+    median shape) supports that many stages; otherwise :class:`PlanError` says how many
+    stages the data supports and why.
+    """
+    _validate_fingerprint(fingerprint)
+    _validate_options(fingerprint, max_stages, dims, min_feature_map_size, vram_target_gb)
+    base = DEFAULT_BASE_FEATURES if base_features is None else base_features
+    cap = DEFAULT_MAX_FEATURES[dims] if max_features is None else max_features
+    _validate_features(base, cap)
+
+    full_spacing = target_spacing(fingerprint)
+    transpose = transpose_forward(full_spacing) if fingerprint.dims == 3 else tuple(range(fingerprint.dims))
+    full_median = median_shape_after_resampling(fingerprint, full_spacing)[list(transpose)]
+    spacing = full_spacing[list(transpose)][-dims:]
+    median = full_median[-dims:]
+    if dims == 3 and full_median[0] == 1:
+        raise PlanError(f"dataset {fingerprint.name!r} is 2D (median shape {_fmt(full_median)}); use dims=2")
+    n_voxels_dataset = float(np.prod(full_median, dtype=np.float64) * fingerprint.n_cases)
+
+    initial = _initial_patch(spacing, median)
+    _check_stage_request(initial, spacing, median, min_feature_map_size, max_stages)
+    topology = _fit_memory(spacing, median, initial, min_feature_map_size, max_stages,
+                           base, cap, fingerprint.n_classes, vram_target_gb)
+    features = _features_per_stage(topology.n_stages, base, cap)
+    batch = _batch_size(topology, features, fingerprint.n_classes, vram_target_gb, n_voxels_dataset)
+    n = topology.n_stages
+    return Plan(
+        dataset_name=fingerprint.name,
+        dims=dims,
+        patch_size=topology.patch_size,
+        spacing=tuple(float(s) for s in spacing),
+        median_shape=tuple(int(round(float(m))) for m in median),
+        n_stages=n,
+        strides=topology.strides,
+        kernel_sizes=topology.kernel_sizes,
+        features_per_stage=features,
+        conv_blocks_per_stage=(CONV_BLOCKS,) * n,
+        conv_decoder_blocks_per_stage=(CONV_DECODER_BLOCKS,) * (n - 1),
+        residual_blocks_per_stage=resenc_m_blocks(n),
+        residual_decoder_blocks_per_stage=(RESIDUAL_DECODER_BLOCKS,) * (n - 1),
+        batch_size=batch,
+        n_input_channels=fingerprint.n_channels,
+        n_classes=fingerprint.n_classes,
+        normalization=tuple(normalization_for_channel(c) for c in fingerprint.channel_names),
+        base_features=base,
+        max_features=cap,
+        transpose_forward=tuple(int(t) for t in transpose),
+    )
+
+
+def resenc_m_blocks(n_stages: int) -> tuple[int, ...]:
+    """ResEnc M encoder blocks per stage; stages beyond the table keep 6."""
+    return tuple(RESENC_M_BLOCKS[i] if i < len(RESENC_M_BLOCKS) else RESENC_M_BLOCKS[-1] for i in range(n_stages))
+
+
+def normalization_for_channel(channel_name: str) -> str:
+    """nnU-Net maps a channel named CT (any case) to CT normalization, everything else to z-score."""
+    return "ct" if channel_name.casefold() == "ct" else "zscore"
+
+
+def _features_per_stage(n_stages: int, base: int, cap: int) -> tuple[int, ...]:
+    return tuple(min(cap, base * 2 ** i) for i in range(n_stages))
+
+
+def _initial_patch(spacing: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Patch with aspect ratio 1/spacing and volume edge**dims, clipped to the median shape."""
+    dims = len(spacing)
+    inverse = 1 / np.asarray(spacing, dtype=np.float64)
+    edge = INITIAL_PATCH_EDGE[dims]
+    scaled = [round(float(i)) for i in inverse * (edge ** dims / np.prod(inverse)) ** (1 / dims)]
+    return np.array([min(i, float(j)) for i, j in zip(scaled, median)], dtype=np.float64)
+
+
+def _check_stage_request(initial, spacing, median, min_fm: int, max_stages: int | None) -> None:
+    """Refuse a stage count that even the largest admissible patch cannot pool to."""
+    largest = pool_and_conv_props(spacing, initial, min_fm)
+    if largest.n_stages < 2:
+        raise PlanError(f"median shape {_fmt(median)} at spacing {_fmt(spacing)} is too small for a U-Net: "
+                        f"{largest.stop_reason}; need at least {2 * min_fm} voxels on some axis")
+    if max_stages is not None and largest.n_stages < max_stages:
+        raise PlanError(
+            f"median shape {_fmt(median)} at spacing {_fmt(spacing)} allows patch {_fmt(largest.patch_size)}, "
+            f"which can be pooled {_fmt(largest.pools_per_axis)} times per axis with feature maps >= {min_fm} "
+            f"voxels ({largest.stop_reason}): at most {largest.n_stages} stages; "
+            f"--max-stages {max_stages} asked for")
+
+
+def _fit_memory(spacing, median, initial, min_fm, max_stages, base, cap, n_classes, vram_gb) -> Topology:
+    """Shrink the patch until the feature-map estimate fits the memory reference (nnU-Net's loop).
+
+    The axis largest relative to the median shape shrinks first, by its current divisor
+    recomputed after one step, so that no valid size is skipped. Axes whose reduction would
+    lose stages (below ``max_stages``, or below 2) or leave fewer than 2*min_fm voxels are
+    skipped; if none is left the plan keeps the patch and warns that it exceeds the memory
+    target. For realistic targets nnU-Net's own plans never reach these limits.
+    """
+    dims = len(spacing)
+    min_stages = 2 if max_stages is None else max_stages
+    reference = REFERENCE_FEATURE_MAPS[dims] * vram_gb / REFERENCE_GB
+    ref_batch = REFERENCE_BATCH_SIZE[dims]
+    topology = pool_and_conv_props(spacing, initial, min_fm, max_stages)
+    estimate = _topology_estimate(topology, _features_per_stage(topology.n_stages, base, cap), n_classes)
+    while estimate / ref_batch * MIN_BATCH_SIZE > reference:
+        smaller = _shrink_once(topology, spacing, median, min_fm, max_stages, min_stages)
+        if smaller is None:
+            warnings.warn(f"patch {_fmt(topology.patch_size)} with {topology.n_stages} stages needs "
+                          f"{estimate:.3g} feature-map voxels, more than the {reference:.3g} of the "
+                          f"{vram_gb} GB target; it cannot shrink further without losing stages or "
+                          f"thinning an axis below {2 * min_fm} voxels", stacklevel=3)
+            break
+        topology = smaller
+        estimate = _topology_estimate(topology, _features_per_stage(topology.n_stages, base, cap), n_classes)
+    return topology
+
+
+def _shrink_once(topology, spacing, median, min_fm, max_stages, min_stages) -> Topology | None:
+    """One nnU-Net reduction step on the first axis (by patch/median ratio) that keeps the stages."""
+    ratios = [p / float(m) for p, m in zip(topology.patch_size, median)]
+    for axis in np.argsort(ratios, kind="stable")[::-1]:
+        trial = list(topology.patch_size)
+        trial[axis] -= topology.divisor[axis]
+        if trial[axis] < 1:
+            continue
+        step = pool_and_conv_props(spacing, trial, min_fm, max_stages).divisor[axis]
+        patch = list(topology.patch_size)
+        patch[axis] -= step
+        if patch[axis] < 2 * min_fm:  # an axis too thin to pool helps no stage and degrades the patch
+            continue
+        smaller = pool_and_conv_props(spacing, patch, min_fm, max_stages)
+        if smaller.n_stages >= min_stages:
+            return smaller
+    return None
+
+
+def _batch_size(topology, features, n_classes, vram_gb, n_voxels_dataset) -> int:
+    """Fill the memory target, but see at most 5% of the dataset's voxels per step, and at least 2."""
+    dims = len(topology.patch_size)
+    reference = REFERENCE_FEATURE_MAPS[dims] * vram_gb / REFERENCE_GB
+    estimate = _topology_estimate(topology, features, n_classes)
+    by_memory = round(reference / estimate * REFERENCE_BATCH_SIZE[dims])
+    by_coverage = round(n_voxels_dataset * MAX_DATASET_COVERED / float(np.prod(topology.patch_size, dtype=np.float64)))
+    return int(max(min(by_memory, by_coverage), MIN_BATCH_SIZE))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate_fingerprint(fp: Fingerprint) -> None:
+    if fp.n_cases == 0:
+        raise PlanError(f"fingerprint {fp.name!r} has no cases; expected at least one case's spacing and shape")
+    if len(fp.shapes_after_crop) != fp.n_cases:
+        raise PlanError(f"fingerprint {fp.name!r} has {fp.n_cases} spacings but {len(fp.shapes_after_crop)} "
+                        f"shapes; expected one of each per case")
+    dims = len(fp.spacings[0])
+    if dims not in (2, 3):
+        raise PlanError(f"fingerprint {fp.name!r} has {dims}-dimensional spacing {fp.spacings[0]}; expected 2 or 3")
+    for i, (spacing, shape) in enumerate(zip(fp.spacings, fp.shapes_after_crop)):
+        if len(spacing) != dims or len(shape) != dims:
+            raise PlanError(f"fingerprint {fp.name!r} mixes dimensions: case {i} has spacing {tuple(spacing)} and "
+                            f"shape {tuple(shape)}; expected {dims} values each like case 0")
+        if not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise PlanError(f"fingerprint {fp.name!r} case {i} has spacing {tuple(spacing)}; "
+                            f"expected positive finite values")
+        if not all(s > 0 for s in shape):
+            raise PlanError(f"fingerprint {fp.name!r} case {i} has shape {tuple(shape)}; expected positive sizes")
+    if fp.n_channels == 0:
+        raise PlanError(f"fingerprint {fp.name!r} has no channels; expected at least one channel name")
+    if fp.n_classes < 2:
+        raise PlanError(f"fingerprint {fp.name!r} has labels {fp.labels}; expected background and at least "
+                        f"one foreground label")
+
+
+def _validate_options(fp: Fingerprint, max_stages, dims, min_fm, vram_gb) -> None:
+    if max_stages is not None and (not _is_int(max_stages) or max_stages < 2):
+        raise PlanError(f"max_stages={max_stages!r} is invalid; expected an integer >= 2")
+    if dims not in (2, 3) or isinstance(dims, bool):
+        raise PlanError(f"dims={dims!r} is invalid; expected 2 or 3")
+    if dims > fp.dims:
+        raise PlanError(f"dims={dims} asked for, but fingerprint {fp.name!r} is {fp.dims}D")
+    if not _is_int(min_fm) or min_fm < 1:
+        raise PlanError(f"min_feature_map_size={min_fm!r} is invalid; expected an integer >= 1")
+    if isinstance(vram_gb, bool) or not isinstance(vram_gb, (int, float)) or not vram_gb > 0:
+        raise PlanError(f"vram_target_gb={vram_gb!r} is invalid; expected a positive number")
+
+
+def _validate_features(base, cap) -> None:
+    if not _is_int(base) or base < 1:
+        raise PlanError(f"base_features={base!r} is invalid; expected a positive integer")
+    if not _is_int(cap) or cap < base:
+        raise PlanError(f"max_features={cap!r} is invalid; expected an integer >= base_features ({base})")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _fmt(values) -> str:
+    """36x50x35 style, integers without a trailing .0."""
+    return "x".join(f"{float(v):g}" for v in values)
+
+
+# --------------------------------------------------------------------------- nnU-Net plans files
+
+_NORMALIZATION_NAMES = {"ZScoreNormalization": "zscore", "CTNormalization": "ct"}
+
+
+def plan_from_nnunet(plans, configuration: str = "3d_fullres", dataset_json=None) -> Plan:
+    """A Plan from nnU-Net's ``nnUNetPlans.json`` (2.4+ ``architecture`` form).
+
+    ``plans`` and ``dataset_json`` are paths or dicts. The label count is not in the plans
+    file, so it comes from ``dataset_json`` (default: the ``dataset.json`` nnU-Net copies
+    next to the plans file).
+    """
+    plans_path = None
+    if not isinstance(plans, dict):
+        plans_path = Path(plans)
+        plans = _load_json(plans_path, "plans file")
+    if dataset_json is None and plans_path is not None and (plans_path.parent / "dataset.json").is_file():
+        dataset_json = plans_path.parent / "dataset.json"
+    if dataset_json is None:
+        raise PlanError("plan_from_nnunet needs dataset_json (a path or dict with 'labels') to count the classes")
+    if not isinstance(dataset_json, dict):
+        dataset_json = _load_json(Path(dataset_json), "dataset.json")
+    config = _resolve_configuration(plans, configuration)
+    arch = _architecture_kwargs(config, configuration)
+    n_stages = int(arch["n_stages"])
+    features = tuple(int(f) for f in arch["features_per_stage"])
+    dims = len(config["patch_size"])
+    residual = "n_blocks_per_stage" in arch
+    encoder_blocks = tuple(int(b) for b in arch["n_blocks_per_stage" if residual else "n_conv_per_stage"])
+    decoder_blocks = tuple(int(b) for b in arch["n_conv_per_stage_decoder"])
+    transpose = plans.get("transpose_forward")
+    return Plan(
+        dataset_name=str(plans.get("dataset_name", "")),
+        dims=dims,
+        patch_size=tuple(int(p) for p in config["patch_size"]),
+        spacing=tuple(float(s) for s in config["spacing"]),
+        median_shape=tuple(int(round(float(m))) for m in config["median_image_size_in_voxels"]),
+        n_stages=n_stages,
+        strides=_int_tuples(arch["strides"], n_stages, dims),
+        kernel_sizes=_int_tuples(arch["kernel_sizes"], n_stages, dims),
+        features_per_stage=features,
+        conv_blocks_per_stage=(CONV_BLOCKS,) * n_stages if residual else encoder_blocks,
+        conv_decoder_blocks_per_stage=(CONV_DECODER_BLOCKS,) * (n_stages - 1) if residual else decoder_blocks,
+        residual_blocks_per_stage=encoder_blocks if residual else resenc_m_blocks(n_stages),
+        residual_decoder_blocks_per_stage=(decoder_blocks if residual
+                                           else (RESIDUAL_DECODER_BLOCKS,) * (n_stages - 1)),
+        batch_size=int(config["batch_size"]),
+        n_input_channels=len(config["normalization_schemes"]),
+        n_classes=_count_classes(dataset_json),
+        normalization=tuple(_normalization_from_nnunet(n) for n in config["normalization_schemes"]),
+        base_features=features[0],
+        max_features=_max_features(features, dims),
+        transpose_forward=tuple(int(t) for t in transpose) if transpose is not None else None,
+    )
+
+
+def _load_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise PlanError(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def _resolve_configuration(plans: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
+    """A configuration with its ``inherits_from`` chain merged in (child keys win)."""
+    configurations = plans.get("configurations")
+    if not isinstance(configurations, dict):
+        raise PlanError("nnU-Net plans have no 'configurations'; expected an nnUNetPlans.json from nnU-Net v2")
+    if name not in configurations:
+        raise PlanError(f"configuration {name!r} is not in the plans; expected one of {sorted(configurations)}")
+    if name in seen:
+        raise PlanError(f"configuration {name!r} inherits from itself ({' -> '.join(seen + (name,))})")
+    config = dict(configurations[name])
+    parent = config.pop("inherits_from", None)
+    if parent is None:
+        return config
+    merged = _resolve_configuration(plans, parent, seen + (name,))
+    merged.update(config)
+    return merged
+
+
+def _architecture_kwargs(config: dict, name: str) -> dict:
+    if "architecture" not in config:
+        old = [k for k in ("pool_op_kernel_sizes", "conv_kernel_sizes", "UNet_class_name") if k in config]
+        raise PlanError(f"configuration {name!r} has no 'architecture' entry"
+                        + (f" but the pre-2.4 keys {old}" if old else "")
+                        + "; expected a plans file from nnU-Net >= 2.4 (re-run nnUNetv2_plan_experiment)")
+    arch = config["architecture"].get("arch_kwargs", {})
+    needed = ["n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage_decoder"]
+    missing = [k for k in needed if k not in arch]
+    if "n_conv_per_stage" not in arch and "n_blocks_per_stage" not in arch:
+        missing.append("n_conv_per_stage")
+    missing += [k for k in ("patch_size", "spacing", "batch_size", "median_image_size_in_voxels",
+                            "normalization_schemes") if k not in config]
+    if missing:
+        raise PlanError(f"configuration {name!r} lacks {missing}; expected nnU-Net 2.4+ plans")
+    return arch
+
+
+def _int_tuples(values, n_stages: int, dims: int) -> tuple[tuple[int, ...], ...]:
+    """Per-stage strides/kernels; nnU-Net allows a scalar per stage, meaning every axis."""
+    rows = [tuple(int(v) for v in row) if isinstance(row, (list, tuple)) else (int(row),) * dims
+            for row in values]
+    if len(rows) != n_stages:
+        raise PlanError(f"plans list {len(rows)} per-stage entries {values}; expected n_stages={n_stages}")
+    return tuple(rows)
+
+
+def _count_classes(dataset_json: dict) -> int:
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise PlanError(f"dataset.json labels {labels!r} are invalid; expected a dict of name -> integer value")
+    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+        raise PlanError(f"dataset.json labels {labels} use regions; only integer labels are supported")
+    return len(labels)
+
+
+def _normalization_from_nnunet(scheme: str) -> str:
+    if scheme not in _NORMALIZATION_NAMES:
+        raise PlanError(f"normalization scheme {scheme!r} is not supported; expected one of "
+                        f"{sorted(_NORMALIZATION_NAMES)}")
+    return _NORMALIZATION_NAMES[scheme]
+
+
+def _max_features(features: tuple[int, ...], dims: int) -> int:
+    """nnU-Net's cap if the features follow min(cap, base*2**i), else the largest stage's."""
+    default = DEFAULT_MAX_FEATURES[dims]
+    if features == _features_per_stage(len(features), features[0], default):
+        return default
+    return max(features)

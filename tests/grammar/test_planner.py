@@ -1,0 +1,392 @@
+"""make_plan / plan_from_nnunet against nnU-Net v2's published plans, with hand-built fingerprints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hnas.data.fingerprint import Fingerprint
+from hnas.errors import PlanError
+from hnas.grammar.plan import Plan
+from hnas.grammar.planner import (
+    REFERENCE_FEATURE_MAPS,
+    conv_feature_map_size,
+    make_plan,
+    plan_from_nnunet,
+    pool_and_conv_props,
+    target_spacing,
+)
+
+
+def shapes_around(median, n_cases, spread, seed=0):
+    """Shapes scattered symmetrically around ``median`` so that their per-axis median is exact."""
+    rng = np.random.default_rng(seed)
+    median = np.asarray(median)
+    offsets = rng.integers(-spread, spread + 1, size=(n_cases // 2, len(median)))
+    shapes = [median + offsets, median - offsets] + ([median[None]] if n_cases % 2 else [])
+    return tuple(tuple(int(v) for v in row) for row in np.concatenate(shapes))
+
+
+def fingerprint(name, spacings, shapes, channels=("MRI",), n_labels=3):
+    labels = (("background", 0),) + tuple((f"label{i}", i) for i in range(1, n_labels))
+    return Fingerprint(name=name, spacings=tuple(tuple(map(float, s)) for s in spacings),
+                       shapes_after_crop=tuple(tuple(s) for s in shapes), channel_names=tuple(channels),
+                       labels=labels)
+
+
+@pytest.fixture(scope="module")
+def hippocampus():
+    return fingerprint("Dataset004_Hippocampus", [(1, 1, 1)] * 260, shapes_around((36, 50, 35), 260, 6))
+
+
+@pytest.fixture(scope="module")
+def prostate():
+    return fingerprint("Dataset005_Prostate", [(3.6, 0.625, 0.625)] * 32, shapes_around((20, 320, 319), 32, 3),
+                       channels=("T2", "ADC"))
+
+
+@pytest.fixture(scope="module")
+def large_isotropic():
+    return fingerprint("synthetic128", [(1, 1, 1)] * 20, shapes_around((128, 128, 128), 20, 5), n_labels=2)
+
+
+@pytest.fixture(scope="module")
+def huge_isotropic():
+    return fingerprint("huge", [(1, 1, 1)] * 20, shapes_around((300, 300, 300), 20, 5), channels=("CT",))
+
+
+# --------------------------------------------------------------------------- nnU-Net's published plans
+
+
+def test_hippocampus_matches_nnunet_3d_fullres(hippocampus):
+    plan = make_plan(hippocampus)
+    assert plan == Plan(
+        dataset_name="Dataset004_Hippocampus", dims=3, patch_size=(40, 56, 40), spacing=(1.0, 1.0, 1.0),
+        median_shape=(36, 50, 35), n_stages=4, strides=((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2)),
+        kernel_sizes=((3, 3, 3),) * 4, features_per_stage=(32, 64, 128, 256),
+        conv_blocks_per_stage=(2, 2, 2, 2), conv_decoder_blocks_per_stage=(2, 2, 2),
+        residual_blocks_per_stage=(1, 3, 4, 6), residual_decoder_blocks_per_stage=(1, 1, 1),
+        batch_size=9, n_input_channels=1, n_classes=3, normalization=("zscore",),
+        base_features=32, max_features=320, transpose_forward=(0, 1, 2))
+
+
+def test_hippocampus_matches_nnunet_2d(hippocampus):
+    plan = make_plan(hippocampus, dims=2)
+    assert (plan.patch_size, plan.n_stages, plan.batch_size) == ((56, 40), 4, 366)
+    assert plan.strides == ((1, 1), (2, 2), (2, 2), (2, 2))
+    assert plan.kernel_sizes == ((3, 3),) * 4
+    assert plan.features_per_stage == (32, 64, 128, 256) and plan.max_features == 512
+    assert plan.spacing == (1.0, 1.0) and plan.median_shape == (50, 35)
+
+
+def test_prostate_matches_nnunet_task005_3d_fullres(prostate):
+    plan = make_plan(prostate)
+    assert plan.spacing == (3.6, 0.625, 0.625) and plan.median_shape == (20, 320, 319)
+    assert plan.patch_size == (20, 320, 256)
+    assert plan.n_stages == 7
+    assert plan.strides == ((1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2))
+    assert plan.kernel_sizes == ((1, 3, 3), (1, 3, 3)) + ((3, 3, 3),) * 5
+    assert plan.features_per_stage == (32, 64, 128, 256, 320, 320, 320)
+    assert plan.residual_blocks_per_stage == (1, 3, 4, 6, 6, 6, 6)
+    assert plan.batch_size == 2
+    assert plan.n_input_channels == 2 and plan.normalization == ("zscore", "zscore")
+
+
+def test_large_isotropic_gives_six_stages(large_isotropic):
+    plan = make_plan(large_isotropic)
+    assert plan.patch_size == (128, 128, 128)
+    assert plan.n_stages == 6
+    assert plan.strides == ((1, 1, 1),) + ((2, 2, 2),) * 5
+    assert plan.features_per_stage == (32, 64, 128, 256, 320, 320)
+    assert plan.batch_size == 2
+
+
+def hippocampus_folder() -> Path:
+    default = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "Dataset004_Hippocampus"
+    folder = Path(os.environ.get("HNAS_HIPPOCAMPUS", default))
+    if not (folder / "dataset.json").is_file():
+        pytest.skip(f"real hippocampus dataset not found at {folder} (set HNAS_HIPPOCAMPUS)")
+    return folder
+
+
+def test_real_hippocampus_headers_give_nnunet_topology():
+    """The shared copy has 208 of MSD's 260 cases, so the 5% coverage cap gives batch 7, not 9."""
+    nib = pytest.importorskip("nibabel")
+    folder = hippocampus_folder()
+    images = [nib.load(path) for path in sorted((folder / "imagesTr").glob("*_0000.nii.gz"))]
+    # nibabel gives (x, y, z); nnU-Net's numpy order is reversed. MSD cases are pre-cropped.
+    fp = fingerprint("Dataset004_Hippocampus", [img.header.get_zooms()[::-1] for img in images],
+                     [img.shape[::-1] for img in images])
+    plan = make_plan(fp)
+    assert (plan.median_shape, plan.patch_size, plan.n_stages) == ((36, 50, 35), (40, 56, 40), 4)
+    # the 5% dataset-coverage cap binds (memory alone would allow 58)
+    assert plan.batch_size == round(36 * 50 * 35 * len(images) * 0.05 / (40 * 56 * 40))
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_anisotropic_axis_uses_10th_percentile_spacing():
+    z_spacings = [2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+    fp = fingerprint("aniso", [(z, 0.7, 0.7) for z in z_spacings], [(20, 300, 300)] * 10)
+    assert target_spacing(fp) == pytest.approx([np.percentile(z_spacings, 10), 0.7, 0.7])
+
+
+def test_anisotropic_spacing_is_median_when_that_axis_has_many_voxels():
+    fp = fingerprint("aniso", [(z, 0.7, 0.7) for z in (2.0, 3.0, 5.0, 5.0, 5.0)], [(200, 300, 300)] * 5)
+    assert target_spacing(fp) == pytest.approx([5.0, 0.7, 0.7])
+
+
+def test_largest_spacing_axis_goes_first_and_2d_slices_along_it():
+    fp = fingerprint("sagittal", [(0.8, 0.8, 4.0)] * 10, [(200, 180, 30)] * 10)
+    plan3d = make_plan(fp)
+    assert plan3d.transpose_forward == (2, 0, 1)
+    assert plan3d.spacing == (4.0, 0.8, 0.8) and plan3d.median_shape == (30, 200, 180)
+    assert plan3d.kernel_sizes[0] == (1, 3, 3) and plan3d.strides[1] == (1, 2, 2)
+    plan2d = make_plan(fp, dims=2)
+    assert plan2d.spacing == (0.8, 0.8) and plan2d.median_shape == (200, 180)
+
+
+def test_padding_makes_patch_divisible_by_strides(prostate, hippocampus, large_isotropic):
+    for fp in (prostate, hippocampus, large_isotropic):
+        plan = make_plan(fp)
+        divisor = np.prod(np.asarray(plan.strides), axis=0)
+        assert all(p % d == 0 for p, d in zip(plan.patch_size, divisor))
+
+
+def test_lone_axis_needs_three_times_min_feature_map():
+    topology = pool_and_conv_props((1.0, 1.0, 1.0), (10, 20, 10), min_feature_map_size=4)
+    # 10x20x10 -> 5x10x5: only y could pool further but 10 < 12
+    assert topology.strides == ((1, 1, 1), (2, 2, 2))
+    assert "lone axis" in topology.stop_reason
+
+
+def test_ct_channel_gets_ct_normalization():
+    fp = fingerprint("ct", [(1, 1, 1)] * 4, [(64, 64, 64)] * 4, channels=("Ct", "PET", "mri"))
+    assert make_plan(fp).normalization == ("ct", "zscore", "zscore")
+
+
+def test_lower_vram_target_gives_smaller_patch(large_isotropic):
+    small = make_plan(large_isotropic, vram_target_gb=2.0)
+    assert np.prod(small.patch_size) < 128 ** 3
+
+
+def test_feature_options_are_used(hippocampus):
+    plan = make_plan(hippocampus, base_features=16, max_features=64)
+    assert plan.features_per_stage == (16, 32, 64, 64)
+    assert (plan.base_features, plan.max_features) == (16, 64)
+
+
+# --------------------------------------------------------------------------- max_stages
+
+
+def test_max_stages_caps_the_topology(hippocampus):
+    plan = make_plan(hippocampus, max_stages=3)
+    assert plan.n_stages == 3
+    assert plan.strides == ((1, 1, 1), (2, 2, 2), (2, 2, 2))
+    assert len(plan.kernel_sizes) == len(plan.features_per_stage) == 3
+    assert len(plan.conv_decoder_blocks_per_stage) == len(plan.residual_decoder_blocks_per_stage) == 2
+    assert plan.patch_size == (36, 52, 36)  # padded to multiples of 2**2 only
+
+
+def test_max_stages_equal_to_natural_count_changes_nothing(hippocampus):
+    assert make_plan(hippocampus, max_stages=4) == make_plan(hippocampus)
+
+
+def test_max_stages_beyond_what_the_patch_allows_explains_why(hippocampus):
+    with pytest.raises(PlanError) as info:
+        make_plan(hippocampus, max_stages=6)
+    message = str(info.value)
+    assert "at most 4 stages" in message and "6" in message
+    assert "36x50x35" in message and "40x56x40" in message
+
+
+def test_max_stages_grows_where_the_patch_allows(huge_isotropic):
+    natural = make_plan(huge_isotropic)
+    assert natural.n_stages == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grown = make_plan(huge_isotropic, max_stages=7)
+    assert grown.n_stages == 7
+    divisor = np.prod(np.asarray(grown.strides), axis=0)
+    assert all(p % d == 0 for p, d in zip(grown.patch_size, divisor))
+    estimate = conv_feature_map_size(grown.patch_size, grown.strides, grown.features_per_stage,
+                                     grown.conv_blocks_per_stage, grown.conv_decoder_blocks_per_stage,
+                                     grown.n_classes)
+    assert estimate <= REFERENCE_FEATURE_MAPS[3]  # batch 2 fits the 8 GB reference (made for batch 2)
+
+
+def test_stages_kept_over_memory_target_warn(huge_isotropic):
+    with pytest.warns(UserWarning, match="7 stages .* 0.5 GB target"):
+        plan = make_plan(huge_isotropic, max_stages=7, vram_target_gb=0.5)
+    assert plan.n_stages == 7 and plan.batch_size == 2
+    assert min(plan.patch_size) >= 8  # no axis is thinned below what can pool
+
+
+def test_smaller_min_feature_map_allows_more_stages(hippocampus):
+    plan = make_plan(hippocampus, max_stages=5, min_feature_map_size=2)
+    assert plan.n_stages == 5
+
+
+@pytest.mark.parametrize("bad", [1, 0, -3, 2.5, "4", True])
+def test_invalid_max_stages_is_named(hippocampus, bad):
+    with pytest.raises(PlanError, match="max_stages"):
+        make_plan(hippocampus, max_stages=bad)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_empty_fingerprint_is_refused():
+    with pytest.raises(PlanError, match="no cases"):
+        make_plan(fingerprint("empty", [], []))
+
+
+def test_mixed_dimensions_are_refused():
+    fp = fingerprint("mixed", [(1, 1, 1), (1, 1)], [(30, 30, 30), (30, 30)])
+    with pytest.raises(PlanError, match=r"case 1 .*\(1\.0, 1\.0\)"):
+        make_plan(fp)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_non_positive_spacing_is_refused(bad):
+    fp = fingerprint("bad", [(1, 1, 1), (1, bad, 1)], [(30, 30, 30)] * 2)
+    with pytest.raises(PlanError, match=f"case 1 has spacing .*{bad}"):
+        make_plan(fp)
+
+
+def test_2d_dataset_needs_dims_2():
+    fp = fingerprint("flat", [(999, 0.5, 0.5)] * 6, [(1, 256, 256)] * 6)
+    with pytest.raises(PlanError, match="dims=2"):
+        make_plan(fp)
+    assert make_plan(fp, dims=2).patch_size == (256, 256)
+
+
+def test_native_2d_fingerprint():
+    fp = fingerprint("2d", [(0.5, 0.5)] * 6, [(200, 180)] * 6)
+    plan = make_plan(fp, dims=2)
+    assert plan.dims == 2 and plan.transpose_forward == (0, 1) and len(plan.patch_size) == 2
+    with pytest.raises(PlanError, match="dims=3"):
+        make_plan(fp, dims=3)
+
+
+def test_too_small_images_are_refused():
+    fp = fingerprint("tiny", [(1, 1, 1)] * 3, [(6, 6, 6)] * 3)
+    with pytest.raises(PlanError, match="too small"):
+        make_plan(fp)
+
+
+# --------------------------------------------------------------------------- JSON, memory estimate, imports
+
+
+def test_plan_json_round_trip(hippocampus, prostate, tmp_path):
+    for plan in (make_plan(hippocampus), make_plan(prostate), make_plan(hippocampus, dims=2)):
+        assert Plan.from_json(plan.to_json()) == plan
+        plan.save(tmp_path / "plan.json")
+        assert Plan.load(tmp_path / "plan.json") == plan
+
+
+def test_plan_without_transpose_still_loads(hippocampus):
+    data = make_plan(hippocampus).to_dict()
+    del data["transpose_forward"]
+    assert Plan.from_dict(data).transpose_forward is None
+
+
+@pytest.mark.parametrize("which", ["hippocampus", "prostate", "hippocampus2d"])
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_numpy_estimate_equals_dna(which, deep_supervision, request):
+    torch = pytest.importorskip("torch")
+    unet = pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    fp = request.getfixturevalue(which.removesuffix("2d"))
+    plan = make_plan(fp, dims=2 if which.endswith("2d") else 3)
+    conv_op = torch.nn.Conv3d if plan.dims == 3 else torch.nn.Conv2d
+    with torch.device("meta"):  # no weights needed to count feature maps
+        net = unet.PlainConvUNet(plan.n_input_channels, plan.n_stages, plan.features_per_stage, conv_op,
+                                 plan.kernel_sizes, plan.strides, plan.conv_blocks_per_stage, plan.n_classes,
+                                 plan.conv_decoder_blocks_per_stage, deep_supervision=deep_supervision)
+    expected = int(net.compute_conv_feature_map_size(plan.patch_size))
+    assert conv_feature_map_size(plan.patch_size, plan.strides, plan.features_per_stage,
+                                 plan.conv_blocks_per_stage, plan.conv_decoder_blocks_per_stage,
+                                 plan.n_classes, deep_supervision) == expected
+
+
+def test_planner_does_not_import_torch():
+    code = "import sys, hnas.grammar.planner; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --------------------------------------------------------------------------- nnU-Net plans files
+
+
+def nnunet_hippocampus_plans(**arch_overrides):
+    """Minimal nnUNetPlans.json as nnU-Net 2.4+ writes it for Dataset004_Hippocampus."""
+    arch_kwargs = {
+        "n_stages": 4, "features_per_stage": [32, 64, 128, 256],
+        "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * 4,
+        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+        "n_conv_per_stage": [2, 2, 2, 2], "n_conv_per_stage_decoder": [2, 2, 2],
+    }
+    arch_kwargs.update(arch_overrides)
+    return {
+        "dataset_name": "Dataset004_Hippocampus",
+        "transpose_forward": [0, 1, 2],
+        "configurations": {
+            "3d_fullres": {
+                "batch_size": 9, "patch_size": [40, 56, 40], "median_image_size_in_voxels": [36.0, 50.0, 35.0],
+                "spacing": [1.0, 1.0, 1.0], "normalization_schemes": ["ZScoreNormalization"],
+                "architecture": {
+                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                    "arch_kwargs": arch_kwargs,
+                },
+            },
+            "3d_big": {"inherits_from": "3d_fullres", "batch_size": 4},
+        },
+    }
+
+
+HIPPOCAMPUS_DATASET_JSON = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1,
+                                                                      "Posterior": 2}}
+
+
+def test_plan_from_nnunet_equals_make_plan(hippocampus):
+    plan = plan_from_nnunet(nnunet_hippocampus_plans(), dataset_json=HIPPOCAMPUS_DATASET_JSON)
+    assert plan == make_plan(hippocampus)
+
+
+def test_plan_from_nnunet_reads_files_and_inheritance(tmp_path):
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(nnunet_hippocampus_plans()))
+    (tmp_path / "dataset.json").write_text(json.dumps(HIPPOCAMPUS_DATASET_JSON))
+    plan = plan_from_nnunet(tmp_path / "nnUNetPlans.json", configuration="3d_big")
+    assert plan.batch_size == 4 and plan.patch_size == (40, 56, 40) and plan.n_classes == 3
+
+
+def test_plan_from_nnunet_residual_encoder():
+    plans = nnunet_hippocampus_plans(n_blocks_per_stage=[1, 3, 4, 6], n_conv_per_stage_decoder=[1, 1, 1])
+    del plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_conv_per_stage"]
+    plan = plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON)
+    assert plan.residual_blocks_per_stage == (1, 3, 4, 6)
+    assert plan.residual_decoder_blocks_per_stage == (1, 1, 1)
+    assert plan.conv_blocks_per_stage == (2, 2, 2, 2) and plan.conv_decoder_blocks_per_stage == (2, 2, 2)
+
+
+def test_plan_from_nnunet_refuses_pre_2_4_plans():
+    plans = nnunet_hippocampus_plans()
+    config = plans["configurations"]["3d_fullres"]
+    del config["architecture"]
+    config["pool_op_kernel_sizes"] = [[1, 1, 1], [2, 2, 2]]
+    with pytest.raises(PlanError, match="pool_op_kernel_sizes.*2.4"):
+        plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON)
+
+
+def test_plan_from_nnunet_names_missing_configuration_and_labels():
+    with pytest.raises(PlanError, match="'2d'.*3d_fullres"):
+        plan_from_nnunet(nnunet_hippocampus_plans(), "2d", dataset_json=HIPPOCAMPUS_DATASET_JSON)
+    with pytest.raises(PlanError, match="dataset_json"):
+        plan_from_nnunet(nnunet_hippocampus_plans())
