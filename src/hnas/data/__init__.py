@@ -1,0 +1,42 @@
+"""Datasets: nnU-Net v2 raw and MSD folders, validation, fingerprints, the synthetic demo dataset.
+
+Every array and per-axis value uses nnU-Net's axis order (z, y, x) = the NIfTI axes reversed.
+No torch here: this package must stay quick to import.
+"""
+
+from hnas.data.dataset import Case, CaseData, Dataset, load_dataset, read_case
+from hnas.data.fingerprint import (ChannelIntensity, Fingerprint, load_fingerprint, read_nnunet_fingerprint,
+                                   save_fingerprint)
+from hnas.data.fingerprinting import (DatasetAnalysis, analyze_dataset, compute_fingerprint, crop_to_nonzero,
+                                      nonzero_bbox)
+from hnas.data.io import ImageGeometry, ImageVolume, read_header, read_images, read_label_map, write_label_map
+from hnas.data.synthetic import SYNTHETIC_NAME, ensure_synthetic_dataset, make_synthetic_dataset
+from hnas.data.validation import validate_dataset
+
+__all__ = [
+    "Case",
+    "CaseData",
+    "ChannelIntensity",
+    "Dataset",
+    "DatasetAnalysis",
+    "Fingerprint",
+    "ImageGeometry",
+    "ImageVolume",
+    "SYNTHETIC_NAME",
+    "analyze_dataset",
+    "compute_fingerprint",
+    "crop_to_nonzero",
+    "ensure_synthetic_dataset",
+    "load_dataset",
+    "load_fingerprint",
+    "make_synthetic_dataset",
+    "nonzero_bbox",
+    "read_case",
+    "read_header",
+    "read_images",
+    "read_label_map",
+    "read_nnunet_fingerprint",
+    "save_fingerprint",
+    "validate_dataset",
+    "write_label_map",
+]
