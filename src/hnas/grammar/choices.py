@@ -70,8 +70,8 @@ def grammar_info(grammar: str) -> GrammarInfo:
     parser = load_grammar(grammar)
     alternatives: dict[str, list[tuple[Symbol, ...]]] = {}
     for rule in parser.rules:
-        symbols = tuple(Symbol(s.name, s.is_term) for s in rule.expansion)
-        alternatives.setdefault(rule.origin.name, []).append(symbols)
+        symbols = tuple(Symbol(str(s.name), s.is_term) for s in rule.expansion)
+        alternatives.setdefault(str(rule.origin.name), []).append(symbols)
     words = {t.name: t.pattern.value for t in parser.terminals if t.pattern.type == "str"}
     defaults, ordinals = _annotations(grammar)
     choices = {}
