@@ -20,7 +20,7 @@ from hnas.errors import GrammarError, InvalidArchitecture
 _WORD = re.compile(r"\S+")
 
 
-class _WordLexer(Lexer):
+class WordLexer(Lexer):
     """Maps each whitespace-separated word to a (shared, pre-built) token of its terminal.
 
     Tokens are shared between parses because building them dominated parse time; the
@@ -58,7 +58,7 @@ def _char_offset(text: str, index: int) -> int:
 def load_grammar(grammar: str) -> Lark:
     """Build (and cache) the LALR parser of a grammar text."""
     try:
-        return Lark(grammar, start="architecture", parser="lalr", lexer=_WordLexer,
+        return Lark(grammar, start="architecture", parser="lalr", lexer=WordLexer,
                     keep_all_tokens=True, propagate_positions=False, maybe_placeholders=False)
     except lark.exceptions.LarkError as exc:  # syntax errors and LALR conflicts alike
         raise GrammarError(f"grammar does not build with Lark's LALR parser: {exc}") from exc
