@@ -52,3 +52,33 @@ def test_render_without_dot_writes_text_and_source(tmp_path, monkeypatch):
 def test_unknown_format_is_named(tmp_path):
     with pytest.raises(RenderError, match=r"suffix '\.jpg'"):
         render(derivation_graph(TREE), tmp_path / "tree.jpg", text_fallback="")
+
+
+def _spec(n_stages=5):
+    from hnas.cfgunet import spec_from_tree
+
+    plan = isotropic_plan(n_stages, patch=64)
+    return plan, spec_from_tree(parse(make_grammar(plan), default_architecture(plan)), plan)
+
+
+def test_network_table_lists_every_stage_with_map_sizes():
+    from hnas.viz.diagrams import network_text
+
+    plan, spec = _spec()
+    lines = network_text(spec, plan.patch_size).splitlines()
+    encoder = [line for line in lines if line.startswith("encoder  ")]
+    decoder = [line for line in lines if line.startswith("decoder  ")]
+    assert len(encoder) == 5 and len(decoder) == 4
+    assert encoder[-1].split()[-1] == "4x4x4"  # 64 / 2^4
+    assert decoder[-1].split()[1] == "0" and decoder[-1].split()[-1] == "64x64x64"
+    assert "deep supervision on" in lines[-1]
+
+
+def test_network_graph_is_a_u_with_skips_and_outputs():
+    from hnas.viz.diagrams import network_graph
+
+    plan, spec = _spec()
+    source = network_graph(spec, plan.patch_size).source
+    assert source.count("label=skip") == 4
+    assert source.count("rank=same") == 4
+    assert source.count("classes") == 4  # deep supervision: one output per decoder stage

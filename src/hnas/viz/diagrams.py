@@ -90,3 +90,85 @@ def render(graph, path: str | Path, *, text_fallback: str) -> Path:
         return fallback
     graph.render(outfile=str(path), format=fmt, cleanup=True)
     return path
+
+
+def _fmt(values) -> str:
+    return "x".join(str(v) for v in values)
+
+
+def stage_sizes(spec, patch_size) -> list[tuple[int, ...]]:
+    """Feature-map size at each encoder stage for an input of ``patch_size``."""
+    sizes, current = [], tuple(patch_size)
+    for stride in spec.strides:
+        current = tuple(max(1, c // s) for c, s in zip(current, stride))
+        sizes.append(current)
+    return sizes
+
+
+def network_rows(spec, patch_size=None) -> list[tuple[str, ...]]:
+    """One row per network stage: side, stage, blocks, features, stride, kernel, feature-map size."""
+    sizes = stage_sizes(spec, patch_size) if patch_size else [None] * spec.n_stages
+    enc, dec = spec.encoder, spec.decoder
+    enc_block = "conv" if enc.kind == "conv" else f"res-{enc.block}{'+se' if enc.squeeze_excitation else ''}"
+    rows = []
+    for i in range(spec.n_stages):
+        rows.append(("encoder", str(i), f"{enc.blocks_per_stage[i]}x {enc_block}", str(spec.features_per_stage[i]),
+                     _fmt(spec.strides[i]), _fmt(spec.kernel_sizes[i]), _fmt(sizes[i]) if sizes[i] else "-"))
+    for j, blocks in enumerate(dec.blocks_per_stage):
+        stage = spec.n_stages - 2 - j
+        rows.append(("decoder", str(stage), f"{blocks}x {dec.kind}", str(spec.features_per_stage[stage]),
+                     "up " + _fmt(spec.strides[stage + 1]), _fmt(spec.kernel_sizes[stage]),
+                     _fmt(sizes[stage]) if sizes[stage] else "-"))
+    return rows
+
+
+def network_text(spec, patch_size=None) -> str:
+    """The compiled network as a fixed-width table plus its layer choices."""
+    header = ("side", "stage", "blocks", "features", "stride", "kernel", "map size")
+    rows = [header] + network_rows(spec, patch_size)
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    enc, dec = spec.encoder, spec.decoder
+    lines.append("")
+    lines.append(f"encoder: {enc.kind}, {enc.norm} norm, {enc.nonlin}, "
+                 f"{'dropout ' + str(spec.dropout_rate) if enc.dropout else 'no dropout'}, {enc.pool} downsampling")
+    lines.append(f"decoder: {dec.kind}, {dec.norm} norm, {dec.nonlin}, "
+                 f"{'dropout ' + str(spec.dropout_rate) if dec.dropout else 'no dropout'}, "
+                 f"deep supervision {'on' if spec.deep_supervision else 'off'}")
+    return "\n".join(lines)
+
+
+def network_graph(spec, patch_size=None, *, title: str | None = None):
+    """A graphviz U-shaped diagram: encoder column, decoder column, skips and outputs."""
+    import graphviz
+
+    graph = graphviz.Digraph("network", graph_attr={"rankdir": "TB", "nodesep": "0.6", "fontsize": "10"},
+                             node_attr={"fontname": "Helvetica", "fontsize": "10", "shape": "box",
+                                        "style": "rounded,filled"},
+                             edge_attr={"fontname": "Helvetica", "fontsize": "9"})
+    if title:
+        graph.attr(label=title, labelloc="t")
+    rows = network_rows(spec, patch_size)
+    graph.node("input", f"input\\n{spec.input_channels} ch" + (f"\\n{_fmt(patch_size)}" if patch_size else ""),
+               shape="ellipse", fillcolor="white")
+    previous = "input"
+    for side, stage, blocks, features, stride, kernel, size in rows:
+        name = f"{side[0]}{stage}"
+        color = "#dbe9f6" if side == "encoder" else "#fde2c8"
+        graph.node(name, f"{side} {stage}\\n{blocks}\\n{features} ch, k {kernel}\\n{stride}"
+                   + ("" if size == "-" else f"\\n{size}"), fillcolor=color)
+        graph.edge(previous, name)
+        if side == "decoder":
+            # Same rank as the encoder stage it merges with: the picture becomes a U.
+            with graph.subgraph() as level:
+                level.attr(rank="same")
+                level.node(f"e{stage}")
+                level.node(name)
+            graph.edge(f"e{stage}", name, style="dashed", label="skip")
+            if spec.deep_supervision or stage == "0":
+                out = f"out{stage}"
+                graph.node(out, f"seg {stage}\\n{spec.n_classes} classes", shape="ellipse", fillcolor="white")
+                graph.edge(name, out)
+        previous = name
+    return graph

@@ -1,0 +1,166 @@
+"""The user-level pipeline shared by the CLI, the demo and the notebooks.
+
+dataset -> fingerprint -> plan -> grammar -> samples -> derivation -> spec -> cost/diagram.
+Everything here is plain glue over the packages; no logic of its own worth testing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hnas.errors import HnasError, PlanError
+from hnas.grammar import GrammarOptions, default_architecture, make_grammar
+from hnas.grammar.generator import grammar_options
+from hnas.grammar.plan import Plan
+
+SYNTHETIC_FINGERPRINT = "hnas_fingerprint.json"
+
+
+def cache_dir() -> Path:
+    """Where hnas keeps generated data: $HNAS_CACHE, else ~/.cache/hnas."""
+    return Path(os.environ.get("HNAS_CACHE", Path.home() / ".cache" / "hnas"))
+
+
+def builtin_dataset() -> Path:
+    """The built-in synthetic dataset (generated once, then reused)."""
+    from hnas.data import ensure_synthetic_dataset
+
+    return ensure_synthetic_dataset(cache_dir() / "synthetic")
+
+
+def fingerprint_of(dataset: Path):
+    """Validate a dataset folder and compute its fingerprint (cached for the built-in data)."""
+    from hnas.data import compute_fingerprint, load_dataset, load_fingerprint, save_fingerprint, validate_dataset
+
+    cached = dataset / SYNTHETIC_FINGERPRINT
+    if cached.is_file():
+        return load_fingerprint(cached)
+    loaded = load_dataset(dataset)
+    validate_dataset(loaded)
+    fingerprint = compute_fingerprint(loaded, workers=min(4, os.cpu_count() or 1))
+    if dataset.resolve().is_relative_to(cache_dir().resolve()):
+        save_fingerprint(fingerprint, cached)
+    return fingerprint
+
+
+def is_nnunet_plans(path: Path) -> bool:
+    try:
+        return path.is_file() and "configurations" in json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def plan_for(source: Path | None, *, max_stages: int | None = None, dims: int = 3) -> Plan:
+    """nnU-Net's plan for a dataset folder or an nnUNetPlans.json (default: built-in data)."""
+    from hnas.grammar.planner import make_plan, plan_from_nnunet
+
+    if source is not None and source.is_file():
+        if not is_nnunet_plans(source):
+            raise PlanError(f"{str(source)!r} is a file but not nnU-Net's nnUNetPlans.json; expected a dataset "
+                            "folder or a plans file with a 'configurations' entry")
+        plan = plan_from_nnunet(source, configuration="3d_fullres" if dims == 3 else "2d")
+        return with_stages(plan, max_stages)
+    dataset = builtin_dataset() if source is None else source
+    return make_plan(fingerprint_of(dataset), max_stages, dims=dims)
+
+
+def resolve_plan(dataset: Path | None, plan_file: Path | None, max_stages: int | None) -> Plan:
+    """The plan a command works on: from --plan, from --dataset, or the built-in data."""
+    if plan_file is None:
+        return plan_for(dataset, max_stages=max_stages)
+    if is_nnunet_plans(plan_file):
+        return plan_for(plan_file, max_stages=max_stages)
+    return with_stages(Plan.load(plan_file), max_stages)
+
+
+def with_stages(plan: Plan, max_stages: int | None) -> Plan:
+    """A stored plan cut to ``max_stages`` (a stored plan cannot grow: re-plan the dataset)."""
+    if max_stages is None or max_stages == plan.n_stages:
+        return plan
+    if max_stages > plan.n_stages:
+        raise PlanError(f"--max-stages {max_stages} exceeds the {plan.n_stages} stages of the stored plan; "
+                        "plan the dataset itself (--dataset) to let the topology grow")
+    return plan.truncated(max_stages)
+
+
+def grammar_for(plan: Plan, *, extended: bool = False) -> str:
+    return make_grammar(plan, GrammarOptions.extended() if extended else GrammarOptions())
+
+
+def read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise HnasError(f"{what} file {str(path)!r} does not exist")
+    return path.read_text()
+
+
+def sample(grammar: str, n: int, *, seed: int = 0, uniform: bool = False, confidence: str = "medium") -> list[str]:
+    """``n`` sentences, uniform per production or from the prior around nnU-Net's defaults."""
+    from hnas.sampling import Prior, PriorSampler, UniformSampler
+
+    rng = np.random.default_rng(seed)
+    sampler = UniformSampler(grammar) if uniform else PriorSampler(Prior.from_grammar(grammar, confidence))
+    return [sampler.sample_string(rng) for _ in range(n)]
+
+
+def resolve_architecture(plan: Plan, grammar: str, text: str) -> str:
+    """'default' means nnU-Net's own network for the plan."""
+    return default_architecture(plan, grammar_options(grammar)) if text.strip() == "default" else text
+
+
+def describe_plan(plan: Plan) -> str:
+    rows = [
+        ("dataset", plan.dataset_name), ("dims", f"{plan.dims}D"),
+        ("patch size", "x".join(map(str, plan.patch_size))),
+        ("spacing", "x".join(f"{s:g}" for s in plan.spacing)),
+        ("median shape", "x".join(map(str, plan.median_shape))),
+        ("stages", str(plan.n_stages)), ("batch size", str(plan.batch_size)),
+        ("strides", " ".join("x".join(map(str, s)) for s in plan.strides)),
+        ("kernels", " ".join("x".join(map(str, k)) for k in plan.kernel_sizes)),
+        ("features", " ".join(map(str, plan.features_per_stage))),
+        ("channels -> classes", f"{plan.n_input_channels} -> {plan.n_classes}"),
+        ("normalization", ", ".join(plan.normalization)),
+    ]
+    return _table(rows)
+
+
+def _table(rows) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def describe_architecture(grammar: str, plan: Plan, text: str, *, dropout_rate: float = 0.2) -> str:
+    """What `hnas show` prints: derivation tree, network table, parameters and FLOPs."""
+    from hnas.cfgunet import cost, spec_from_tree
+    from hnas.grammar import parse, unparse
+    from hnas.viz.diagrams import derivation_text, network_text
+
+    tree = parse(grammar, resolve_architecture(plan, grammar, text))
+    spec = spec_from_tree(tree, plan, dropout_rate=dropout_rate)
+    measured = cost(spec, plan.patch_size)
+    summary = _table([
+        ("architecture", unparse(tree)),
+        ("stages", str(spec.n_stages)),
+        ("parameters", f"{measured.parameters:,}"),
+        ("FLOPs / patch", f"{measured.flops / 1e9:,.2f} GFLOP (forward, patch {'x'.join(map(str, plan.patch_size))})"),
+        ("activations", f"{measured.activation_bytes / 2**20:,.1f} MiB (forward, float32, batch 1)"),
+    ])
+    return "\n\n".join([derivation_text(tree), network_text(spec, plan.patch_size), summary])
+
+
+def render_architecture(grammar: str, plan: Plan, text: str, path: Path) -> list[Path]:
+    """Draw the derivation tree to ``path`` and the network to ``<stem>_network<suffix>``."""
+    from hnas.cfgunet import spec_from_tree
+    from hnas.grammar import parse
+    from hnas.viz.diagrams import derivation_graph, derivation_text, network_graph, network_text, render
+
+    tree = parse(grammar, resolve_architecture(plan, grammar, text))
+    spec = spec_from_tree(tree, plan)
+    network_path = path.with_name(f"{path.stem}_network{path.suffix}")
+    return [
+        render(derivation_graph(tree), path, text_fallback=derivation_text(tree)),
+        render(network_graph(spec, plan.patch_size), network_path, text_fallback=network_text(spec, plan.patch_size)),
+    ]
