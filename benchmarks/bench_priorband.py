@@ -11,9 +11,13 @@ every evaluation as JSON). Every optimizer is scored by the same code:
 * incumbent = the configuration with the best *observed* value so far (any fidelity);
   regret = its noise-free value minus the optimum.
 
+BOHB (prior-free) and PriorBand+BO (per prior) run beside them through the same protocol.
 It prints the median regret [Q1, Q3] over seeds at 1x, 2x, 5x, 10x and 20x the max-fidelity
-budget, then PASS/FAIL for the targets of issue 3. "No worse within seed noise" means: the
-median is no higher, or a one-sided Mann-Whitney U test does not find it higher (p >= 0.05).
+budget, then PASS/FAIL for the targets of issues 3 and 6 (BOHB beats random search and
+Hyperband on Hartmann-6 at 10x and 20x: lower median and one-sided Mann-Whitney p < 0.05;
+PriorBand+BO no worse than PriorBand with good/medium priors, lower median at 20x with the
+bad one). "No worse within seed noise" means: the median is no higher, or a one-sided
+Mann-Whitney U test does not find it higher (p >= 0.05).
 
 A multi-objective section minimises (loss, cost) with cost = fidelity cost x a config term
 ``0.1 + mean(x)`` and compares the hypervolume reached by Regularized PriorBand, Hyperband with
@@ -55,6 +59,9 @@ from hnas.search.hartmann import (  # noqa: E402
 )
 
 ETA = 3
+#: Rows that ignore the prior (one run per seed serves every prior) and rows that use it.
+PRIOR_FREE = [("random", "random search"), ("hyperband", "Hyperband"), ("bohb", "BOHB")]
+WITH_PRIOR = [("priorband", "PriorBand (ours)"), ("priorband-bo", "PriorBand+BO")]
 BUDGET_POINTS = (1, 2, 5, 10, 20)
 MO_BUDGET_POINTS = (5, 10, 20)
 #: Our "medium" numeric prior is a truncated normal with std 0.25 x range (FACTS §4); NePS
@@ -230,13 +237,15 @@ def single_objective(args, functions: dict[str, Callable[[int], MFHartmann]],
     for name, make in functions.items():
         for seed in args.seeds:
             f = make(seed)
-            for optimizer, label in (("random", "random search"), ("hyperband", "Hyperband")):
+            for optimizer, label in PRIOR_FREE:
                 curve = regret_at(run_ours(optimizer, f, "medium", seed, budget), f, BUDGET_POINTS)
-                for prior in args.priors:   # neither looks at the prior: one run serves all
+                for prior in args.priors:   # none looks at the prior: one run serves all
                     curves.setdefault((name, prior, label), []).append(curve)
             for prior in args.priors:
-                curve = regret_at(run_ours("priorband", f, prior, seed, budget), f, BUDGET_POINTS)
-                curves.setdefault((name, prior, "PriorBand (ours)"), []).append(curve)
+                for optimizer, label in WITH_PRIOR:
+                    curve = regret_at(run_ours(optimizer, f, prior, seed, budget), f,
+                                      BUDGET_POINTS)
+                    curves.setdefault((name, prior, label), []).append(curve)
                 neps_tasks.append({"key": f"{name}|{prior}|{seed}", "dims": f.dims,
                                    "bias": f.bias, "noise": f.noise, "seed": seed,
                                    "prior": f.prior(prior), "confidence": NEPS_CONFIDENCE,
@@ -254,6 +263,49 @@ def single_objective(args, functions: dict[str, Callable[[int], MFHartmann]],
             curves.setdefault((name, prior, "PriorBand (NePS 0.17)"), []).append(curve)
         _say(f"NePS done ({time.perf_counter() - START:.0f}s)")
     return curves, targets(args, functions, curves, neps is not None)
+
+
+def beats(ours: Sequence[float], theirs: Sequence[float]) -> tuple[bool, str]:
+    """Ours (lower is better) is better: a lower median and a one-sided Mann-Whitney U test
+    finding ours lower (p < 0.05)."""
+    a, b = np.asarray(ours, float), np.asarray(theirs, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return False, "no data"
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    p = float(stats.mannwhitneyu(a, b, alternative="less").pvalue)
+    return med_a < med_b and p < ALPHA, f"median {_num(med_a)} vs {_num(med_b)}, p={p:.3f}"
+
+
+def model_based_targets(args, functions, curves) -> list[tuple[str, bool | None, str]]:
+    """Issue 6: BOHB beats random search and Hyperband at 10x and 20x on Hartmann-6;
+    PriorBand+BO is no worse than PriorBand everywhere with good and medium priors and better
+    at 20x with the bad prior."""
+    results: list[tuple[str, bool | None, str]] = []
+    column = {b: i for i, b in enumerate(BUDGET_POINTS)}
+    if "hartmann6" in functions:
+        prior = args.priors[0]
+        bohb = np.array(curves[("hartmann6", prior, "BOHB")])
+        for other in ("random search", "Hyperband"):
+            theirs = np.array(curves[("hartmann6", prior, other)])
+            for b in (10, 20):
+                results.append((f"hartmann6: BOHB beats {other} at {b}x",
+                                *beats(bohb[:, column[b]], theirs[:, column[b]])))
+    for name in functions:
+        for prior in args.priors:
+            ours = np.array(curves[(name, prior, "PriorBand+BO")])
+            theirs = np.array(curves[(name, prior, "PriorBand (ours)")])
+            if prior in ("good", "medium"):
+                for b, i in column.items():
+                    results.append((f"{name} {prior}: PriorBand+BO no worse than PriorBand at {b}x",
+                                    *no_worse(ours[:, i], theirs[:, i])))
+            elif prior == "bad":
+                i = column[20]
+                a, t = float(np.median(ours[:, i])), float(np.median(theirs[:, i]))
+                p = float(stats.mannwhitneyu(ours[:, i], theirs[:, i], alternative="less").pvalue)
+                results.append((f"{name} bad: PriorBand+BO better than PriorBand at 20x", a < t,
+                                f"median {_num(a)} vs {_num(t)}, one-sided Mann-Whitney p={p:.3f}"))
+    return results
 
 
 def targets(args, functions, curves, with_neps: bool) -> list[tuple[str, bool | None, str]]:
@@ -277,7 +329,7 @@ def targets(args, functions, curves, with_neps: bool) -> list[tuple[str, bool | 
             ours = np.array(curves[(name, "bad", "PriorBand (ours)")])[:, column[20]]
             hb = np.array(curves[(name, "bad", "Hyperband")])[:, column[20]]
             results.append((f"{name} bad: ours no worse than Hyperband at 20x", *no_worse(ours, hb)))
-    return results
+    return results + model_based_targets(args, functions, curves)
 
 
 def multi_objective(args, functions) -> dict:
@@ -310,12 +362,12 @@ def print_regret_tables(args, functions, curves) -> None:
         print(f"\n### {name}: median regret [Q1, Q3] over {len(args.seeds)} seeds\n")
         print(header)
         print(rule)
-        labels = ["random search", "Hyperband", "PriorBand (ours)", "PriorBand (NePS 0.17)"]
+        labels = [label for _, label in PRIOR_FREE + WITH_PRIOR] + ["PriorBand (NePS 0.17)"]
         for prior in args.priors:
             for label in labels:
                 if (name, prior, label) not in curves:
                     continue
-                if label in ("random search", "Hyperband") and prior != args.priors[0]:
+                if label in dict(PRIOR_FREE).values() and prior != args.priors[0]:
                     continue   # prior-free: shown once
                 rows = np.array(curves[(name, prior, label)])
                 shown_prior = prior if label.startswith("PriorBand") else "-"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hnas.search import make_space, run
 from hnas.search.storage import database_path
@@ -24,8 +25,13 @@ TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
 MAX_TRIALS = 45
 SEED = 11
+#: PriorBand, and the model-based optimizers whose density model kicks in within MAX_TRIALS.
+OPTIMIZERS = ["priorband", "bohb", "priorband-bo"]
+#: Each killed process of a model-based run re-imports statsmodels; their kill tests are slow
+#: (tests/search/test_bohb.py resumes them in-process after an interrupted trial).
+KILLED = ["priorband"] + [pytest.param(name, marks=pytest.mark.slow) for name in OPTIMIZERS[1:]]
 
-# The search as a separate process: PriorBand over HPO + a grammar-like architecture; the
+# The search as a separate process: an optimizer over HPO + a grammar-like architecture; the
 # objective logs every start (to spot re-evaluations) and sleeps a little so kills land
 # inside trials as well as between them.
 SCRIPT = """
@@ -36,7 +42,7 @@ from search.fakes import WordArchitecture
 from search.test_crash import objective
 
 run_dir = Path(sys.argv[1])
-run(objective, make_space("hpo+hnas", WordArchitecture()), optimizer="priorband",
+run(objective, make_space("hpo+hnas", WordArchitecture()), optimizer=sys.argv[4],
     max_trials=int(sys.argv[2]), min_fidelity=1, max_fidelity=9, run_dir=run_dir, seed=int(sys.argv[3]),
     resume=True)
 """
@@ -66,11 +72,12 @@ def _finished_rows(run_dir):
     return {row[0]: row for row in rows}
 
 
-def _start(run_dir, max_trials):
+def _start(run_dir, max_trials, optimizer):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
            "HNAS_CRASH_TEST_SLEEP": "0.01"}
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(run_dir), str(max_trials),
-                             str(SEED)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             str(SEED), optimizer], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
 def _log_lines(run_dir):
@@ -78,12 +85,13 @@ def _log_lines(run_dir):
     return [int(x) for x in log.read_text().split()] if log.exists() else []
 
 
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("optimizer", KILLED)
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path, optimizer):
     rng = np.random.default_rng(0)
     run_dir = tmp_path / "killed"
     snapshots = []
     for target in sorted(rng.choice(np.arange(3, MAX_TRIALS - 3), size=4, replace=False)):
-        process = _start(run_dir, MAX_TRIALS)
+        process = _start(run_dir, MAX_TRIALS, optimizer)
         deadline = time.monotonic() + 60
         while len(_finished_rows(run_dir)) < target and process.poll() is None:
             assert time.monotonic() < deadline, "the search made no progress"
@@ -93,7 +101,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
         process.wait()
         assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
         snapshots.append((_finished_rows(run_dir), len(_log_lines(run_dir))))
-    finish = _start(run_dir, MAX_TRIALS)
+    finish = _start(run_dir, MAX_TRIALS, optimizer)
     _, errors = finish.communicate(timeout=120)
     assert finish.returncode == 0, errors.decode()
 
@@ -106,7 +114,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
         assert not set(executions[log_length:]) & set(finished)
 
     straight_dir = tmp_path / "straight"
-    run(objective, make_space("hpo+hnas", WordArchitecture()), optimizer="priorband",
+    run(objective, make_space("hpo+hnas", WordArchitecture()), optimizer=optimizer,
         max_trials=MAX_TRIALS, min_fidelity=1, max_fidelity=9, run_dir=straight_dir, seed=SEED)
     assert _finished_rows(straight_dir) == final
     assert len(set(executions)) == MAX_TRIALS
@@ -114,9 +122,10 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path):
           f"{len(snapshots)} kills")
 
 
-def test_uninterrupted_runs_are_reproducible(tmp_path):
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_uninterrupted_runs_are_reproducible(tmp_path, optimizer):
     space = make_space("hpo+hnas", WordArchitecture())
     for name in ("a", "b"):
-        run(objective, space, optimizer="priorband", max_trials=20, min_fidelity=1,
+        run(objective, space, optimizer=optimizer, max_trials=MAX_TRIALS, min_fidelity=1,
             max_fidelity=9, run_dir=tmp_path / name, seed=SEED)
     assert _finished_rows(tmp_path / "a") == _finished_rows(tmp_path / "b")

@@ -125,7 +125,7 @@ def test_tell_refuses_a_pending_trial():
 
 def test_registry_errors_name_the_choices():
     with pytest.raises(SearchError, match="priorband"):
-        make_optimizer("bohb", make_space("hpo"), min_fidelity=1, max_fidelity=9)
+        make_optimizer("smac", make_space("hpo"), min_fidelity=1, max_fidelity=9)
     with pytest.raises(SearchError, match="promotion"):
         make_optimizer("hyperband", make_space("hpo"), min_fidelity=1, max_fidelity=9,
                        promotion="best")

@@ -6,9 +6,11 @@ torch. Start with :func:`run`; optimizers can also be driven directly through th
 protocol in :mod:`hnas.search.types`.
 """
 
+from hnas.search.bohb import BOHB, PriorBandBO  # also registers "bohb" and "priorband-bo"
 from hnas.search.executors import EXECUTORS, Outcome, TrialContext, make_executor
 from hnas.search.fidelity import FidelitySchedule
 from hnas.search.loop import Progress, RunSummary, budget_spent, load_run, run, trial_dir
+from hnas.search.model import DensityModel, ProductionDistribution
 from hnas.search.optimizers import (
     OPTIMIZERS,
     PROMOTIONS,
@@ -45,10 +47,11 @@ from hnas.search.types import NO_BRACKET, Job, Optimizer, Trial
 
 __all__ = [
     "EXECUTORS", "NO_BRACKET", "OPTIMIZERS", "PRESETS", "PROMOTIONS",
-    "Architecture", "ArchitectureDistribution", "Categorical", "Condition", "FidelitySchedule",
-    "Float", "Hyperband", "Int", "Job", "Optimizer", "Ordinal", "Outcome", "PriorBand",
-    "Progress", "RandomSearch", "RegularizedPriorBand", "RunStore", "RunSummary", "SearchSpace",
-    "SuccessiveHalving", "Trial", "TrialContext",
+    "BOHB", "Architecture", "ArchitectureDistribution", "Categorical", "Condition",
+    "DensityModel", "FidelitySchedule", "Float", "Hyperband", "Int", "Job", "Optimizer", "Ordinal",
+    "Outcome", "PriorBand", "PriorBandBO", "ProductionDistribution", "Progress", "RandomSearch",
+    "RegularizedPriorBand", "RunStore", "RunSummary", "SearchSpace", "SuccessiveHalving",
+    "Trial", "TrialContext",
     "area_incumbent", "budget_spent", "crowding_distance", "dominates", "final_incumbent",
     "hypervolume", "load_run", "make_executor", "make_optimizer", "make_space",
     "non_dominated_sort", "pareto_front", "run", "trial_dir",

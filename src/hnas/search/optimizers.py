@@ -7,6 +7,8 @@
   sampling (Mallik et al. 2023; FACTS §5), the default configuration first at b_max.
 * ``regularized-priorband``: PriorBand with multi-objective promotions (non-dominated sorting
   + crowding distance) and an area-maximising incumbent (Auto-nnU-Net; FACTS §6).
+* ``bohb``, ``priorband-bo``: Hyperband / PriorBand with new configurations from BOHB's
+  density model (``hnas.search.bohb``).
 
 Every decision is a function of the history and the seed: ``ask`` rebuilds the bracket state
 from the trials each time and draws from a generator seeded with ``(seed, next trial id)``, so
@@ -288,10 +290,15 @@ class PriorBand(Hyperband):
             p_incumbent = (1.0 - p_random) * self.incumbent_share(index, incumbent)
         draw = rng.random()
         if draw < p_random:
-            return self.space.sample_uniform(rng), "random"
+            return self._explore(rng, index)
         if draw < 1.0 - p_incumbent:
             return self.space.sample_prior(rng), "prior"
         return self.space.mutate(incumbent.config, rng), "incumbent"
+
+    def _explore(self, rng: np.random.Generator,
+                 index: HistoryIndex) -> tuple[dict[str, Any], str]:
+        """The p_random share: uniform here; PriorBand+BO hands it to its model."""
+        return self.space.sample_uniform(rng), "random"
 
     def _log_pdfs(self, trials: Sequence[Trial], centre: Trial | None) -> list[float]:
         """Prior (``centre`` None) or incumbent-centred log densities, memoised per trial.
@@ -366,7 +373,9 @@ class RegularizedPriorBand(PriorBand):
         return successes[area_incumbent([t.objectives for t in successes])]
 
 
-OPTIMIZERS: Mapping[str, type[_Optimizer]] = {
+#: Name -> optimizer class. ``hnas.search.bohb`` adds "bohb" and "priorband-bo" (subclasses of
+#: the classes above, beside their density model) when ``hnas.search`` is imported.
+OPTIMIZERS: dict[str, type[_Optimizer]] = {
     "random": RandomSearch,
     "successive-halving": SuccessiveHalving,
     "hyperband": Hyperband,
@@ -381,7 +390,9 @@ def make_optimizer(name: str, space: SearchSpace, *, min_fidelity: float, max_fi
 
     ``options``: ``promotion`` ("loss", "nds-random", "nds-crowding") for
     successive-halving, hyperband and priorband; e.g. multi-objective Hyperband is
-    ``make_optimizer("hyperband", ..., promotion="nds-random")``.
+    ``make_optimizer("hyperband", ..., promotion="nds-random")``. bohb and priorband-bo
+    also take the density model's ``min_points``, ``top_fraction``, ``candidates``,
+    ``bandwidth_factor`` and ``min_bandwidth``; bohb its ``random_fraction``.
     """
     if name not in OPTIMIZERS:
         raise SearchError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
