@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     _grammar_command(commands)
     _sample_command(commands)
     _show_command(commands)
+    _search_command(commands)
+    _status_command(commands)
+    _train_command(commands)
+    _predict_command(commands)
     return parser
 
 
@@ -104,6 +108,76 @@ def _show_command(commands) -> None:
     parser.set_defaults(handler=_run_show)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _search_command(commands) -> None:
+    from hnas.runs import OPTIMIZERS, SPACES
+
+    parser = commands.add_parser(
+        "search", help="search hyperparameters and architectures with (Regularized) PriorBand",
+        description="Train and evaluate U-Nets under a multi-fidelity optimizer. Without --dataset it runs a "
+                    "CPU-sized search on the built-in synthetic data. Fidelity = epochs; budget = number of "
+                    "max-fidelity trainings.")
+    parser.add_argument("--dataset", type=Path, metavar="DIR", help="dataset folder (nnU-Net raw or MSD)")
+    parser.add_argument("--max-stages", type=_positive_int, metavar="N", help="stage count N of the grammar")
+    parser.add_argument("--space", choices=SPACES, default="hpo+hnas", help="search space (default hpo+hnas)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="regularized-priorband",
+                        help="optimizer (default regularized-priorband: Dice and training runtime)")
+    parser.add_argument("--confidence", choices=CONFIDENCES, default="medium", help="prior confidence")
+    parser.add_argument("--preset", choices=("auto", "cpu", "nnunet"), default="auto",
+                        help="scale preset (auto: nnunet with CUDA, cpu otherwise and for the built-in data)")
+    limit = parser.add_argument_group("limits (default: the preset's budget)")
+    limit.add_argument("--budget", type=_positive_float, metavar="B",
+                       help="budget in max-fidelity trainings (a promotion pays only the epochs it adds)")
+    limit.add_argument("--time-limit", type=_positive_float, metavar="T", help="wall-clock seconds for this call")
+    limit.add_argument("--max-trials", type=_positive_int, metavar="K", help="stop after K trials")
+    fidelity = parser.add_argument_group("fidelity (default: the preset's)")
+    fidelity.add_argument("--min-epochs", type=_positive_int, metavar="E")
+    fidelity.add_argument("--max-epochs", type=_positive_int, metavar="E")
+    fidelity.add_argument("--eta", type=_positive_int, metavar="ETA")
+    fidelity.add_argument("--iterations-per-epoch", type=_positive_int, metavar="I")
+    parser.add_argument("--fold", type=int, default=0, choices=range(5), metavar="F", help="validation fold 0..4")
+    parser.add_argument("--workers", type=_positive_int, default=1, help="parallel trials (Dask LocalCluster if > 1)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
+    parser.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/<dataset>_<space>_...)")
+    parser.add_argument("--resume", action="store_true", help="continue the run stored in --run-dir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_search)
+
+
+def _status_command(commands) -> None:
+    parser = commands.add_parser("status", help="running, finished and failed trials of a run")
+    parser.add_argument("run", type=Path, metavar="RUN", help="a run folder")
+    parser.set_defaults(handler=_run_status)
+
+
+def _train_command(commands) -> None:
+    parser = commands.add_parser("train", help="retrain a run's incumbent (or any trial) with a full budget")
+    parser.add_argument("--run", type=Path, required=True, metavar="RUN", help="a run folder")
+    parser.add_argument("--trial", type=int, metavar="ID", help="trial id (default: the incumbent)")
+    parser.add_argument("--epochs", type=_positive_int, required=True, metavar="E", help="epochs to train")
+    parser.set_defaults(handler=_run_train)
+
+
+def _predict_command(commands) -> None:
+    parser = commands.add_parser("predict", help="segment images with a trained checkpoint")
+    parser.add_argument("--model", type=Path, required=True, metavar="CKPT", help="a checkpoint (trial or retrain)")
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGES",
+                        help="NIfTI files; several channels per case as <case>_0000.nii.gz, <case>_0001.nii.gz, ...")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.set_defaults(handler=_run_predict)
+
+
 # --- handlers -------------------------------------------------------------------------------------
 
 def _run_plan(args) -> int:
@@ -155,6 +229,48 @@ def _run_show(args) -> int:
     if args.render:
         for path in workflow.render_architecture(grammar, plan, args.architecture, args.render):
             print(f"wrote {path}")
+    return 0
+
+
+def _run_search(args) -> int:
+    from hnas import runs
+
+    settings = runs.SearchSettings(
+        dataset=str(args.dataset) if args.dataset else None, max_stages=args.max_stages, space=args.space,
+        optimizer=args.optimizer, confidence=args.confidence, preset=args.preset, budget=args.budget,
+        time_limit=args.time_limit, max_trials=args.max_trials, min_epochs=args.min_epochs,
+        max_epochs=args.max_epochs, eta=args.eta, iterations_per_epoch=args.iterations_per_epoch, fold=args.fold,
+        workers=args.workers, scheduler=args.scheduler, seed=args.seed)
+    run_dir = args.run_dir or runs.default_run_dir(settings)
+    summary = runs.search(settings, run_dir, resume=args.resume, progress=not args.no_progress)
+    print()
+    print(runs.summary_text(summary))
+    print(f"report: {run_dir / 'summary.md'} (status: hnas status {run_dir})")
+    return 0
+
+
+def _run_status(args) -> int:
+    from hnas import runs
+
+    print(runs.status_text(args.run))
+    return 0
+
+
+def _run_train(args) -> int:
+    from hnas import runs
+
+    trial, result = runs.retrain(args.run, args.epochs, args.trial)
+    print(f"retrained trial {trial.trial_id} for {args.epochs} epochs: Dice {result.mean_dice:.4f}, "
+          f"training {result.runtime:.1f} s")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _run_predict(args) -> int:
+    from hnas.train import predict
+
+    for path in predict(args.model, args.images, args.output, device=args.device):
+        print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,286 @@
+"""A search run on disk: start or resume `hnas search`, inspect it, retrain its trials.
+
+Layout of a run folder::
+
+    run.json        the settings the run was started with (dataset, preset, space, optimizer, ...)
+    plan.json       the plan networks are built on (the scale preset already applied)
+    grammar.lark    the grammar architectures come from
+    search.sqlite   the search engine's history (one row per trial, WAL)
+    trials/NNNNN/   one folder per trial: its checkpoint
+    summary.md      incumbent and Pareto front, rewritten when a search call ends
+
+This module is glue between hnas.search (which knows nothing of U-Nets) and hnas.train.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hnas.errors import SearchError
+from hnas.grammar import grammar_hash, make_grammar
+from hnas.grammar.plan import Plan
+
+RUN_FILE = "run.json"
+SPACES = ("hpo", "hpo+nas", "hpo+hnas", "hnas")
+OPTIMIZERS = ("random", "hyperband", "priorband", "regularized-priorband")
+DEFAULT_BUDGET = {"cpu": 3.0, "nnunet": 22.0}  # in max-fidelity evaluations (nnunet: one paper round)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What `hnas search` was asked to do; stored as run.json so a run can be rebuilt."""
+
+    dataset: str | None = None  # None: the built-in synthetic data
+    max_stages: int | None = None
+    space: str = "hpo+hnas"
+    optimizer: str = "regularized-priorband"
+    confidence: str = "medium"
+    preset: str = "auto"
+    budget: float | None = None
+    time_limit: float | None = None
+    max_trials: int | None = None
+    min_epochs: int | None = None
+    max_epochs: int | None = None
+    eta: int | None = None
+    iterations_per_epoch: int | None = None
+    fold: int = 0
+    workers: int = 1
+    scheduler: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.space not in SPACES:
+            raise SearchError(f"unknown search space {self.space!r}; expected one of {list(SPACES)}")
+
+    def save(self, run_dir: Path) -> None:
+        (run_dir / RUN_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "SearchSettings":
+        path = Path(run_dir) / RUN_FILE
+        if not path.is_file():
+            raise SearchError(f"{str(run_dir)!r} is not an hnas run folder (no {RUN_FILE}); "
+                              "expected the --run-dir of an `hnas search`")
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Everything a run needs, derived from its settings."""
+
+    settings: SearchSettings
+    dataset: Path
+    preset: Any  # hnas.train.ScalePreset
+    plan: Plan  # preset applied
+    grammar: str
+    min_epochs: int
+    max_epochs: int
+    eta: int
+    budget: float | None
+
+    def train_setup(self, run_dir: Path):
+        from hnas.train import TrainSetup
+
+        from hnas.workflow import cache_dir
+
+        iterations = self.settings.iterations_per_epoch or self.preset.iterations_per_epoch
+        return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
+                          cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
+                          iterations_per_epoch=iterations, num_workers=self.preset.num_workers,
+                          max_epochs=self.max_epochs, seed=self.settings.seed, overlap=self.preset.overlap,
+                          validation_cases=self.preset.validation_cases)
+
+    def space(self):
+        from hnas.sampling import GrammarArchitecture
+        from hnas.search import make_space
+
+        architecture = None
+        if self.settings.space in ("hpo+hnas", "hnas"):
+            architecture = GrammarArchitecture(self.grammar, self.settings.confidence)
+        return make_space(self.settings.space, architecture, confidence=self.settings.confidence)
+
+
+def resolve(settings: SearchSettings) -> RunSetup:
+    """Plan the dataset, pick the scale preset and build the grammar for ``settings``."""
+    from hnas.train import preset as scale_preset
+    from hnas.workflow import builtin_dataset, plan_for
+
+    dataset = Path(settings.dataset) if settings.dataset else builtin_dataset()
+    name = settings.preset
+    if name == "auto" and settings.dataset is None:
+        name = "cpu"  # the built-in data is a CPU-sized demo
+    preset = scale_preset(name)
+    plan = preset.apply(plan_for(dataset, max_stages=settings.max_stages))
+    min_epochs = settings.min_epochs or preset.min_epochs
+    max_epochs = settings.max_epochs or preset.max_epochs
+    budget = settings.budget
+    if budget is None and settings.time_limit is None and settings.max_trials is None:
+        budget = DEFAULT_BUDGET.get(preset.name, DEFAULT_BUDGET["nnunet"])
+    return RunSetup(settings=settings, dataset=dataset, preset=preset, plan=plan, grammar=make_grammar(plan),
+                    min_epochs=min_epochs, max_epochs=max_epochs, eta=settings.eta or preset.eta, budget=budget)
+
+
+def default_run_dir(settings: SearchSettings) -> Path:
+    dataset = Path(settings.dataset).name if settings.dataset else "synthetic"
+    return Path("runs") / f"{dataset}_{settings.space.replace('+', '-')}_{settings.optimizer}_seed{settings.seed}"
+
+
+def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
+    """Write run.json, plan.json and grammar.lark; on resume, check they have not changed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (run_dir / RUN_FILE).is_file():
+        stored = (run_dir / "grammar.lark").read_text() if (run_dir / "grammar.lark").is_file() else ""
+        if grammar_hash(stored) != grammar_hash(setup.grammar):
+            raise SearchError(f"cannot resume {str(run_dir)!r}: the grammar differs from the stored one "
+                              "(dataset, --max-stages or preset changed)")
+    setup.settings.save(run_dir)
+    setup.plan.save(run_dir / "plan.json")
+    (run_dir / "grammar.lark").write_text(setup.grammar)
+
+
+def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
+           executor: str | None = None):
+    """Run (or resume) a search; returns the engine's RunSummary."""
+    from hnas.search import run as run_search
+    from hnas.train import TrainObjective, prepare
+
+    setup = resolve(settings)
+    prepare_run_dir(run_dir, setup, resume)
+    train_setup = setup.train_setup(run_dir)
+    print(setup.preset.describe(setup.plan))
+    print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
+          f" (eta {setup.eta}), budget {_limits(setup)}, fold {settings.fold}, seed {settings.seed}, run {run_dir}")
+    prepare(train_setup)
+    if executor is None:
+        executor = "dask" if (settings.scheduler or settings.workers > 1) else "serial"
+    bar = _ProgressBar(setup.budget, settings.max_trials) if progress else None
+    try:
+        summary = run_search(
+            TrainObjective(train_setup), setup.space(), optimizer=settings.optimizer, budget=setup.budget,
+            max_trials=settings.max_trials, time_limit=settings.time_limit, min_fidelity=setup.min_epochs,
+            max_fidelity=setup.max_epochs, eta=setup.eta, run_dir=run_dir, seed=settings.seed, executor=executor,
+            workers=settings.workers, scheduler=settings.scheduler, resume=resume,
+            progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    write_summary(summary, run_dir)
+    return summary
+
+
+def _limits(setup: RunSetup) -> str:
+    parts = []
+    if setup.budget is not None:
+        parts.append(f"{setup.budget:g} x {setup.max_epochs} epochs")
+    if setup.settings.time_limit is not None:
+        parts.append(f"{setup.settings.time_limit:g} s")
+    if setup.settings.max_trials is not None:
+        parts.append(f"{setup.settings.max_trials} trials")
+    return " / ".join(parts)
+
+
+class _ProgressBar:
+    """tqdm bar over the budget (or trials), showing trials, failures and the best Dice so far."""
+
+    def __init__(self, budget: float | None, max_trials: int | None):
+        from tqdm.auto import tqdm
+
+        total = budget if budget is not None else max_trials
+        self.by_budget = budget is not None
+        self.bar = tqdm(total=total, unit="budget" if self.by_budget else "trial",
+                        bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+                        if self.by_budget else None)
+
+    def update(self, progress) -> None:
+        done = progress.budget_used if self.by_budget else progress.finished + progress.failed
+        self.bar.n = min(done, self.bar.total) if self.bar.total else done
+        best = "-" if progress.incumbent is None else f"{1 - progress.incumbent.loss:.3f}"
+        self.bar.set_postfix_str(f"trials {progress.finished} ok/{progress.failed} failed, best Dice {best}")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def trial_row(trial) -> dict[str, Any]:
+    extra = dict(trial.extra or {})
+    return {"trial": trial.trial_id, "state": trial.state, "epochs": trial.fidelity, "rung": trial.rung,
+            "dice": None if trial.loss is None else 1 - trial.loss, "runtime_s": trial.cost,
+            "parameters": extra.get("parameters"), "sampler": trial.job.sampler, "parent": trial.parent_id,
+            "error": trial.error}
+
+
+def describe_trial(trial) -> str:
+    config = {k: v for k, v in trial.config.items() if k != "architecture"}
+    architecture = trial.config.get("architecture") or (trial.extra or {}).get("architecture", "(nnU-Net default)")
+    dice = "-" if trial.loss is None else f"{1 - trial.loss:.4f}"
+    cost = "-" if trial.cost is None else f"{trial.cost:.1f} s"
+    return (f"trial {trial.trial_id} ({trial.state}, {trial.fidelity:g} epochs): Dice {dice}, training {cost}\n"
+            f"  architecture: {architecture}\n  hyperparameters: {json.dumps(config, sort_keys=True, default=str)}")
+
+
+def summary_text(summary) -> str:
+    lines = [f"# hnas run {summary.run_dir}", "",
+             f"{len(summary.successes)} trials finished, {len(summary.failures)} failed, "
+             f"budget used {summary.budget_used:.2f} max-fidelity evaluations ({summary.stop_reason}).", ""]
+    if summary.incumbent is not None:
+        lines += ["## Incumbent (best Dice at the highest fidelity reached)", "", "```",
+                  describe_trial(summary.incumbent), "```", ""]
+    if summary.pareto_front:
+        lines += ["## Pareto front (1 - Dice vs training runtime)", "", "| trial | epochs | Dice | runtime s |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {t.trial_id} | {t.fidelity:g} | {1 - t.loss:.4f} | {t.cost:.1f} |" for t in summary.pareto_front]
+    failures = summary.failures
+    if failures:
+        lines += ["", "## Failed trials", ""] + [f"- trial {t.trial_id}: {t.error}" for t in failures]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary, run_dir: Path) -> Path:
+    path = Path(run_dir) / "summary.md"
+    path.write_text(summary_text(summary))
+    return path
+
+
+def status_text(run_dir: Path) -> str:
+    """What `hnas status` prints: running, finished and failed trials and the best so far."""
+    from hnas.search import load_run
+
+    summary = load_run(run_dir)
+    running = [t for t in summary.history if t.state == "pending"]
+    lines = [f"run {run_dir}: {len(summary.successes)} finished, {len(summary.failures)} failed, "
+             f"{len(running)} running or interrupted, budget used {summary.budget_used:.2f}"]
+    for trial in running:
+        lines.append(f"  running: trial {trial.trial_id} at {trial.fidelity:g} epochs (rung {trial.rung})")
+    if summary.incumbent is not None:
+        lines.append("best so far: " + describe_trial(summary.incumbent))
+    for trial in summary.failures:
+        lines.append(f"  failed: trial {trial.trial_id}: {trial.error}")
+    return "\n".join(lines)
+
+
+def retrain(run_dir: Path, epochs: int, trial_id: int | None = None):
+    """Train the incumbent (or ``trial_id``) of a run from scratch for ``epochs`` (its full budget)."""
+    from hnas.search import load_run
+    from hnas.train import train_fold
+
+    settings = SearchSettings.load(run_dir)
+    summary = load_run(run_dir)
+    if trial_id is None:
+        trial = summary.incumbent
+        if trial is None:
+            raise SearchError(f"run {str(run_dir)!r} has no finished trial to retrain yet")
+    else:
+        by_id = {t.trial_id: t for t in summary.history}
+        if trial_id not in by_id:
+            raise SearchError(f"run {str(run_dir)!r} has no trial {trial_id}; it has trials 0..{len(by_id) - 1}")
+        trial = by_id[trial_id]
+    setup = resolve(settings)
+    if grammar_hash((run_dir / "grammar.lark").read_text()) != grammar_hash(setup.grammar):
+        raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild trial "
+                          f"{trial.trial_id}'s network")
+    out = run_dir / "retrain" / f"trial_{trial.trial_id:05d}_{epochs}ep"
+    return trial, train_fold(dict(trial.config), epochs, out, setup=setup.train_setup(run_dir))

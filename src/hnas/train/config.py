@@ -1,0 +1,177 @@
+"""Search configurations -> validated training settings and the network to train.
+
+Config keys are the search space's names (FACTS §1). The HPO keys set the trainer; the NAS keys
+of the ``hpo+nas`` space (encoder_type, model_scale, base_features, max_features, activation,
+normalization) change the Plan's features and the architecture string; ``architecture`` (the
+``hpo+hnas``/``hnas`` spaces) is a grammar sentence used as is. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+from hnas.errors import SearchSpaceError
+from hnas.grammar import default_architecture, grammar_options
+from hnas.grammar.generator import DROPOUTS, NONLINS, NORMS
+from hnas.grammar.plan import Plan
+
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+SCHEDULERS = ("PolyLR", "CosineAnnealing", "None")
+LOSSES = ("Dice", "DiceCE", "CE", "TopK")
+ENCODER_TYPES = ("conv", "residual")
+MODEL_SCALES = (0.5, 1.0, 1.5, 2.0)
+ACTIVATIONS = {"LeakyReLU": "leaky_relu", "ReLU": "relu", "ELU": "elu", "GELU": "gelu", "PReLU": "prelu"}
+NORMALIZATIONS = {"InstanceNorm": "instance_norm", "BatchNorm": "batch_norm"}
+NAS_KEYS = ("encoder_type", "model_scale", "base_features", "max_features", "activation", "normalization")
+ARCHITECTURE_KEY = "architecture"
+#: nnU-Net's features (3D) that the NAS feature ranges of FACTS §1 are expressed against.
+NNUNET_BASE_FEATURES, NNUNET_MAX_FEATURES = 32, 320
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The hyperparameters a trial trains with; defaults are nnU-Net's (FACTS §1 and §3)."""
+
+    optimizer: str = "SGD"
+    momentum: float = 0.99
+    initial_lr: float = 1e-2
+    lr_scheduler: str = "PolyLR"
+    weight_decay: float = 3e-5
+    foreground_oversampling: float = 0.33
+    loss: str = "DiceCE"
+    aug_factor: float = 1.0
+    dropout_rate: float = 0.0
+
+    def __post_init__(self):
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _number("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _number("initial_lr", self.initial_lr, 0.0, math.inf, low_open=True)
+        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        _number("weight_decay", self.weight_decay, 0.0, math.inf)
+        _number("foreground_oversampling", self.foreground_oversampling, 0.0, 1.0)
+        _choice("loss", self.loss, LOSSES)
+        _number("aug_factor", self.aug_factor, 0.0, math.inf)
+        _number("dropout_rate", self.dropout_rate, 0.0, 1.0, high_open=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NetworkChoice:
+    """What to build: the (possibly re-featured) plan, the architecture sentence, its dropout rate."""
+
+    plan: Plan
+    architecture: str
+    dropout_rate: float
+
+
+def train_config(config: Mapping[str, Any]) -> TrainConfig:
+    """The HPO part of a search config; unknown keys are refused, NAS keys and the architecture skipped.
+
+    ``momentum`` only acts for SGD (the space makes it conditional); given with Adam/AdamW it is
+    ignored rather than refused, so configs written by hand need not know the condition.
+    """
+    if not isinstance(config, Mapping):
+        raise SearchSpaceError(f"config must be a mapping of parameter names to values, got {config!r:.80}")
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(config) - known - set(NAS_KEYS) - {ARCHITECTURE_KEY})
+    if unknown:
+        raise SearchSpaceError(f"config has unknown keys {unknown}; expected some of "
+                               f"{sorted(known | set(NAS_KEYS) | {ARCHITECTURE_KEY})}")
+    return TrainConfig(**{k: v for k, v in config.items() if k in known})
+
+
+def network_choice(config: Mapping[str, Any], plan: Plan, grammar: str,
+                   architecture: str | None = None) -> NetworkChoice:
+    """The network a config asks for on ``plan``.
+
+    * an explicit ``architecture`` (argument or config key) is used as is, with the config's
+      dropout_rate (default 0.0 when absent);
+    * NAS keys (``hpo+nas``) give nnU-Net's default sentence for the chosen encoder with
+      scaled block counts, norm and nonlinearity, on a plan with the chosen features;
+    * otherwise nnU-Net's default network for the plan.
+    """
+    settings = train_config(config)
+    explicit = architecture if architecture is not None else config.get(ARCHITECTURE_KEY)
+    nas = {k: config[k] for k in NAS_KEYS if k in config}
+    if explicit is not None and nas:
+        raise SearchSpaceError(f"config sets both an architecture string and NAS keys {sorted(nas)}; "
+                               "expected one way of choosing the network")
+    if explicit is not None:
+        if not isinstance(explicit, str):
+            raise SearchSpaceError(f"config key 'architecture' is {explicit!r:.80}; expected a grammar sentence")
+        return NetworkChoice(plan, explicit, settings.dropout_rate)
+    if not nas:
+        return NetworkChoice(plan, default_architecture(plan, grammar_options(grammar)), settings.dropout_rate)
+    return nas_network(nas, plan, grammar, settings.dropout_rate)
+
+
+def nas_network(nas: Mapping[str, Any], plan: Plan, grammar: str, dropout_rate: float) -> NetworkChoice:
+    """FACTS §1's NAS parameters as a plan with new features and a grammar sentence.
+
+    Feature ranges are nnU-Net's (base 32, max 320); a plan with other features (the CPU preset)
+    scales the choice by the same ratio, so a search space means the same on every preset.
+    Blocks per stage become ``max(1, round(model_scale * default))`` for encoder and decoder.
+    """
+    encoder = _choice("encoder_type", nas.get("encoder_type", "conv"), ENCODER_TYPES)
+    scale = nas.get("model_scale", 1.0)
+    if isinstance(scale, bool) or scale not in MODEL_SCALES:
+        raise SearchSpaceError(f"config key 'model_scale' is {scale!r}; expected one of {list(MODEL_SCALES)}")
+    base = _integer("base_features", nas.get("base_features", NNUNET_BASE_FEATURES), 1)
+    top = _integer("max_features", nas.get("max_features", NNUNET_MAX_FEATURES), 1)
+    nonlin = ACTIVATIONS[_choice("activation", nas.get("activation", "LeakyReLU"), tuple(ACTIVATIONS))]
+    norm = NORMALIZATIONS[_choice("normalization", nas.get("normalization", "InstanceNorm"), tuple(NORMALIZATIONS))]
+    new_plan = with_features(plan, max(1, round(base * plan.base_features / NNUNET_BASE_FEATURES)),
+                             max(1, round(top * plan.max_features / NNUNET_MAX_FEATURES)))
+    sentence = default_architecture(new_plan, grammar_options(grammar), encoder=encoder)
+    dropout = DROPOUTS[1] if dropout_rate > 0 else DROPOUTS[0]
+    return NetworkChoice(new_plan, _restyle(sentence, norm, nonlin, dropout, float(scale)), dropout_rate)
+
+
+def with_features(plan: Plan, base_features: int, max_features: int) -> Plan:
+    """``plan`` with features min(max, base * 2**i) per stage (nnU-Net's rule)."""
+    if base_features < 1 or max_features < base_features:
+        raise SearchSpaceError(f"features base={base_features}, max={max_features} are invalid; "
+                               "expected 1 <= base_features <= max_features")
+    features = tuple(min(max_features, base_features * 2 ** i) for i in range(plan.n_stages))
+    return replace(plan, features_per_stage=features, base_features=base_features, max_features=max_features)
+
+
+def _restyle(sentence: str, norm: str, nonlin: str, dropout: str, scale: float) -> str:
+    """Swap layer words and scale block counts in a default sentence (encoder and decoder)."""
+    words = []
+    for word in sentence.split():
+        if word in NORMS:
+            word = norm
+        elif word in NONLINS:
+            word = nonlin
+        elif word in DROPOUTS:
+            word = dropout
+        elif word.endswith("b") and word[:-1].isdigit():
+            word = f"{max(1, round(scale * int(word[:-1])))}b"
+        words.append(word)
+    return " ".join(words)
+
+
+def _choice(key: str, value, choices: tuple) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise SearchSpaceError(f"config key {key!r} is {value!r}; expected one of {list(choices)}")
+    return value
+
+
+def _number(key: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        raise SearchSpaceError(f"config key {key!r} is {value!r}; expected a number in {left}{low:g}, {high:g}{right}")
+
+
+def _integer(key: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < low:
+        raise SearchSpaceError(f"config key {key!r} is {value!r}; expected an integer >= {low}")
+    return int(value)

@@ -1,0 +1,247 @@
+"""The search objective: train a configuration for a number of epochs, validate, report.
+
+``evaluate`` continues a promoted trial from its parent's checkpoint (model, optimizer, gradient
+scaler, epoch counter, accumulated runtime), trains up to ``epochs`` in total, writes its own
+checkpoint and validates on the fold's held-out cases with sliding-window inference.
+``loss = 1 - mean foreground Dice``; ``runtime`` counts training seconds over all rungs
+(validation excluded). :class:`TrainObjective` adapts it to the search engine's TrialContext.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from hnas.cfgunet import build, compile_architecture, cost
+from hnas.data import Fingerprint
+from hnas.errors import TrainingError
+from hnas.grammar.plan import Plan
+from hnas.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from hnas.train.config import ARCHITECTURE_KEY, NetworkChoice, TrainConfig, network_choice, train_config
+from hnas.train.inference import OVERLAP, validate
+from hnas.train.loader import PatchSampler
+from hnas.train.preprocessing import N_FOLDS, PreprocessedDataset, preprocess_dataset
+from hnas.train.presets import ScalePreset
+from hnas.train.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """Everything about a trial that the search does not choose (picklable for worker processes).
+
+    ``plan`` is the plan networks are built on (a preset already applied); ``grammar`` the
+    grammar its architectures come from. ``max_epochs`` is the maximum fidelity: schedules run
+    over it. ``cache_dir`` holds the preprocessed data (shared by all trials).
+    """
+
+    dataset: str | Path
+    plan: Plan
+    grammar: str
+    cache_dir: str | Path
+    fold: int = 0
+    iterations_per_epoch: int = 250
+    batch_size: int | None = None  # None: the plan's
+    num_workers: int = 2
+    device: str = "auto"
+    max_epochs: int = 1000
+    seed: int = 0
+    fingerprint: Fingerprint | None = None  # needed for CT channels (computed when absent)
+    validation_cases: int | None = None  # None: every validation case of the fold
+    overlap: float = OVERLAP
+    amp: bool = True  # mixed precision, CUDA only
+    preprocessing_workers: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < N_FOLDS:
+            raise TrainingError(f"fold {self.fold!r} does not exist; expected an integer in 0..{N_FOLDS - 1}")
+        for name, low in (("iterations_per_epoch", 1), ("num_workers", 0), ("max_epochs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainingError(f"{name} is {value!r}; expected an integer >= {low}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise TrainingError(f"batch_size is {self.batch_size!r}; expected a positive integer or None")
+        if self.validation_cases is not None and self.validation_cases < 1:
+            raise TrainingError(f"validation_cases is {self.validation_cases!r}; expected a positive integer or None")
+        if not 0 <= self.overlap < 1:
+            raise TrainingError(f"overlap is {self.overlap!r}; expected a number in [0, 1)")
+        self.torch_device()
+
+    @classmethod
+    def from_preset(cls, preset: ScalePreset, *, dataset: str | Path, plan: Plan, grammar: str,
+                    cache_dir: str | Path, **overrides: Any) -> "TrainSetup":
+        """A setup with ``preset`` applied to ``plan`` and its trainer fields (``overrides`` win)."""
+        fields = {"iterations_per_epoch": preset.iterations_per_epoch, "num_workers": preset.num_workers,
+                  "max_epochs": preset.max_epochs, "overlap": preset.overlap,
+                  "validation_cases": preset.validation_cases}
+        fields.update(overrides)
+        return cls(dataset=dataset, plan=preset.apply(plan), grammar=grammar, cache_dir=cache_dir, **fields)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise TrainingError(f"device {self.device!r} is not a torch device; expected 'auto', 'cpu' or 'cuda'") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingError(f"device {self.device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+        return device
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size or self.plan.batch_size
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one evaluation measured."""
+
+    loss: float  # 1 - mean foreground Dice
+    mean_dice: float
+    dice_per_class: dict[str, float]
+    runtime: float  # training seconds over all rungs
+    epochs: int
+    parameters: int
+    flops: int  # forward FLOPs on one patch
+    train_loss: float | None  # mean training loss of the last epoch
+    architecture: str
+    checkpoint: Path
+    validation_cases: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_objective(self) -> dict[str, Any]:
+        """The dict the search stores: loss, cost (= runtime) and JSON-able extras."""
+        return {
+            "loss": self.loss, "cost": self.runtime, "dice": self.mean_dice,
+            "dice_per_class": {k: (None if math.isnan(v) else v) for k, v in self.dice_per_class.items()},
+            "runtime": self.runtime, "epochs": self.epochs, "parameters": self.parameters, "flops": self.flops,
+            "train_loss": self.train_loss, "architecture": self.architecture, "checkpoint": str(self.checkpoint),
+            "validation_cases": self.validation_cases, **self.extra,
+        }
+
+
+def prepare(setup: TrainSetup) -> PreprocessedDataset:
+    """The setup's dataset preprocessed for its plan (once; later calls read the cache)."""
+    return preprocess_dataset(setup.dataset, setup.plan, setup.cache_dir, fingerprint=setup.fingerprint,
+                              workers=setup.preprocessing_workers)
+
+
+def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, previous_checkpoint: str | Path | None,
+             trial_dir: str | Path, *, setup: TrainSetup) -> Result:
+    """Train ``config`` up to ``epochs`` epochs in total (continuing ``previous_checkpoint``), then validate.
+
+    ``architecture`` None takes it from the config (``architecture`` key or NAS keys) or uses
+    nnU-Net's default network. Invalid values raise SearchSpaceError naming the key; a diverging
+    run raises TrainingError.
+    """
+    settings = train_config(config)
+    choice = network_choice(config, setup.plan, setup.grammar, architecture)
+    spec = compile_architecture(setup.grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
+                                deep_supervision=True)
+    epochs = _whole_epochs(epochs)
+    device = setup.torch_device()
+    data = prepare(setup)
+    train_ids, validation_ids = data.split(setup.fold)
+    previous = load_checkpoint(previous_checkpoint) if previous_checkpoint is not None else None
+    seed = int(previous["trainer"]["seed"]) if previous is not None else setup.seed
+    torch.manual_seed(seed)
+    trainer = Trainer(build(spec, device), settings, n_outputs=spec.n_stages - 1, device=device,
+                      max_epochs=setup.max_epochs, seed=seed, amp=setup.amp)
+    if previous is not None:
+        _check_continuation(previous, settings, choice, spec.to_json(), setup, epochs, previous_checkpoint)
+        trainer.load_state_dict(previous["trainer"])
+    sampler = PatchSampler(data, train_ids, choice.plan.patch_size, setup.effective_batch_size,
+                           settings.foreground_oversampling, settings.aug_factor, seed)
+    trainer.fit(sampler, epochs, setup.iterations_per_epoch, setup.num_workers)
+    saved = save_checkpoint(checkpoint_path(trial_dir), _payload(trainer, settings, choice, spec.to_json(), data, setup))
+    validation_ids = validation_ids[: setup.validation_cases] if setup.validation_cases else validation_ids
+    validation = validate(trainer.network, data, validation_ids, choice.plan.patch_size, device, overlap=setup.overlap,
+                          batch_size=setup.effective_batch_size, amp=setup.amp)
+    measured = cost(spec, tuple(choice.plan.patch_size))
+    return Result(loss=1.0 - validation.mean_dice, mean_dice=validation.mean_dice,
+                  dice_per_class=validation.dice_per_class, runtime=trainer.runtime, epochs=trainer.epoch,
+                  parameters=int(measured.parameters), flops=int(measured.flops),
+                  train_loss=trainer.train_losses[-1] if trainer.train_losses else None,
+                  architecture=choice.architecture, checkpoint=saved, validation_cases=validation.n_cases)
+
+
+def train_fold(config: Mapping[str, Any], epochs: int, out_dir: str | Path, *, setup: TrainSetup,
+               architecture: str | None = None) -> Result:
+    """Train a configuration from scratch for ``epochs`` on ``setup.fold`` (e.g. a benchmark's baseline).
+
+    The schedule runs over exactly ``epochs``, as a stand-alone nnU-Net training would.
+    """
+    return evaluate(config, architecture, epochs, None, out_dir, setup=replace(setup, max_epochs=_whole_epochs(epochs)))
+
+
+class TrainObjective:
+    """The search engine's objective: ``objective(context) -> dict`` (picklable for worker processes).
+
+    Continues from ``context.previous_trial_dir``'s checkpoint for promotions; the schedule runs
+    over ``context.max_fidelity`` epochs. A new trial's seed is ``(setup.seed, trial_id)``-derived;
+    a promotion keeps its parent's.
+    """
+
+    def __init__(self, setup: TrainSetup):
+        self.setup = setup
+
+    def __call__(self, context) -> dict[str, Any]:
+        config = dict(context.config)
+        architecture = config.pop(ARCHITECTURE_KEY, None)
+        previous = None
+        if getattr(context, "previous_trial_dir", None) is not None:
+            previous = checkpoint_path(context.previous_trial_dir)
+        setup = replace(self.setup, max_epochs=_whole_epochs(context.max_fidelity),
+                        seed=self.setup.seed * 100_003 + int(context.trial_id))
+        result = evaluate(config, architecture, _whole_epochs(context.fidelity), previous, context.trial_dir,
+                          setup=setup)
+        return result.to_objective()
+
+
+def _whole_epochs(epochs) -> int:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not math.isfinite(epochs) \
+            or epochs < 1 or abs(epochs - round(epochs)) > 1e-6:
+        raise TrainingError(f"epochs is {epochs!r}; expected a whole number >= 1 (fidelity = epochs)")
+    return int(round(epochs))
+
+
+def _payload(trainer: Trainer, settings: TrainConfig, choice: NetworkChoice, spec_json: str,
+             data: PreprocessedDataset, setup: TrainSetup) -> dict:
+    return {
+        "trainer": trainer.state_dict(),
+        "config": settings.to_dict(),
+        "architecture": choice.architecture,
+        "spec": spec_json,
+        "plan": choice.plan.to_json(),
+        "normalization": [n.to_dict() for n in data.normalization],
+        "labels": [[name, value] for name, value in data.labels],
+        "dataset": data.dataset_name,
+        "fold": setup.fold,
+        "iterations_per_epoch": setup.iterations_per_epoch,
+    }
+
+
+def _check_continuation(previous: dict, settings: TrainConfig, choice: NetworkChoice, spec_json: str,
+                        setup: TrainSetup, epochs: int, source) -> None:
+    """A checkpoint continues only the same network and configuration, within the same schedule."""
+    where = f"checkpoint {str(source)!r}"
+    if previous["architecture"] != choice.architecture or previous["spec"] != spec_json:
+        raise TrainingError(f"{where} holds architecture {previous['architecture']!r}; cannot continue it as "
+                            f"{choice.architecture!r}")
+    if previous["config"] != settings.to_dict():
+        raise TrainingError(f"{where} was trained with {json.dumps(previous['config'])}; cannot continue it with "
+                            f"{json.dumps(settings.to_dict())}")
+    if int(previous["trainer"]["max_epochs"]) != setup.max_epochs:
+        raise TrainingError(f"{where} follows a schedule over {previous['trainer']['max_epochs']} epochs; this run's "
+                            f"max_epochs is {setup.max_epochs}")
+    if int(previous["trainer"]["epoch"]) > epochs:
+        raise TrainingError(f"{where} has already trained {previous['trainer']['epoch']} epochs; cannot continue "
+                            f"it to only {epochs}")
+    if previous["iterations_per_epoch"] != setup.iterations_per_epoch:
+        raise TrainingError(f"{where} used {previous['iterations_per_epoch']} iterations per epoch; this run uses "
+                            f"{setup.iterations_per_epoch}")

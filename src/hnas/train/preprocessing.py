@@ -1,0 +1,459 @@
+"""nnU-Net's preprocessing for one Plan, cached on disk, and the deterministic 5-fold split.
+
+Per case, in nnU-Net's order: transpose to the plan's axis order, crop to the bounding box of
+non-zero voxels, normalise each channel (CT: clip to the foreground 0.5/99.5 percentiles and
+z-score with the foreground mean/std of the fingerprint; otherwise a per-image z-score), then
+resample to the plan's spacing (image: cubic spline; label: linear per label, then argmax;
+the out-of-plane axis of anisotropic data with nearest neighbour, as nnU-Net's separate-z).
+
+The cache is a folder per (dataset, preprocessing key): ``<id>_image.npy`` (float32
+``[C, z, y, x]``), ``<id>_label.npy``, ``<id>_foreground.npz`` (sampled foreground voxel
+positions per label, for oversampling) and ``manifest.json``, written last. The key hashes
+only what changes the voxels (spacing, axis order, normalisation and its statistics, the case
+files), so a search preprocesses once, and a plan with another spacing gets its own folder.
+No torch here: workers and the CLI can preprocess without it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from hnas.data import (Dataset, Fingerprint, compute_fingerprint, crop_to_nonzero, load_dataset, load_fingerprint,
+                       read_case, save_fingerprint)
+from hnas.errors import DatasetError, TrainingError
+from hnas.grammar.plan import Plan
+
+PREPROCESSING_VERSION = 1
+MANIFEST = "manifest.json"
+N_FOLDS = 5
+SPLIT_SEED = 12345  # nnU-Net's KFold seed: same cases per fold as nnU-Net's splits_final.json
+ANISOTROPY_THRESHOLD = 3.0  # nnU-Net resamples the out-of-plane axis separately above this ratio
+FOREGROUND_SAMPLES = 10_000  # foreground positions kept per label (nnU-Net's class_locations)
+FOREGROUND_SEED = 1234
+
+
+@dataclass(frozen=True)
+class ChannelNormalization:
+    """How one channel is normalised: ``zscore`` per image, or ``ct`` with dataset statistics."""
+
+    scheme: str
+    mean: float = 0.0
+    std: float = 1.0
+    lower: float = -np.inf
+    upper: float = np.inf
+
+    def apply(self, channel: np.ndarray) -> np.ndarray:
+        channel = channel.astype(np.float32, copy=True)
+        if self.scheme == "ct":
+            np.clip(channel, self.lower, self.upper, out=channel)
+            return (channel - np.float32(self.mean)) / np.float32(max(self.std, 1e-8))
+        return (channel - channel.mean()) / np.float32(max(float(channel.std()), 1e-8))
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ChannelNormalization":
+        lower = -np.inf if data.get("lower") is None else data["lower"]
+        upper = np.inf if data.get("upper") is None else data["upper"]
+        return cls(data["scheme"], float(data["mean"]), float(data["std"]), float(lower), float(upper))
+
+
+@dataclass(frozen=True)
+class CropRecord:
+    """Where a preprocessed array came from: enough to put a prediction back on the input grid."""
+
+    original_shape: tuple[int, ...]  # (z, y, x) of the input file
+    original_spacing: tuple[float, ...]
+    bbox: tuple[tuple[int, int], ...]  # crop box in the plan's axis order
+    cropped_shape: tuple[int, ...]
+    transpose: tuple[int, ...]
+    spacing: tuple[float, ...]  # the plan's spacing the array was resampled to (plan axis order)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CropRecord":
+        return cls(tuple(data["original_shape"]), tuple(data["original_spacing"]),
+                   tuple(tuple(b) for b in data["bbox"]), tuple(data["cropped_shape"]), tuple(data["transpose"]),
+                   tuple(data["spacing"]))
+
+
+@dataclass(frozen=True, eq=False)
+class PreprocessedCase:
+    case_id: str
+    image: np.ndarray  # float32 [C, z, y, x] (memory-mapped when loaded from the cache)
+    label: np.ndarray  # int16 [z, y, x]
+    foreground: dict[int, np.ndarray]  # label value -> int32 [n, 3] voxel positions
+
+
+@dataclass(frozen=True)
+class PreprocessedDataset:
+    """A cache folder: case ids, labels and the normalisation its voxels were made with."""
+
+    root: Path
+    key: str
+    dataset_name: str
+    case_ids: tuple[str, ...]
+    labels: tuple[tuple[str, int], ...]
+    normalization: tuple[ChannelNormalization, ...]
+    shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def foreground_labels(self) -> tuple[int, ...]:
+        return tuple(value for _, value in self.labels if value != 0)
+
+    def image_path(self, case_id: str) -> Path:
+        return self.root / f"{case_id}_image.npy"
+
+    def label_path(self, case_id: str) -> Path:
+        return self.root / f"{case_id}_label.npy"
+
+    def load(self, case_id: str, *, mmap: bool = True) -> PreprocessedCase:
+        if case_id not in self.shapes:
+            raise TrainingError(f"preprocessed dataset {self.dataset_name!r} has no case {case_id!r}")
+        mode = "r" if mmap else None
+        with np.load(self.root / f"{case_id}_foreground.npz") as stored:
+            foreground = {int(name.split("_")[1]): stored[name] for name in stored.files}
+        return PreprocessedCase(case_id, np.load(self.image_path(case_id), mmap_mode=mode),
+                                np.load(self.label_path(case_id), mmap_mode=mode), foreground)
+
+    def split(self, fold: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return fold_split(self.case_ids, fold)
+
+
+# ---------------------------------------------------------------- the split
+
+
+def fold_split(case_ids: Sequence[str], fold: int, n_folds: int = N_FOLDS,
+               seed: int = SPLIT_SEED) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training ids, validation ids) of ``fold``: nnU-Net's split (sklearn KFold, shuffled, seed 12345).
+
+    Case ids are sorted first, so the split depends only on the set of ids.
+    """
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
+        raise TrainingError(f"fold {fold!r} does not exist; expected an integer in 0..{n_folds - 1}")
+    ids = sorted(case_ids)
+    if len(ids) < n_folds:
+        raise TrainingError(f"{len(ids)} cases cannot be split into {n_folds} folds; expected at least {n_folds}")
+    order = np.arange(len(ids))
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_folds, len(ids) // n_folds)
+    sizes[: len(ids) % n_folds] += 1
+    start = int(sizes[:fold].sum())
+    validation = set(order[start:start + sizes[fold]].tolist())
+    return (tuple(c for i, c in enumerate(ids) if i not in validation),
+            tuple(c for i, c in enumerate(ids) if i in validation))
+
+
+# ---------------------------------------------------------------- per-array steps
+
+
+def normalization_for(plan: Plan, fingerprint: Fingerprint | None) -> tuple[ChannelNormalization, ...]:
+    """The per-channel normalisation of ``plan``; CT channels need the fingerprint's statistics."""
+    result = []
+    for index, scheme in enumerate(plan.normalization):
+        if scheme == "zscore":
+            result.append(ChannelNormalization("zscore"))
+        elif scheme == "ct":
+            if fingerprint is None or len(fingerprint.intensity) <= index:
+                raise TrainingError(f"channel {index} uses CT normalisation, which needs the fingerprint's "
+                                    "foreground intensity statistics; expected a fingerprint with intensity")
+            stats = fingerprint.intensity[index]
+            result.append(ChannelNormalization("ct", stats.mean, stats.std, stats.percentile_00_5,
+                                               stats.percentile_99_5))
+        else:
+            raise TrainingError(f"plan normalization[{index}] is {scheme!r}; expected 'ct' or 'zscore'")
+    return tuple(result)
+
+
+def target_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
+    """nnU-Net's resampled shape: round(shape * spacing / new_spacing)."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, new_spacing))
+
+
+def separate_axis(spacing: Sequence[float], new_spacing: Sequence[float]) -> int | None:
+    """The out-of-plane axis nnU-Net resamples on its own (nearest) for anisotropic data, else None."""
+    for candidate in (spacing, new_spacing):
+        if max(candidate) / min(candidate) > ANISOTROPY_THRESHOLD:
+            return int(np.argmax(candidate))
+    return None
+
+
+def _zoom(volume: np.ndarray, shape: tuple[int, ...], order: int, axis: int | None) -> np.ndarray:
+    """Resize one volume to ``shape`` (pixel-centre aligned, as skimage's resize in nnU-Net)."""
+    factors = [n / o for n, o in zip(shape, volume.shape)]
+    if axis is None:
+        return ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=True)
+    in_plane = [1.0 if a == axis else f for a, f in enumerate(factors)]
+    volume = ndimage.zoom(volume, in_plane, order=order, mode="nearest", grid_mode=True)
+    along = [factors[a] if a == axis else 1.0 for a in range(volume.ndim)]
+    return ndimage.zoom(volume, along, order=0, mode="nearest", grid_mode=True)
+
+
+def resample_image(image: np.ndarray, shape: tuple[int, ...], axis: int | None = None) -> np.ndarray:
+    """``[C, ...]`` float image to ``shape`` with cubic splines (nearest along a separate axis)."""
+    if tuple(image.shape[1:]) == tuple(shape):
+        return image.astype(np.float32, copy=False)
+    return np.stack([_zoom(c.astype(np.float32, copy=False), shape, 3, axis) for c in image]).astype(np.float32)
+
+
+def resample_label(label: np.ndarray, shape: tuple[int, ...], values: Sequence[int],
+                   axis: int | None = None) -> np.ndarray:
+    """Label map to ``shape``: each label's mask interpolated linearly, the largest wins."""
+    if tuple(label.shape) == tuple(shape):
+        return label.astype(np.int16, copy=False)
+    best = np.full(shape, -1.0, dtype=np.float32)
+    result = np.zeros(shape, dtype=np.int16)
+    for value in values:
+        score = _zoom((label == value).astype(np.float32), shape, 1, axis)
+        better = score > best
+        result[better], best[better] = value, score[better]
+    return result
+
+
+def resample_probabilities(probabilities: np.ndarray, shape: tuple[int, ...], axis: int | None = None) -> np.ndarray:
+    """``[K, ...]`` class scores to ``shape`` (linear; nearest along a separate axis)."""
+    if tuple(probabilities.shape[1:]) == tuple(shape):
+        return probabilities
+    return np.stack([_zoom(p.astype(np.float32, copy=False), shape, 1, axis) for p in probabilities])
+
+
+def _transpose(plan: Plan) -> tuple[int, ...]:
+    return tuple(plan.transpose_forward) if plan.transpose_forward is not None else tuple(range(3))
+
+
+def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan: Plan,
+                     normalization: Sequence[ChannelNormalization],
+                     label: np.ndarray | None = None, label_values: Sequence[int] = ()):
+    """One case as the network sees it: returns (image, label or None, CropRecord)."""
+    check_plan(plan)
+    if image.shape[0] != len(normalization):
+        raise TrainingError(f"image has {image.shape[0]} channels; the plan expects {len(normalization)}")
+    transpose = _transpose(plan)
+    original_shape = tuple(int(s) for s in image.shape[1:])
+    image = image.transpose(0, *(1 + t for t in transpose))
+    spacing = tuple(float(spacing[t]) for t in transpose)
+    if label is not None:
+        label = label.transpose(*transpose)
+    image, label, bbox = crop_to_nonzero(image, label)
+    cropped_shape = tuple(int(s) for s in image.shape[1:])
+    image = np.stack([norm.apply(channel) for norm, channel in zip(normalization, image)])
+    shape = target_shape(cropped_shape, spacing, plan.spacing)
+    axis = separate_axis(spacing, plan.spacing)
+    image = resample_image(image, shape, axis)
+    if label is not None:
+        label = resample_label(label, shape, label_values, axis)
+    record = CropRecord(original_shape, tuple(float(s) for s in spacing_in_file_order(spacing, transpose)),
+                        tuple((int(b.start), int(b.stop)) for b in bbox), cropped_shape, transpose,
+                        tuple(float(s) for s in plan.spacing))
+    return image, label, record
+
+
+def spacing_in_file_order(spacing: Sequence[float], transpose: Sequence[int]) -> tuple[float, ...]:
+    result = [0.0] * len(transpose)
+    for position, axis in enumerate(transpose):
+        result[axis] = spacing[position]
+    return tuple(result)
+
+
+def restore_label(label: np.ndarray, record: CropRecord) -> np.ndarray:
+    """A label map on the preprocessed grid back on the input's grid (un-resample, un-crop, un-transpose)."""
+    return np.argmax(restore_probabilities(_one_hot(label), record), axis=0).astype(np.int16)
+
+
+def restore_probabilities(probabilities: np.ndarray, record: CropRecord) -> np.ndarray:
+    """``[K, ...]`` class scores back on the input grid; outside the crop box the background wins."""
+    spacing = tuple(record.original_spacing[t] for t in record.transpose)
+    axis = separate_axis(spacing, record.spacing)
+    cropped = resample_probabilities(probabilities, record.cropped_shape, axis)
+    plan_order_shape = tuple(record.original_shape[t] for t in record.transpose)
+    full = np.zeros((cropped.shape[0],) + plan_order_shape, dtype=np.float32)
+    full[0] = 1.0
+    full[(slice(None),) + tuple(slice(lo, hi) for lo, hi in record.bbox)] = cropped
+    inverse = np.argsort(record.transpose)
+    return full.transpose(0, *(1 + int(i) for i in inverse))
+
+
+def _one_hot(label: np.ndarray) -> np.ndarray:
+    n = int(label.max()) + 1 if label.size else 1
+    return (np.arange(n).reshape((n,) + (1,) * label.ndim) == label[None]).astype(np.float32)
+
+
+def foreground_positions(label: np.ndarray, values: Sequence[int], seed: int = FOREGROUND_SEED) -> dict[int, np.ndarray]:
+    """Up to FOREGROUND_SAMPLES voxel positions per foreground label (seeded subsample)."""
+    rng = np.random.default_rng(seed)
+    result = {}
+    for value in values:
+        positions = np.argwhere(label == value).astype(np.int32)
+        if len(positions) > FOREGROUND_SAMPLES:
+            positions = positions[np.sort(rng.choice(len(positions), FOREGROUND_SAMPLES, replace=False))]
+        result[int(value)] = positions
+    return result
+
+
+def check_plan(plan: Plan) -> None:
+    if plan.dims != 3:
+        raise TrainingError(f"plan {plan.dataset_name!r} is {plan.dims}D; the trainer supports 3D plans "
+                            "(3d_fullres) only")
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def _file_identity(dataset: Dataset) -> list:
+    """Case ids, file names and sizes: cheap to read, and changes when the data is replaced."""
+    files = []
+    for case in dataset.cases:
+        for path in (*case.image_files, case.label_file):
+            files.append([case.case_id, Path(path).name, Path(path).stat().st_size if Path(path).is_file() else -1])
+    return files
+
+
+def cached_fingerprint(dataset: Dataset, cache_dir: str | Path, workers: int = 1) -> Fingerprint:
+    """The dataset's fingerprint, computed once per set of files and kept beside the preprocessed data."""
+    digest = hashlib.sha256(json.dumps(_file_identity(dataset)).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / dataset.name / f"fingerprint_{digest}.json"
+    if path.is_file():
+        return load_fingerprint(path)
+    fingerprint = compute_fingerprint(dataset, workers=max(1, workers))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_fingerprint(fingerprint, temporary)
+    os.replace(temporary, path)
+    return fingerprint
+
+
+def preprocessing_key(dataset: Dataset, plan: Plan, normalization: Sequence[ChannelNormalization]) -> str:
+    """Hash of everything that changes the preprocessed voxels (not features, patch or batch)."""
+    identity = {
+        "version": PREPROCESSING_VERSION, "dataset": dataset.name, "files": _file_identity(dataset),
+        "spacing": [float(s) for s in plan.spacing], "transpose": list(_transpose(plan)),
+        "normalization": [n.to_dict() for n in normalization], "labels": [list(label) for label in dataset.labels],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str | Path, *,
+                       fingerprint: Fingerprint | None = None, workers: int = 1) -> PreprocessedDataset:
+    """The dataset preprocessed for ``plan`` under ``cache_dir`` (reused when the key matches).
+
+    The fingerprint is only needed for CT channels; when not given it is computed once and
+    cached (:func:`cached_fingerprint`). Concurrent
+    callers (search workers) serialise on a lock file; every file is written atomically.
+    """
+    check_plan(plan)
+    dataset = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    if len(plan.normalization) != dataset.n_channels:
+        raise TrainingError(f"plan {plan.dataset_name!r} normalises {len(plan.normalization)} channels but dataset "
+                            f"{dataset.name!r} has {dataset.n_channels}; expected the plan made for this dataset")
+    if "ct" in plan.normalization and fingerprint is None:
+        fingerprint = cached_fingerprint(dataset, cache_dir, workers)
+    normalization = normalization_for(plan, fingerprint)
+    key = preprocessing_key(dataset, plan, normalization)
+    root = Path(cache_dir) / dataset.name / key[:16]
+    cached = _read_manifest(root, key)
+    if cached is not None:
+        return cached
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root.with_suffix(".lock")):
+        cached = _read_manifest(root, key)
+        if cached is not None:
+            return cached
+        shapes = _preprocess_cases(dataset, plan, normalization, root, workers)
+        manifest = {"version": PREPROCESSING_VERSION, "key": key, "dataset": dataset.name,
+                    "labels": [list(label) for label in dataset.labels],
+                    "normalization": [n.to_dict() for n in normalization],
+                    "spacing": list(plan.spacing), "cases": {cid: list(shape) for cid, shape in shapes.items()}}
+        _atomic_write(root / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    return _read_manifest(root, key)
+
+
+def _preprocess_cases(dataset: Dataset, plan: Plan, normalization, root: Path, workers: int) -> dict:
+    jobs = [(dataset, case.case_id, plan, normalization, root) for case in dataset.cases]
+    if workers <= 1 or len(jobs) == 1:
+        results = [_preprocess_case(*job) for job in jobs]
+    else:
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            results = list(pool.map(_preprocess_packed, jobs))
+    return dict(results)
+
+
+def _preprocess_packed(job):
+    return _preprocess_case(*job)
+
+
+def _preprocess_case(dataset: Dataset, case_id: str, plan: Plan, normalization, root: Path):
+    data = read_case(dataset, case_id)
+    values = dataset.label_values
+    image, label, _ = preprocess_image(data.image, data.spacing, plan, normalization, data.label, values)
+    if not np.isfinite(image).all():
+        raise DatasetError(f"dataset {dataset.name!r}, case {case_id!r}: preprocessing produced non-finite values")
+    foreground = foreground_positions(label, [v for v in values if v != 0])
+    _atomic_save(root / f"{case_id}_image.npy", lambda f: np.save(f, image))
+    _atomic_save(root / f"{case_id}_label.npy", lambda f: np.save(f, label))
+    _atomic_save(root / f"{case_id}_foreground.npz",
+                 lambda f: np.savez(f, **{f"label_{v}": p for v, p in foreground.items()}))
+    return case_id, tuple(int(s) for s in image.shape[1:])
+
+
+def _read_manifest(root: Path, key: str) -> PreprocessedDataset | None:
+    try:
+        data = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != key or data.get("version") != PREPROCESSING_VERSION:
+        return None
+    return PreprocessedDataset(
+        root=root, key=key, dataset_name=data["dataset"], case_ids=tuple(sorted(data["cases"])),
+        labels=tuple((str(n), int(v)) for n, v in data["labels"]),
+        normalization=tuple(ChannelNormalization.from_dict(n) for n in data["normalization"]),
+        shapes={cid: tuple(shape) for cid, shape in data["cases"].items()})
+
+
+def load_preprocessed(root: str | Path) -> PreprocessedDataset:
+    """A cache folder written by :func:`preprocess_dataset` (its manifest names the key)."""
+    root = Path(root)
+    try:
+        key = json.loads((root / MANIFEST).read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        raise TrainingError(f"{str(root)!r} is not a preprocessed dataset (no valid {MANIFEST})") from None
+    loaded = _read_manifest(root, key)
+    if loaded is None:
+        raise TrainingError(f"{str(root)!r} was written by another preprocessing version; preprocess again")
+    return loaded
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_save(path: Path, write) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        write(handle)
+    os.replace(temporary, path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    _atomic_save(path, lambda handle: handle.write(data))

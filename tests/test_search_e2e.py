@@ -1,0 +1,92 @@
+"""`hnas search` end to end: a tiny search, its run folder and history, continuation, status,
+retraining and prediction — on small built-in-style data and on the real hippocampus set."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hnas.cli import main
+
+TINY = ["--preset", "cpu", "--space", "hpo+hnas", "--optimizer", "regularized-priorband", "--min-epochs", "1",
+        "--max-epochs", "3", "--eta", "3", "--iterations-per-epoch", "1", "--no-progress", "--seed", "0"]
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path_factory):
+    from hnas.data import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("data"), n_cases=5, shape=(40, 48, 44), seed=1)
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def trials_table(run_dir):
+    with sqlite3.connect(run_dir / "search.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM trials ORDER BY trial_id")]
+
+
+def check_run(capsys, run_dir, dataset_images, tmp_path):
+    assert {"run.json", "plan.json", "grammar.lark", "search.sqlite", "summary.md", "trials"} <= {
+        p.name for p in run_dir.iterdir()}
+    rows = trials_table(run_dir)
+    assert len(rows) == 5 and all(r["state"] == "success" for r in rows)
+    # the default configuration first, at the maximum fidelity
+    assert rows[0]["fidelity"] == 3 and rows[0]["parent_id"] is None
+    promoted = [r for r in rows if r["parent_id"] is not None]
+    assert promoted, "a 1..3-epoch bracket of 3 configurations must promote one"
+    by_id = {r["trial_id"]: r for r in rows}
+    for child in promoted:
+        parent = by_id[child["parent_id"]]
+        assert child["fidelity"] > parent["fidelity"]
+        assert child["cost"] > parent["cost"]  # runtime accumulates over rungs: continued, not restarted
+    status = run_cli(capsys, "status", run_dir)
+    assert "5 finished, 0 failed" in status and "best so far" in status
+
+    checkpoint = next(run_dir.glob("trials/00000/*.pt"))
+    out_dir = tmp_path / "pred"
+    image = dataset_images[0]
+    run_cli(capsys, "predict", "--model", checkpoint, image, "-o", out_dir)
+    written = list(out_dir.glob("*.nii.gz"))
+    assert len(written) == 1
+    source, prediction = nib.load(image), nib.load(written[0])
+    assert prediction.shape == source.shape[:3]
+    assert np.allclose(prediction.affine, source.affine)
+    assert set(np.unique(np.asanyarray(prediction.dataobj))) <= {0, 1, 2}
+
+
+def test_tiny_search_on_synthetic_data(capsys, tmp_path, tiny_dataset, monkeypatch):
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    out = run_cli(capsys, "search", "--dataset", tiny_dataset, "--max-stages", "3", *TINY, "--max-trials", "5",
+                  "--run-dir", run_dir)
+    assert "scale preset 'cpu'" in out and "Incumbent" in out and "Pareto front" in out
+    check_run(capsys, run_dir, sorted((tiny_dataset / "imagesTr").glob("*.nii.gz")), tmp_path)
+
+    # resuming with more trials continues the same history; changing the seed is refused
+    run_cli(capsys, "search", "--dataset", tiny_dataset, "--max-stages", "3", *TINY, "--max-trials", "6",
+            "--run-dir", run_dir, "--resume")
+    assert len(trials_table(run_dir)) == 6
+    code = main(["search", "--dataset", str(tiny_dataset), "--max-stages", "3", *TINY[:-1], "1",
+                 "--max-trials", "7", "--run-dir", str(run_dir), "--resume"])
+    assert code == 1 and "seed" in capsys.readouterr().err
+
+    out = run_cli(capsys, "train", "--run", run_dir, "--epochs", "2")
+    assert "retrained trial" in out and "Dice" in out
+
+
+@pytest.mark.slow
+def test_tiny_search_on_real_hippocampus(capsys, tmp_path, hippocampus_dir, monkeypatch):
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    run_cli(capsys, "search", "--dataset", hippocampus_dir, *TINY, "--max-trials", "5", "--run-dir", run_dir)
+    check_run(capsys, run_dir, sorted((hippocampus_dir / "imagesTr").glob("*.nii.gz"))[:1], tmp_path)

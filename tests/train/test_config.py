@@ -1,0 +1,86 @@
+"""Search configs -> trainer settings and networks (FACTS §1 names, NAS mapping, errors)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hnas.cfgunet import compile_architecture
+from hnas.errors import SearchSpaceError
+from hnas.grammar import default_architecture, make_grammar
+from hnas.train.config import TrainConfig, network_choice, train_config, with_features
+
+from .conftest import tiny_plan
+
+
+def test_defaults_are_nnunets():
+    config = train_config({})
+    assert config == TrainConfig()
+    assert (config.optimizer, config.momentum, config.initial_lr, config.lr_scheduler) == ("SGD", 0.99, 1e-2, "PolyLR")
+    assert (config.weight_decay, config.foreground_oversampling, config.loss) == (3e-5, 0.33, "DiceCE")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("optimizer", "RMSprop"), ("initial_lr", 0.0), ("initial_lr", float("nan")), ("lr_scheduler", "Step"),
+    ("foreground_oversampling", 1.5), ("loss", "Focal"), ("aug_factor", -1.0), ("momentum", 1.0),
+    ("dropout_rate", 1.0), ("weight_decay", "small"),
+])
+def test_invalid_values_name_key_and_value(key, value):
+    with pytest.raises(SearchSpaceError) as error:
+        train_config({key: value})
+    assert repr(key) in str(error.value) and repr(value) in str(error.value)
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(SearchSpaceError, match="learning_rate"):
+        train_config({"learning_rate": 0.1})
+
+
+def test_momentum_is_ignored_for_adam():
+    assert train_config({"optimizer": "Adam", "momentum": 0.9}).optimizer == "Adam"
+
+
+def test_default_network_is_nnunets():
+    plan = tiny_plan()
+    grammar = make_grammar(plan)
+    choice = network_choice({}, plan, grammar)
+    assert choice.architecture == default_architecture(plan)
+    assert choice.plan == plan and choice.dropout_rate == 0.0
+
+
+def test_explicit_architecture_wins_and_keeps_dropout_rate():
+    plan = tiny_plan()
+    grammar = make_grammar(plan)
+    sentence = default_architecture(plan, n_stages=2)
+    choice = network_choice({"architecture": sentence, "dropout_rate": 0.2}, plan, grammar)
+    assert (choice.architecture, choice.dropout_rate) == (sentence, 0.2)
+    with pytest.raises(SearchSpaceError, match="NAS keys"):
+        network_choice({"architecture": sentence, "encoder_type": "conv"}, plan, grammar)
+
+
+def test_nas_keys_change_blocks_layers_and_features():
+    plan = tiny_plan(base_features=32, max_features=320, features_per_stage=(32, 64, 128))
+    grammar = make_grammar(plan)
+    config = {"encoder_type": "residual", "model_scale": 2.0, "base_features": 16, "max_features": 40,
+              "activation": "GELU", "normalization": "BatchNorm", "dropout_rate": 0.1}
+    choice = network_choice(config, plan, grammar)
+    assert choice.plan.features_per_stage == (16, 32, 40)
+    assert (choice.plan.base_features, choice.plan.max_features) == (16, 40)
+    assert choice.architecture == ("unet res_encoder batch_norm gelu dropout 2b down 6b down 8b "
+                                   "conv_decoder batch_norm gelu dropout up 2b up 2b")
+    spec = compile_architecture(grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate)
+    assert spec.features_per_stage == (16, 32, 40) and spec.encoder.blocks_per_stage == (2, 6, 8)
+
+
+def test_nas_features_scale_with_a_smaller_preset():
+    plan = with_features(tiny_plan(), 8, 64)  # the CPU preset's features
+    choice = network_choice({"base_features": 64, "max_features": 640, "model_scale": 0.5}, plan, make_grammar(plan))
+    assert choice.plan.base_features == 16 and choice.plan.max_features == 128
+    assert "1b" in choice.architecture and "2b" not in choice.architecture
+
+
+@pytest.mark.parametrize("key, value", [("model_scale", 3.0), ("encoder_type", "dense"), ("activation", "Swish"),
+                                        ("normalization", "GroupNorm"), ("base_features", 0)])
+def test_invalid_nas_values(key, value):
+    plan = tiny_plan()
+    with pytest.raises(SearchSpaceError, match=key):
+        network_choice({key: value}, plan, make_grammar(plan))

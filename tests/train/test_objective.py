@@ -1,0 +1,143 @@
+"""evaluate(): train, checkpoint, continue, validate; the search adapter; checkpoints load weights-only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from hnas.cfgunet import UNetSpec, build, compile_architecture
+from hnas.errors import SearchSpaceError, TrainingError
+from hnas.grammar import default_architecture
+from hnas.search.executors import TrialContext
+from hnas.train import TrainObjective, TrainSetup, evaluate, load_checkpoint, train_fold
+from hnas.train.checkpoint import CHECKPOINT_NAME
+
+CONFIG = {"optimizer": "SGD", "momentum": 0.99, "initial_lr": 0.01, "lr_scheduler": "PolyLR", "weight_decay": 3e-5,
+          "foreground_oversampling": 0.5, "loss": "DiceCE", "aug_factor": 1.0}
+
+
+@pytest.fixture(scope="module")
+def one_go(tiny_setup, tmp_path_factory):
+    """Four epochs in one run (the reference for continuation)."""
+    return evaluate(CONFIG, None, 4, None, tmp_path_factory.mktemp("one_go"), setup=tiny_setup)
+
+
+def test_evaluate_returns_sane_values(one_go, tiny_setup):
+    assert 0.0 <= one_go.loss <= 1.0 and one_go.loss == pytest.approx(1.0 - one_go.mean_dice)
+    assert set(one_go.dice_per_class) == {"organ", "substructure"}
+    assert one_go.epochs == 4 and one_go.runtime > 0 and one_go.train_loss is not None
+    assert one_go.validation_cases == 2 and one_go.flops > 0
+    plan = tiny_setup.plan
+    spec = compile_architecture(tiny_setup.grammar, default_architecture(plan), plan, dropout_rate=0.0)
+    assert one_go.parameters == sum(p.numel() for p in build(spec).parameters())
+    assert one_go.checkpoint.name == CHECKPOINT_NAME and one_go.checkpoint.is_file()
+    objective = one_go.to_objective()
+    assert objective["loss"] == one_go.loss and objective["cost"] == one_go.runtime
+    assert objective["architecture"] == default_architecture(plan)
+
+
+def test_continuing_from_a_checkpoint_equals_training_in_one_go(one_go, tiny_setup, tmp_path):
+    first = evaluate(CONFIG, None, 2, None, tmp_path / "rung0", setup=tiny_setup)
+    second = evaluate(CONFIG, None, 4, first.checkpoint, tmp_path / "rung1", setup=tiny_setup)
+    assert second.epochs == 4 and first.epochs == 2
+    assert second.runtime > first.runtime  # accumulated over both rungs
+    continued = load_checkpoint(second.checkpoint)["trainer"]
+    reference = load_checkpoint(one_go.checkpoint)["trainer"]
+    assert continued["train_losses"][:2] == pytest.approx(load_checkpoint(first.checkpoint)["trainer"]["train_losses"])
+    assert continued["train_losses"] == pytest.approx(reference["train_losses"], rel=1e-5)
+    for name, tensor in reference["model"].items():
+        assert torch.allclose(continued["model"][name], tensor, rtol=1e-4, atol=1e-6), name
+    assert second.mean_dice == pytest.approx(one_go.mean_dice, abs=1e-4)
+
+
+def test_checkpoints_hold_only_weights_only_types(one_go):
+    payload = torch.load(one_go.checkpoint, weights_only=True)
+    assert payload["trainer"]["epoch"] == 4 and payload["architecture"] == one_go.architecture
+    assert set(payload) >= {"trainer", "config", "spec", "plan", "normalization", "labels"}
+
+
+def test_a_foreign_file_is_not_a_checkpoint(tmp_path):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(TrainingError, match="not an hnas checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(TrainingError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_continuation_refuses_a_different_configuration(one_go, tiny_setup, tmp_path):
+    with pytest.raises(TrainingError, match="cannot continue it with"):
+        evaluate({**CONFIG, "initial_lr": 0.1}, None, 4, one_go.checkpoint, tmp_path, setup=tiny_setup)
+    with pytest.raises(TrainingError, match="only 2"):
+        evaluate(CONFIG, None, 2, one_go.checkpoint, tmp_path, setup=tiny_setup)
+
+
+def test_invalid_config_and_epochs_are_named(tiny_setup, tmp_path):
+    with pytest.raises(SearchSpaceError, match="'loss' is 'Focal'"):
+        evaluate({"loss": "Focal"}, None, 1, None, tmp_path, setup=tiny_setup)
+    with pytest.raises(TrainingError, match="epochs is 1.5"):
+        evaluate({}, None, 1.5, None, tmp_path, setup=tiny_setup)
+    with pytest.raises(TrainingError, match="fold 7"):
+        replace(tiny_setup, fold=7)
+
+
+def test_objective_adapter_trains_and_promotes(tiny_setup, tmp_path):
+    objective = TrainObjective(replace(tiny_setup, iterations_per_epoch=1, validation_cases=1))
+    config = {**CONFIG, "aug_factor": 0.0, "architecture": default_architecture(tiny_setup.plan, n_stages=2),
+              "dropout_rate": 0.2}
+    context = TrialContext(trial_id=0, config=config, fidelity=1.0, max_fidelity=3.0, rung=0, bracket=0,
+                           trial_dir=tmp_path / "00000")
+    first = objective(context)
+    assert 0.0 <= first["loss"] <= 1.0 and first["cost"] > 0 and first["epochs"] == 1
+    assert first["architecture"] == config["architecture"]
+    promoted = TrialContext(trial_id=1, config=config, fidelity=3.0, max_fidelity=3.0, rung=1, bracket=0,
+                            trial_dir=tmp_path / "00001", parent_id=0, previous_trial_dir=tmp_path / "00000",
+                            previous_cost=first["cost"], previous_fidelity=1.0)
+    second = objective(promoted)
+    assert second["epochs"] == 3 and second["cost"] > first["cost"]
+    assert load_checkpoint(tmp_path / "00001")["trainer"]["seed"] == load_checkpoint(tmp_path / "00000")["trainer"]["seed"]
+
+
+def test_nas_configs_train_their_network(tiny_setup, tmp_path):
+    config = {"aug_factor": 0.0, "optimizer": "AdamW", "initial_lr": 1e-3, "encoder_type": "residual",
+              "model_scale": 0.5, "base_features": 64, "max_features": 640, "activation": "PReLU",
+              "normalization": "BatchNorm", "dropout_rate": 0.1}
+    result = evaluate(config, None, 1, None, tmp_path, setup=replace(tiny_setup, iterations_per_epoch=1,
+                                                                      validation_cases=1))
+    assert result.architecture.startswith("unet res_encoder batch_norm prelu dropout 1b down 2b down 2b")
+    spec = UNetSpec.from_json(load_checkpoint(result.checkpoint)["spec"])
+    assert spec.features_per_stage == (8, 16, 32)  # 64/640 on nnU-Net's 32/320 scale, on a 4/16 plan
+    assert spec.encoder.norm == "batch" and spec.encoder.nonlin == "prelu" and spec.dropout_rate == 0.1
+
+
+def test_train_fold_runs_its_own_schedule(tiny_setup, tmp_path):
+    result = train_fold({"aug_factor": 0.0, "lr_scheduler": "CosineAnnealing"}, 1, tmp_path,
+                        setup=replace(tiny_setup, iterations_per_epoch=1, validation_cases=1))
+    assert result.epochs == 1 and load_checkpoint(result.checkpoint)["trainer"]["max_epochs"] == 1
+
+
+def test_setup_validates_its_fields(tiny_setup):
+    with pytest.raises(TrainingError, match="iterations_per_epoch"):
+        replace(tiny_setup, iterations_per_epoch=0)
+    with pytest.raises(TrainingError, match="device 'tpu'"):
+        replace(tiny_setup, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="CUDA is not available"):
+            replace(tiny_setup, device="cuda")
+    assert isinstance(tiny_setup, TrainSetup) and tiny_setup.effective_batch_size == 2
+
+
+@pytest.mark.slow
+def test_hippocampus_fold_trains_and_validates(hippocampus_dir, tmp_path):
+    from hnas.grammar import make_grammar
+    from hnas.grammar.planner import make_plan
+    from hnas.train import cpu_preset
+    from hnas.workflow import fingerprint_of
+
+    plan = make_plan(fingerprint_of(hippocampus_dir))
+    setup = TrainSetup.from_preset(cpu_preset(), dataset=hippocampus_dir, plan=plan, grammar=make_grammar(plan),
+                                   cache_dir=tmp_path / "cache", iterations_per_epoch=2, validation_cases=3)
+    result = train_fold({}, 2, tmp_path / "trial", setup=setup)
+    assert result.epochs == 2 and result.validation_cases == 3 and 0.0 <= result.loss <= 1.0
+    assert set(result.dice_per_class) == {"Anterior", "Posterior"}
