@@ -15,7 +15,7 @@ This module is glue between hnas.search (which knows nothing of U-Nets) and hnas
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from hnas.grammar.plan import Plan
 RUN_FILE = "run.json"
 SPACES = ("hpo", "hpo+nas", "hpo+hnas", "hnas")
 OPTIMIZERS = ("random", "hyperband", "priorband", "regularized-priorband")
+BUILTIN_VALIDATION_CASES = 2
 DEFAULT_BUDGET = {"cpu": 3.0, "nnunet": 22.0}  # in max-fidelity evaluations (nnunet: one paper round)
 
 
@@ -113,6 +114,9 @@ def resolve(settings: SearchSettings) -> RunSetup:
     if name == "auto" and settings.dataset is None:
         name = "cpu"  # the built-in data is a CPU-sized demo
     preset = scale_preset(name)
+    if settings.dataset is None and preset.validation_cases is None:
+        # The built-in cases are ~135^3 voxels: two of them keep validation within a low rung's cost.
+        preset = replace(preset, validation_cases=BUILTIN_VALIDATION_CASES)
     plan = preset.apply(plan_for(dataset, max_stages=settings.max_stages))
     min_epochs = settings.min_epochs or preset.min_epochs
     max_epochs = settings.max_epochs or preset.max_epochs
