@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q --no-deps dynamic-network-architectures==0.4.4
 	$(BIN)/python -m pip install -q -e ".[torch,viz,dask,notebooks,dev]"
+	$(BIN)/python -m pip install -q --no-deps nnunetv2==2.8.1 batchgenerators==0.25.5
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/python -c "import torch, monai, lark, dynamic_network_architectures; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
@@ -42,6 +43,9 @@ test-slow: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_search_overhead.py
+	$(BIN)/python benchmarks/bench_priorband.py --quick --no-neps
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     _status_command(commands)
     _train_command(commands)
     _predict_command(commands)
+    _report_command(commands)
+    _export_command(commands)
     return parser
 
 
@@ -178,6 +180,27 @@ def _predict_command(commands) -> None:
     parser.set_defaults(handler=_run_predict)
 
 
+def _report_command(commands) -> None:
+    parser = commands.add_parser("report", help="write an HTML/Markdown report of one or more runs",
+                                 description="Cost over time (several runs overlaid), the Pareto front with the "
+                                             "default marked, the incumbent's diagrams, the best trials and "
+                                             "hyperparameter importance (fANOVA).")
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders to report (and compare)")
+    parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="report folder (default RUN/report)")
+    parser.set_defaults(handler=_run_report)
+
+
+def _export_command(commands) -> None:
+    parser = commands.add_parser("export-nnunet", help="add a run's incumbent to nnU-Net's plans as a configuration")
+    parser.add_argument("run", type=Path, metavar="RUN", help="a run folder")
+    parser.add_argument("--plans", type=Path, required=True, metavar="FILE", help="nnU-Net's nnUNetPlans.json")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="plans file to write")
+    parser.add_argument("--trial", type=int, metavar="ID", help="trial id (default: the incumbent)")
+    parser.add_argument("--configuration-name", default="3d_fullres_hnas")
+    parser.add_argument("--base-configuration", default="3d_fullres")
+    parser.set_defaults(handler=_run_export)
+
+
 # --- handlers -------------------------------------------------------------------------------------
 
 def _run_plan(args) -> int:
@@ -271,6 +294,22 @@ def _run_predict(args) -> int:
 
     for path in predict(args.model, args.images, args.output, device=args.device):
         print(f"wrote {path}")
+    return 0
+
+
+def _run_report(args) -> int:
+    from hnas.viz.report import write_report
+
+    print(f"report: {write_report(args.runs, args.output or args.runs[0] / 'report')}")
+    return 0
+
+
+def _run_export(args) -> int:
+    from hnas.runs import export_run
+
+    out = export_run(args.run, args.plans, args.output, trial_id=args.trial,
+                     configuration_name=args.configuration_name, base_configuration=args.base_configuration)
+    print(f"wrote {out}: train it with nnUNetv2_train DATASET {args.configuration_name} FOLD -p {out.stem}")
     return 0
 
 

@@ -87,10 +87,9 @@ class RunSetup:
 
         from hnas.workflow import cache_dir
 
-        iterations = self.settings.iterations_per_epoch or self.preset.iterations_per_epoch
         return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
                           cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
-                          iterations_per_epoch=iterations, num_workers=self.preset.num_workers,
+                          iterations_per_epoch=self.preset.iterations_per_epoch, num_workers=self.preset.num_workers,
                           max_epochs=self.max_epochs, seed=self.settings.seed, overlap=self.preset.overlap,
                           validation_cases=self.preset.validation_cases)
 
@@ -117,14 +116,17 @@ def resolve(settings: SearchSettings) -> RunSetup:
     if settings.dataset is None and preset.validation_cases is None:
         # The built-in cases are ~135^3 voxels: two of them keep validation within a low rung's cost.
         preset = replace(preset, validation_cases=BUILTIN_VALIDATION_CASES)
+    # Command-line fidelity settings override the preset, so the printed preset is what runs.
+    preset = replace(preset, iterations_per_epoch=settings.iterations_per_epoch or preset.iterations_per_epoch,
+                     min_epochs=settings.min_epochs or preset.min_epochs,
+                     max_epochs=settings.max_epochs or preset.max_epochs, eta=settings.eta or preset.eta)
     plan = preset.apply(plan_for(dataset, max_stages=settings.max_stages))
-    min_epochs = settings.min_epochs or preset.min_epochs
-    max_epochs = settings.max_epochs or preset.max_epochs
+    min_epochs, max_epochs = preset.min_epochs, preset.max_epochs
     budget = settings.budget
     if budget is None and settings.time_limit is None and settings.max_trials is None:
         budget = DEFAULT_BUDGET.get(preset.name, DEFAULT_BUDGET["nnunet"])
     return RunSetup(settings=settings, dataset=dataset, preset=preset, plan=plan, grammar=make_grammar(plan),
-                    min_epochs=min_epochs, max_epochs=max_epochs, eta=settings.eta or preset.eta, budget=budget)
+                    min_epochs=min_epochs, max_epochs=max_epochs, eta=preset.eta, budget=budget)
 
 
 def default_run_dir(settings: SearchSettings) -> Path:
@@ -266,22 +268,65 @@ def status_text(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def pick_trial(run_dir: Path, trial_id: int | None = None):
+    """A run's incumbent, or its trial ``trial_id``."""
+    from hnas.search import load_run
+
+    summary = load_run(run_dir)
+    if trial_id is None:
+        if summary.incumbent is None:
+            raise SearchError(f"run {str(run_dir)!r} has no finished trial yet")
+        return summary.incumbent
+    by_id = {t.trial_id: t for t in summary.history}
+    if trial_id not in by_id:
+        raise SearchError(f"run {str(run_dir)!r} has no trial {trial_id!r}; expected one of 0..{len(by_id) - 1}")
+    return by_id[trial_id]
+
+
+def trial_network(run_dir: Path, trial_id: int | None = None):
+    """``(trial, spec, plan)``: the network a run's trial trained, by the objective's own rule."""
+    from hnas.cfgunet import compile_architecture
+    from hnas.train.config import network_choice
+
+    run_dir = Path(run_dir)
+    missing = [name for name in ("plan.json", "grammar.lark", "search.sqlite") if not (run_dir / name).is_file()]
+    if missing:
+        raise SearchError(f"{str(run_dir)!r} is not an hnas run folder (missing {missing}); expected the "
+                          "--run-dir of an `hnas search`")
+    trial = pick_trial(run_dir, trial_id)
+    plan, grammar = Plan.load(run_dir / "plan.json"), (run_dir / "grammar.lark").read_text()
+    choice = network_choice(trial.config, plan, grammar)
+    spec = compile_architecture(grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
+                                deep_supervision=True)
+    return trial, spec, choice.plan
+
+
+def export_run(run_dir: Path, plans_json: Path, out_json: Path, *, trial_id: int | None = None,
+               configuration_name: str = "3d_fullres_hnas", base_configuration: str = "3d_fullres") -> Path:
+    """`hnas export-nnunet`: a run's incumbent (or trial) as a configuration of nnU-Net's plans."""
+    from hnas.cfgunet.nnunet_export import export_nnunet
+
+    run_dir = Path(run_dir)
+    trial, spec, plan = trial_network(run_dir, trial_id)
+    record = {
+        "source": str(run_dir), "trial_id": trial.trial_id, "epochs": trial.fidelity,
+        "dice": None if trial.loss is None else 1.0 - trial.loss, "runtime_s": trial.cost,
+        "architecture": trial.config.get("architecture") or (trial.extra or {}).get("architecture"),
+        "hyperparameters": {k: v for k, v in trial.config.items() if k != "architecture"},
+        "grammar_sha256": grammar_hash((run_dir / "grammar.lark").read_text()),
+        "note": "nnU-Net's default nnUNetTrainer trains with its own optimizer, schedule, loss and augmentation; "
+                "'hyperparameters' are the searched values for a trainer that reads them",
+    }
+    return export_nnunet(spec, plans_json, out_json, configuration_name=configuration_name,
+                         base_configuration=base_configuration, plan=plan, record=record)
+
+
 def retrain(run_dir: Path, epochs: int, trial_id: int | None = None):
     """Train the incumbent (or ``trial_id``) of a run from scratch for ``epochs`` (its full budget)."""
-    from hnas.search import load_run
     from hnas.train import train_fold
 
     settings = SearchSettings.load(run_dir)
-    summary = load_run(run_dir)
-    if trial_id is None:
-        trial = summary.incumbent
-        if trial is None:
-            raise SearchError(f"run {str(run_dir)!r} has no finished trial to retrain yet")
-    else:
-        by_id = {t.trial_id: t for t in summary.history}
-        if trial_id not in by_id:
-            raise SearchError(f"run {str(run_dir)!r} has no trial {trial_id}; it has trials 0..{len(by_id) - 1}")
-        trial = by_id[trial_id]
+    trial = pick_trial(run_dir, trial_id)
     setup = resolve(settings)
     if grammar_hash((run_dir / "grammar.lark").read_text()) != grammar_hash(setup.grammar):
         raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild trial "

@@ -1,0 +1,162 @@
+"""Take a searched network into nnU-Net: a plans configuration whose network class is hnas's.
+
+nnU-Net names a configuration's network by import path and builds it with
+``get_network_from_plans(network_class_name, arch_kwargs, _kw_requires_import, input_channels,
+num_classes, allow_init=True, deep_supervision=...)`` (nnunetv2/utilities/get_network_from_plans.py):
+``cls(input_channels=..., num_classes=..., deep_supervision=..., **arch_kwargs)`` and then
+``network.apply(network.initialize)``. :class:`HnasNnUNet` follows that protocol, and
+:func:`export_nnunet` writes a copy of ``nnUNetPlans.json`` with one more configuration that
+inherits from an existing one (``3d_fullres``) and whose ``arch_kwargs`` are the searched
+network's :class:`UNetSpec` minus what nnU-Net passes itself. nnU-Net's own trainer then builds,
+trains and predicts with exactly the network ``hnas.cfgunet.build(spec)`` gives.
+
+nnU-Net itself is not needed here (it is an optional dependency, see docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from hnas.cfgunet.compiler import compile_architecture
+from hnas.cfgunet.network import HnasUNet
+from hnas.cfgunet.spec import UNetSpec
+from hnas.errors import SpecError
+from hnas.grammar.plan import Plan
+
+NETWORK_CLASS_NAME = "hnas.cfgunet.nnunet_export.HnasNnUNet"
+#: UNetSpec fields nnU-Net passes to the network class itself (from the dataset, the trainer).
+NNUNET_PASSES = ("input_channels", "n_classes", "deep_supervision")
+HNAS_KEY = "hnas"
+_SPACING_TOLERANCE = 0.01  # relative; plans and run must describe the same voxel grid
+
+
+class HnasNnUNet(HnasUNet):
+    """hnas's U-Net under nnU-Net's network-class protocol.
+
+    ``arch_kwargs`` are the UNetSpec fields other than input channels, classes and deep
+    supervision (JSON lists are fine). Weights start torch-initialised; nnU-Net then applies
+    :meth:`HnasUNet.initialize` (its He initialisation), as for its own networks.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = True, **arch_kwargs: Any):
+        super().__init__(spec_from_arch_kwargs(arch_kwargs, input_channels, num_classes, deep_supervision))
+
+
+def spec_from_arch_kwargs(arch_kwargs: Mapping[str, Any], input_channels: int, num_classes: int,
+                          deep_supervision: bool = True) -> UNetSpec:
+    """The UNetSpec that a configuration's ``arch_kwargs`` describe (SpecError names a bad field)."""
+    passed = sorted(set(arch_kwargs) & set(NNUNET_PASSES))
+    if passed:
+        raise SpecError(f"arch_kwargs must not contain {passed}: nnU-Net passes them to the network itself")
+    return UNetSpec.from_dict({**copy.deepcopy(dict(arch_kwargs)), "input_channels": input_channels,
+                               "n_classes": num_classes, "deep_supervision": bool(deep_supervision)})
+
+
+def arch_kwargs_of(spec: UNetSpec) -> dict[str, Any]:
+    """``spec`` as JSON-ready nnU-Net ``arch_kwargs`` (without what nnU-Net passes itself)."""
+    data = json.loads(spec.to_json())
+    return {k: v for k, v in data.items() if k not in NNUNET_PASSES}
+
+
+def export_nnunet(spec: str | Path | UNetSpec, plans_json: str | Path, out_json: str | Path, *,
+                  configuration_name: str = "3d_fullres_hnas", base_configuration: str = "3d_fullres",
+                  plan: Plan | None = None, record: Mapping[str, Any] | None = None) -> Path:
+    """Write ``plans_json`` plus a configuration that trains ``spec`` with nnU-Net.
+
+    ``spec``: a UNetSpec or a JSON file of one. ``plan`` (the plan the network was searched
+    on) also sets the configuration's patch and batch size, after checking its grid matches
+    nnU-Net's; ``record`` is stored under ``"hnas"`` (what the export came from, searched
+    hyperparameters nnU-Net's default trainer does not read). For a search run's trials use
+    :func:`hnas.runs.export_run`. Written as ``nnUNetPlans_hnas.json`` beside the original, train
+    it with ``nnUNetv2_train DATASET 3d_fullres_hnas FOLD -p nnUNetPlans_hnas`` once hnas is
+    importable in nnU-Net's environment.
+    """
+    plans = _load_plans(Path(plans_json))
+    base = _resolved_configuration(plans, base_configuration)
+    existing = plans["configurations"].get(configuration_name)
+    if existing is not None and HNAS_KEY not in existing:
+        raise SpecError(f"configuration {configuration_name!r} already exists in {str(plans_json)!r} and was not "
+                        "written by hnas; choose another configuration_name")
+    configuration: dict[str, Any] = {"inherits_from": base_configuration}
+    if not isinstance(spec, UNetSpec):
+        record = {"source": str(spec), **dict(record or {})}
+        spec = _load_spec(Path(spec))
+    record = dict(record or {"source": "spec"})
+    if plan is not None:
+        _check_grid(plan, base, base_configuration)
+        configuration.update(patch_size=list(plan.patch_size), batch_size=int(plan.batch_size))
+        record.setdefault("replaced", {"patch_size": base.get("patch_size"), "batch_size": base.get("batch_size")})
+    _check_fits(spec, base, configuration.get("patch_size", base.get("patch_size")), base_configuration)
+    configuration["architecture"] = {"network_class_name": NETWORK_CLASS_NAME, "arch_kwargs": arch_kwargs_of(spec),
+                                     "_kw_requires_import": []}
+    configuration[HNAS_KEY] = record
+    plans["configurations"][configuration_name] = configuration
+    out = Path(out_json)
+    plans["plans_name"] = out.stem  # nnU-Net's plans identifier (`-p`) is the file name; results folders use it
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(plans, indent=4) + "\n")
+    except OSError as exc:
+        raise SpecError(f"cannot write the exported plans to {str(out)!r}: {exc}") from exc
+    return out
+
+
+def _load_plans(path: Path) -> dict:
+    if not path.is_file():
+        raise SpecError(f"nnU-Net plans file {str(path)!r} does not exist; expected an nnUNetPlans.json")
+    try:
+        plans = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+        raise SpecError(f"{str(path)!r} has no 'configurations'; expected nnU-Net v2's nnUNetPlans.json")
+    return plans
+
+
+def _resolved_configuration(plans: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
+    """nnU-Net's inheritance: the parent's keys, overridden by the child's (one level of dict)."""
+    configurations = plans["configurations"]
+    if name not in configurations:
+        raise SpecError(f"configuration {name!r} is not in the plans; expected one of {sorted(configurations)}")
+    if name in seen:
+        raise SpecError(f"configuration {name!r} inherits from itself ({' -> '.join(seen + (name,))})")
+    configuration = dict(configurations[name])
+    parent = configuration.pop("inherits_from", None)
+    if parent is None:
+        return configuration
+    return {**_resolved_configuration(plans, parent, seen + (name,)), **configuration}
+
+
+def _check_fits(spec: UNetSpec, base: dict, patch, base_name: str) -> None:
+    """The data nnU-Net feeds must fit the network: same dims and channels, patch divisible by the strides."""
+    if "patch_size" not in base or "normalization_schemes" not in base:
+        raise SpecError(f"configuration {base_name!r} lacks patch_size or normalization_schemes; expected nnU-Net "
+                        "v2 plans")
+    if len(patch) != spec.dims:
+        raise SpecError(f"the network is {spec.dims}D but configuration {base_name!r} has a {len(patch)}D patch "
+                        f"{list(patch)}; expected a base configuration of the same dimensionality")
+    channels = len(base["normalization_schemes"])
+    if channels != spec.input_channels:
+        raise SpecError(f"the network takes {spec.input_channels} input channel(s) but configuration {base_name!r} "
+                        f"normalises {channels}; expected plans of the dataset the search ran on")
+    if any(p % s for p, s in zip(patch, spec.total_strides)):
+        raise SpecError(f"patch {list(patch)} is not divisible by the network's total stride "
+                        f"{list(spec.total_strides)}; expected a base configuration planned for this network")
+
+
+def _check_grid(plan: Plan, base: dict, base_name: str) -> None:
+    spacing = base.get("spacing")
+    if spacing is None or len(spacing) != len(plan.spacing) or any(
+            not math.isclose(a, b, rel_tol=_SPACING_TOLERANCE) for a, b in zip(plan.spacing, spacing)):
+        raise SpecError(f"the run was planned at spacing {list(plan.spacing)} but configuration {base_name!r} "
+                        f"resamples to {spacing}; expected the plans of the same dataset and configuration")
+
+
+def _load_spec(path: Path) -> UNetSpec:
+    if not path.is_file():
+        raise SpecError(f"{str(path)!r} is not a UNetSpec JSON file (for a search run use hnas.runs.export_run)")
+    return UNetSpec.from_json(path.read_text())

@@ -1,0 +1,133 @@
+"""`write_report`: a self-contained folder whose HTML shows every image and the best trials."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hnas.errors import SearchError
+from hnas.search import load_run
+from hnas.viz import diagrams
+from hnas.viz.report import best_trials, default_config, default_trial, load_report_run, write_report
+
+from .run_helpers import make_run, synthetic_objective
+from .test_plots import assert_picture
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return make_run(root / "priorband"), make_run(root / "random", optimizer="random", max_trials=12)
+
+
+def images_of(html: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', html)
+
+
+def test_report_of_two_runs_is_self_contained(tmp_path, two_runs):
+    index = write_report(list(two_runs), tmp_path / "report")
+    out = index.parent
+    assert index.name == "index.html" and (out / "index.md").is_file()
+    html, markdown = index.read_text(), (out / "index.md").read_text()
+    # every image the HTML shows is in the folder, and every image in the folder is shown
+    shown = images_of(html)
+    pictures = sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".svg"))
+    assert sorted(shown) == pictures and len(shown) == len(set(shown))
+    assert {"cost_over_time.png", "pareto.png", "run1_importance.png", "run2_importance.png"} <= set(shown)
+    for name in shown:
+        assert f"]({name})" in markdown
+        if name.endswith(".png"):
+            assert_picture(out / name)
+    # both curves are labelled by optimizer and space; the default configuration is PriorBand's first job
+    assert "PriorBand (hpo+hnas)" in html and "random search (hpo+hnas)" in html
+    assert "PriorBand (hpo+hnas): default configuration = trial 0" in html
+    assert "random search (hpo+hnas): the default configuration was not evaluated" in html
+    assert "fANOVA (optuna FanovaImportanceEvaluator" in html
+
+
+def test_best_trials_tables_list_the_trial_ids(tmp_path, two_runs):
+    html = write_report(list(two_runs), tmp_path / "report").read_text()
+    for run_dir in two_runs:
+        best = best_trials(load_run(run_dir).history)
+        assert best and best[0].trial_id == load_run(run_dir).incumbent.trial_id
+        table = html.split(f"Folder {run_dir}")[1].split("Best trials")[1].split("</table>")[0]
+        ids = [int(row) for row in re.findall(r"<tr><td>\d+</td><td>(\d+)</td>", table)]
+        assert ids == [t.trial_id for t in best]
+
+
+@pytest.mark.skipif(not diagrams.has_dot(), reason="graphviz 'dot' not installed (make system-deps)")
+def test_incumbent_diagrams_are_svg_with_dot(tmp_path, two_runs):
+    out = write_report([two_runs[0]], tmp_path / "report").parent
+    incumbent = load_run(two_runs[0]).incumbent
+    for name in ("run1_derivation.svg", "run1_network.svg"):
+        svg = (out / name).read_text()
+        assert svg.lstrip().startswith("<?xml") and f"trial {incumbent.trial_id}" in svg
+
+
+def test_without_dot_the_diagrams_are_text(tmp_path, two_runs, monkeypatch):
+    monkeypatch.setattr(diagrams, "has_dot", lambda: False)
+    index = write_report([two_runs[0]], tmp_path / "report")
+    html = index.read_text()
+    assert not any(name.endswith(".svg") for name in images_of(html))
+    assert "enc_norm = " in html  # the derivation's text tree
+    assert html.count("side     stage  blocks") == 1  # the network table, once
+
+
+def test_default_configuration_is_found_by_sampler_or_by_value(two_runs):
+    run = load_report_run(two_runs[0])
+    default = default_config(run.metadata["space"])
+    assert default["optimizer"] == "SGD" and default["momentum"] == 0.99 and default["initial_lr"] == 0.01
+    trial = default_trial(run)
+    assert trial.job.sampler in ("default", "promotion") and dict(trial.config) == default
+
+
+def failing_objective(context):
+    if context.trial_id % 4 == 1:
+        raise RuntimeError("out of memory (synthetic)")
+    return synthetic_objective(context)
+
+
+def test_bare_engine_run_and_failed_trials(tmp_path):
+    run_dir = make_run(tmp_path / "bare", optimizer="random", max_trials=8, objective=failing_objective,
+                       settings_file=False)
+    html = write_report([run_dir], tmp_path / "report").read_text()
+    assert "No diagrams: the run folder has no plan.json/grammar.lark" in html
+    assert "2 failed trial(s)" in html and "trial 1: RuntimeError: out of memory (synthetic)" in html
+    assert "architecture: no grammar.lark/plan.json" in html  # excluded from the importance, with the reason
+    assert "random search</td>" in html  # labelled by optimizer only (no run.json)
+
+
+def test_report_without_optuna_says_how_to_get_importance(tmp_path, two_runs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    html = write_report([two_runs[1]], tmp_path / "report").read_text()
+    assert "Not computed: hyperparameter importance needs optuna and scikit-learn" in html
+    assert "run1_importance.png" not in html and "pareto.png" in html
+
+
+def test_report_does_not_import_torch():
+    code = "import sys, hnas.viz.report; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_report_errors(tmp_path, two_runs):
+    with pytest.raises(SearchError, match="at least one run"):
+        write_report([], tmp_path / "report")
+    with pytest.raises(SearchError, match="holds no search"):
+        write_report([tmp_path], tmp_path / "report")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SearchError, match="is a file"):
+        write_report([two_runs[0]], tmp_path / "file")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (optional check)")
+def test_html_renders_in_headless_chromium(tmp_path, two_runs):
+    index = write_report(list(two_runs), tmp_path / "report")
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2400", index.as_uri()], check=True, capture_output=True, timeout=60)
+    assert_picture(shot)
