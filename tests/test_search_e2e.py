@@ -83,6 +83,9 @@ def test_tiny_search_on_synthetic_data(capsys, tmp_path, tiny_dataset, monkeypat
     out = run_cli(capsys, "train", "--run", run_dir, "--epochs", "2")
     assert "retrained trial" in out and "Dice" in out
 
+    out = run_cli(capsys, "report", run_dir, "-o", tmp_path / "report")
+    assert (tmp_path / "report" / "index.html").is_file() and "index.html" in out
+
 
 @pytest.mark.slow
 def test_tiny_search_on_real_hippocampus(capsys, tmp_path, hippocampus_dir, monkeypatch):

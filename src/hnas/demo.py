@@ -33,6 +33,10 @@ def run(out: Path, max_stages: int = 6, extra: list[str] | None = None) -> int:
         show = ["show", architecture, "--plan", str(run_dir / "plan.json"), "--render", str(out / "incumbent.svg")]
         print(f"\n$ hnas {' '.join(show[:1])} <incumbent> {' '.join(show[2:])}", flush=True)
         code = cli(show)
+    if not code:
+        report = ["report", str(run_dir), "-o", str(out / "report")]
+        print(f"\n$ hnas {' '.join(report)}", flush=True)
+        code = cli(report)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; outputs in {out}/")
     return code
 
