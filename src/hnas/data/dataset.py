@@ -84,6 +84,11 @@ class CaseData:
 def read_dataset_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetError(f"dataset folder {str(path.parent)!r} has no dataset.json; expected {str(path)!r}")
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; DatasetError names the file otherwise."""
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

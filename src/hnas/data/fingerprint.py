@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from hnas.data.dataset import parse_channel_names, parse_labels, read_dataset_json
+from hnas.data.dataset import parse_channel_names, parse_labels, read_dataset_json, read_json_object
 from hnas.errors import DatasetError
 
 
@@ -144,13 +144,7 @@ def read_nnunet_fingerprint(fingerprint_json: str | Path, dataset_json: str | Pa
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise DatasetError(f"fingerprint file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DatasetError(f"{str(path)!r} holds a {type(data).__name__}; expected a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def _from_nnunet_dict(data: dict, source: Path, name: str, channel_names: tuple[str, ...],

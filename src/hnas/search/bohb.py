@@ -64,17 +64,20 @@ class _ModelSampling:
     """What both optimizers add to their base class: the density model, its settings, and
     BOHB's rule for a new configuration (model unless a random_fraction draw says uniform)."""
 
-    def _init_model(self, space: SearchSpace, random_fraction: float, min_points: int | None,
-                    top_fraction: float, candidates: int, bandwidth_factor: float,
-                    min_bandwidth: float) -> None:
+    def __init__(self, space: SearchSpace, *, random_fraction: float = RANDOM_FRACTION,
+                 min_points: int | None = None, top_fraction: float = TOP_FRACTION,
+                 candidates: int = CANDIDATES, bandwidth_factor: float = BANDWIDTH_FACTOR,
+                 min_bandwidth: float = MIN_BANDWIDTH, **base_options: Any):
+        """``base_options`` (fidelities, eta, seed, promotion) go to Hyperband / PriorBand."""
+        super().__init__(space, **base_options)
         check_fraction("random_fraction", random_fraction)
         self.random_fraction = float(random_fraction)
         self.model = DensityModel(space, min_points=min_points, top_fraction=top_fraction,
                                   candidates=candidates, bandwidth_factor=bandwidth_factor,
                                   min_bandwidth=min_bandwidth, seed=self.seed)
 
-    def _model_settings(self) -> dict[str, Any]:
-        return {"random_fraction": self.random_fraction, **self.model.settings()}
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "random_fraction": self.random_fraction, **self.model.settings()}
 
     def fitted_model(self, index: HistoryIndex) -> FittedModel | None:
         """The model of the highest rung with enough finished observations, if any."""
@@ -95,20 +98,6 @@ class BOHB(_ModelSampling, Hyperband):
 
     name = "bohb"
 
-    def __init__(self, space: SearchSpace, *, min_fidelity: float, max_fidelity: float,
-                 eta: int = 3, seed: int = 0, promotion: str = "loss",
-                 random_fraction: float = RANDOM_FRACTION, min_points: int | None = None,
-                 top_fraction: float = TOP_FRACTION, candidates: int = CANDIDATES,
-                 bandwidth_factor: float = BANDWIDTH_FACTOR,
-                 min_bandwidth: float = MIN_BANDWIDTH):
-        super().__init__(space, min_fidelity=min_fidelity, max_fidelity=max_fidelity, eta=eta,
-                         seed=seed, promotion=promotion)
-        self._init_model(space, random_fraction, min_points, top_fraction, candidates,
-                         bandwidth_factor, min_bandwidth)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), **self._model_settings()}
-
     def _sample(self, rng: np.random.Generator, rung: int,
                 index: HistoryIndex) -> tuple[dict[str, Any], str]:
         return self._model_or_uniform(rng, index)
@@ -119,20 +108,6 @@ class PriorBandBO(_ModelSampling, PriorBand):
     ``min_points + 2`` finished observations (module docstring)."""
 
     name = "priorband-bo"
-
-    def __init__(self, space: SearchSpace, *, min_fidelity: float, max_fidelity: float,
-                 eta: int = 3, seed: int = 0, promotion: str = "loss",
-                 random_fraction: float = RANDOM_FRACTION, min_points: int | None = None,
-                 top_fraction: float = TOP_FRACTION, candidates: int = CANDIDATES,
-                 bandwidth_factor: float = BANDWIDTH_FACTOR,
-                 min_bandwidth: float = MIN_BANDWIDTH):
-        super().__init__(space, min_fidelity=min_fidelity, max_fidelity=max_fidelity, eta=eta,
-                         seed=seed, promotion=promotion)
-        self._init_model(space, random_fraction, min_points, top_fraction, candidates,
-                         bandwidth_factor, min_bandwidth)
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), **self._model_settings()}
 
     def _explore(self, rng: np.random.Generator,
                  index: HistoryIndex) -> tuple[dict[str, Any], str]:
