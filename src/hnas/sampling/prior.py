@@ -191,7 +191,7 @@ class Prior:
     @cached_property
     def cumulative(self) -> Cumulative:
         """Bin edges for the samplers (computed once per prior)."""
-        by_rule = {rule: _edges(vector) for rule, vector in self._probabilities.items()}
+        by_rule = {rule: cumulative_edges(vector) for rule, vector in self._probabilities.items()}
         return Cumulative(by_rule, [by_rule[rule] for rule in self.structure.choice_rules])
 
     @cached_property
@@ -221,7 +221,8 @@ def log_prob(tree: Tree, prior: Prior) -> float:
     return prior.log_prob(tree)
 
 
-def _edges(vector: np.ndarray) -> list[float] | None:
+def cumulative_edges(vector: np.ndarray) -> list[float] | None:
+    """Sampling edges of a probability vector (None for a single alternative: no draw spent)."""
     if len(vector) == 1:
         return None
     edges = np.cumsum(vector).tolist()

@@ -41,6 +41,7 @@ from scipy import special
 
 from hnas.errors import SearchError
 from hnas.grammar import grammar_info, parse
+from hnas.sampling.prior import cumulative_edges
 from hnas.search.space import (
     MUTATION_PROBABILITY,
     Architecture,
@@ -156,7 +157,7 @@ class ProductionDistribution:
                               f"the grammar; expected some of {sorted(self.tables.sizes)}")
         with np.errstate(divide="ignore"):  # a zero probability is a log of -inf, as it should
             self._log = {rule: np.log(v) for rule, v in self._probabilities.items()}
-        self._cumulative = {rule: _edges(vector) for rule, vector in self._probabilities.items()}
+        self._cumulative = {rule: cumulative_edges(vector) for rule, vector in self._probabilities.items()}
 
     @staticmethod
     def _checked(rule: str, vector: Sequence[float], size: int) -> np.ndarray:
@@ -213,14 +214,6 @@ class ProductionDistribution:
                 self._derive(item, rng, words, used)
             else:
                 words.append(item)
-
-
-def _edges(vector: np.ndarray) -> list[float] | None:
-    if len(vector) == 1:
-        return None
-    edges = np.cumsum(vector).tolist()
-    edges[-1] = 1.0
-    return edges
 
 
 class _GrammarDensity:
