@@ -24,8 +24,9 @@ from typing import Any, Mapping
 from hnas.cfgunet.compiler import compile_architecture
 from hnas.cfgunet.network import HnasUNet
 from hnas.cfgunet.spec import UNetSpec
-from hnas.errors import SpecError
+from hnas.errors import PlanError, SpecError
 from hnas.grammar.plan import Plan
+from hnas.grammar.planner import resolve_nnunet_configuration
 
 NETWORK_CLASS_NAME = "hnas.cfgunet.nnunet_export.HnasNnUNet"
 #: UNetSpec fields nnU-Net passes to the network class itself (from the dataset, the trainer).
@@ -117,18 +118,12 @@ def _load_plans(path: Path) -> dict:
     return plans
 
 
-def _resolved_configuration(plans: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
-    """nnU-Net's inheritance: the parent's keys, overridden by the child's (one level of dict)."""
-    configurations = plans["configurations"]
-    if name not in configurations:
-        raise SpecError(f"configuration {name!r} is not in the plans; expected one of {sorted(configurations)}")
-    if name in seen:
-        raise SpecError(f"configuration {name!r} inherits from itself ({' -> '.join(seen + (name,))})")
-    configuration = dict(configurations[name])
-    parent = configuration.pop("inherits_from", None)
-    if parent is None:
-        return configuration
-    return {**_resolved_configuration(plans, parent, seen + (name,)), **configuration}
+def _resolved_configuration(plans: dict, name: str) -> dict:
+    """nnU-Net's inheritance, resolved by the planner's reader; errors as SpecError for the export."""
+    try:
+        return resolve_nnunet_configuration(plans, name)
+    except PlanError as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def _check_fits(spec: UNetSpec, base: dict, patch, base_name: str) -> None:

@@ -445,7 +445,7 @@ def plan_from_nnunet(plans, configuration: str = "3d_fullres", dataset_json=None
         raise PlanError("plan_from_nnunet needs dataset_json (a path or dict with 'labels') to count the classes")
     if not isinstance(dataset_json, dict):
         dataset_json = _load_json(Path(dataset_json), "dataset.json")
-    config = _resolve_configuration(plans, configuration)
+    config = resolve_nnunet_configuration(plans, configuration)
     arch = _architecture_kwargs(config, configuration)
     n_stages = int(arch["n_stages"])
     features = tuple(int(f) for f in arch["features_per_stage"])
@@ -488,7 +488,7 @@ def _load_json(path: Path, what: str) -> dict:
         raise PlanError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
 
 
-def _resolve_configuration(plans: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
+def resolve_nnunet_configuration(plans: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
     """A configuration with its ``inherits_from`` chain merged in (child keys win)."""
     configurations = plans.get("configurations")
     if not isinstance(configurations, dict):
@@ -501,7 +501,7 @@ def _resolve_configuration(plans: dict, name: str, seen: tuple[str, ...] = ()) -
     parent = config.pop("inherits_from", None)
     if parent is None:
         return config
-    merged = _resolve_configuration(plans, parent, seen + (name,))
+    merged = resolve_nnunet_configuration(plans, parent, seen + (name,))
     merged.update(config)
     return merged
 
