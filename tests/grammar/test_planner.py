@@ -376,6 +376,21 @@ def test_plan_from_nnunet_residual_encoder():
     assert plan.conv_blocks_per_stage == (2, 2, 2, 2) and plan.conv_decoder_blocks_per_stage == (2, 2, 2)
 
 
+@pytest.mark.parametrize("scheme, name", [("ZScoreNormalization", "zscore"), ("CTNormalization", "ct"),
+                                          ("RescaleTo01Normalization", "minmax")])
+def test_plan_from_nnunet_maps_normalisation_schemes(scheme, name):
+    plans = nnunet_hippocampus_plans()
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = [scheme]
+    assert plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON).normalization == (name,)
+
+
+def test_plan_from_nnunet_names_an_unsupported_normalisation():
+    plans = nnunet_hippocampus_plans()
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["NoNormalization"]
+    with pytest.raises(PlanError, match="'NoNormalization'.*RescaleTo01Normalization"):
+        plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON)
+
+
 def test_plan_from_nnunet_refuses_pre_2_4_plans():
     plans = nnunet_hippocampus_plans()
     config = plans["configurations"]["3d_fullres"]

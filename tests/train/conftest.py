@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import isotropic_plan
 
 from hnas.data import make_synthetic_dataset
 from hnas.grammar import make_grammar
@@ -22,6 +24,12 @@ def tiny_plan(**overrides) -> Plan:
         normalization=("zscore",), base_features=4, max_features=16, transpose_forward=(0, 1, 2))
     fields.update(overrides)
     return Plan(**fields)
+
+
+def tiny_plan_2d(**overrides) -> Plan:
+    """nnU-Net's 2d counterpart of :func:`tiny_plan`: 3 stages, 4..16 features, 16^2 patches of z slices."""
+    plan = isotropic_plan(3, dims=2, patch=16, base=4, top=16, name="Dataset900_SyntheticBrain")
+    return replace(plan, **{"median_shape": (22, 22), "transpose_forward": (0, 1, 2), **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import torch
 from hnas.train.loader import BatchStream, PatchSampler, batch_loader, crop_padded, forced_foreground, patch_bounds
 from hnas.train.preprocessing import preprocess_dataset
 
-from .conftest import tiny_plan
+from .conftest import tiny_plan, tiny_plan_2d
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,40 @@ def test_background_workers_give_the_same_stream(data):
     for offset, batch in enumerate(batches):
         expected = sampler.batch(10 + offset)
         assert torch.equal(batch["image"], expected["image"]) and torch.equal(batch["label"], expected["label"])
+
+
+@pytest.fixture(scope="module")
+def slices(tiny_dataset, cache_dir):
+    return preprocess_dataset(tiny_dataset, tiny_plan_2d(), cache_dir)
+
+
+def _is_slice_patch(patch: np.ndarray, volume: np.ndarray) -> bool:
+    """Whether a [py, px] patch is a crop of one slice (plan axis 0) of a [S, Y, X] volume."""
+    windows = np.lib.stride_tricks.sliding_window_view(volume, (1, *patch.shape))
+    return bool((windows == patch[None]).all(axis=(-3, -2, -1)).any())
+
+
+def test_a_2d_patch_samples_slices_with_forced_foreground(slices):
+    train, _ = slices.split(0)
+    sampler = PatchSampler(slices, train, (8, 8), 3, 0.67, 0.0, seed=0)
+    volumes = [np.asarray(slices.load(case_id).image[0]) for case_id in train]
+    for index in range(10):
+        batch = sampler.batch(index)
+        assert batch["image"].shape == (3, 1, 8, 8) and batch["label"].shape == (3, 1, 8, 8)
+        assert all(_centre_is_foreground(batch["label"][i]) for i in (1, 2))
+        patch = batch["image"][0, 0].numpy()
+        assert any(_is_slice_patch(patch, volume) for volume in volumes)
+    never = PatchSampler(slices, train, (8, 8), 3, 0.0, 0.0, seed=0)
+    random_rate = np.mean([_centre_is_foreground(never.batch(i)["label"][j]) for i in range(10) for j in range(3)])
+    assert random_rate < 0.5
+
+
+def test_2d_batches_are_a_function_of_seed_and_index(slices):
+    train, _ = slices.split(0)
+    sampler = PatchSampler(slices, train, (16, 12), 2, 0.33, 1.0, seed=3)
+    first, again = sampler.batch(5), PatchSampler(slices, train, (16, 12), 2, 0.33, 1.0, seed=3).batch(5)
+    assert first["image"].shape == (2, 1, 16, 12) and first["label"].dtype == torch.int16
+    assert torch.equal(first["image"], again["image"]) and torch.equal(first["label"], again["label"])
+    assert not torch.equal(first["image"], sampler.batch(6)["image"])
+    stream = list(itertools.islice(iter(BatchStream(sampler, start=4)), 2))
+    assert torch.equal(stream[1]["image"], first["image"])

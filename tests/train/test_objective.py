@@ -9,10 +9,12 @@ import torch
 
 from hnas.cfgunet import UNetSpec, build, compile_architecture
 from hnas.errors import SearchSpaceError, TrainingError
-from hnas.grammar import default_architecture
+from hnas.grammar import default_architecture, make_grammar
 from hnas.search.executors import TrialContext
 from hnas.train import TrainObjective, TrainSetup, evaluate, load_checkpoint, train_fold
 from hnas.train.checkpoint import CHECKPOINT_NAME
+
+from .conftest import tiny_plan_2d
 
 CONFIG = {"optimizer": "SGD", "momentum": 0.99, "initial_lr": 0.01, "lr_scheduler": "PolyLR", "weight_decay": 3e-5,
           "foreground_oversampling": 0.5, "loss": "DiceCE", "aug_factor": 1.0}
@@ -141,3 +143,14 @@ def test_hippocampus_fold_trains_and_validates(hippocampus_dir, tmp_path):
     result = train_fold({}, 2, tmp_path / "trial", setup=setup)
     assert result.epochs == 2 and result.validation_cases == 3 and 0.0 <= result.loss <= 1.0
     assert set(result.dice_per_class) == {"Anterior", "Posterior"}
+
+
+def test_a_2d_plan_trains_and_validates_on_volumes(tiny_setup, tmp_path):
+    plan = tiny_plan_2d()
+    setup = replace(tiny_setup, plan=plan, grammar=make_grammar(plan))
+    result = evaluate(CONFIG, None, 1, None, tmp_path, setup=setup)
+    assert result.epochs == 1 and result.validation_cases == 2 and result.train_loss is not None
+    assert 0.0 <= result.mean_dice <= 1.0 and result.loss == pytest.approx(1.0 - result.mean_dice)
+    assert result.flops > 0 and result.parameters > 0
+    spec = UNetSpec.from_json(load_checkpoint(result.checkpoint)["spec"])
+    assert spec.dims == 2

@@ -11,7 +11,10 @@ import pytest
 from hnas.data import load_dataset
 from hnas.data.io import write_volume
 from hnas.errors import DatasetError, TrainingError
-from hnas.train import predict, train_fold
+from hnas.grammar import make_grammar
+from hnas.train import Predictor, predict, train_fold
+
+from .conftest import tiny_plan_2d
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +52,25 @@ def test_bad_inputs_are_named(checkpoint, tmp_path):
         predict(checkpoint, [tmp_path / "missing.nii.gz"], tmp_path)
     with pytest.raises(TrainingError, match="no images"):
         predict(checkpoint, [], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_2d(tiny_setup, tmp_path_factory):
+    plan = tiny_plan_2d()
+    setup = replace(tiny_setup, plan=plan, grammar=make_grammar(plan), iterations_per_epoch=1, validation_cases=1)
+    return train_fold({"aug_factor": 0.0}, 1, tmp_path_factory.mktemp("model_2d"), setup=setup).checkpoint
+
+
+def test_a_2d_checkpoint_writes_label_maps_on_the_input_grid(checkpoint_2d, tiny_dataset, tmp_path):
+    assert Predictor(checkpoint_2d, device="cpu").plan.dims == 2
+    image = load_dataset(tiny_dataset).cases[0].image_files[0]
+    rng = np.random.default_rng(0)
+    volume = np.zeros((10, 26, 22), dtype=np.float32)
+    volume[1:-1, 2:-2, 2:-2] = rng.normal(500.0, 50.0, size=(8, 22, 18))
+    thick = write_volume(volume, (2.5, 0.8, 1.1), tmp_path / "thick_0000.nii.gz")  # slices kept, planes resampled
+    written = predict(checkpoint_2d, [image, thick], tmp_path / "out", device="cpu", mirror=True)
+    for source_path, output in zip([image, thick], written):
+        source, result = nib.load(str(source_path)), nib.load(str(output))
+        assert result.shape == source.shape
+        assert np.allclose(result.affine, source.affine)
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}

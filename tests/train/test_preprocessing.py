@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from hnas.data import load_dataset, read_case
-from hnas.errors import TrainingError
+from hnas.errors import HnasError, TrainingError
 from hnas.train import preprocessing
 from hnas.train.config import with_features
-from hnas.train.preprocessing import (ChannelNormalization, fold_split, preprocess_dataset, preprocess_image,
-                                      restore_label, separate_axis, target_shape)
+from hnas.train.preprocessing import (NORMALIZATION_SCHEMES, ChannelNormalization, check_plan, fold_split,
+                                      preprocess_dataset, preprocess_image, restore_label, separate_axis,
+                                      target_shape)
 
-from .conftest import tiny_plan
+from .conftest import tiny_plan, tiny_plan_2d
 
 ZSCORE = (ChannelNormalization("zscore"),)
 
@@ -154,3 +155,107 @@ def test_ct_dataset_is_clipped_with_a_cached_fingerprint(tiny_dataset, tmp_path,
 
     monkeypatch.setattr(preprocessing, "compute_fingerprint", refuse)
     assert preprocess_dataset(ct_dataset, plan, tmp_path / "cache").root == data.root
+
+
+# ---------------------------------------------------------------- 2D plans (nnU-Net's 2d)
+
+
+def test_a_2d_plan_keeps_the_slice_axis_and_restores_exactly():
+    image, label = _case()
+    out, out_label, record = preprocess_image(image, (3.0, 1.0, 1.0), tiny_plan_2d(), ZSCORE, label, (0, 1, 2))
+    assert out.shape == (1, 8, 16, 14) and out_label.shape == (8, 16, 14)  # a volume of slices, not resampled
+    assert record.dims == 2 and record.spacing == (3.0, 1.0, 1.0)  # the slice axis keeps its 3 mm
+    assert np.array_equal(restore_label(out_label, record), label)
+    transposed = tiny_plan_2d(transpose_forward=(2, 0, 1))  # slices along x
+    _, prepared, record = preprocess_image(image, (1.0, 1.0, 1.0), transposed, ZSCORE, label, (0, 1, 2))
+    assert prepared.shape == (14, 8, 16)
+    assert np.array_equal(restore_label(prepared, record), label)
+    assert preprocessing.CropRecord.from_dict(record.to_dict()) == record
+
+
+def test_a_2d_plan_resamples_only_in_plane():
+    image, label = _case()
+    out, out_label, record = preprocess_image(image, (3.0, 0.7, 1.3), tiny_plan_2d(), ZSCORE, label, (0, 1, 2))
+    assert out.shape == (1, 8, 11, 18) and record.spacing == (3.0, 1.0, 1.0)
+    cropped = label[2:10, 3:19, 1:15]
+    for index in range(8):  # every output slice comes from its own input slice, none is blended
+        assert set(np.unique(out_label[index])) <= set(np.unique(cropped[index]))
+        assert (out_label[index] > 0).any() == (cropped[index] > 0).any()
+    restored = restore_label(out_label, record)
+    assert restored.shape == label.shape
+    dice = 2 * ((restored > 0) & (label > 0)).sum() / ((restored > 0).sum() + (label > 0).sum())
+    assert dice > 0.85
+
+
+@pytest.mark.parametrize("dims", [1, 4, True])
+def test_plans_neither_2d_nor_3d_are_refused(dims):
+    with pytest.raises(TrainingError, match=f"dims={dims!r}; expected 2 .* or 3") as raised:
+        check_plan(tiny_plan(dims=dims))
+    assert isinstance(raised.value, HnasError)
+
+
+def test_a_2d_plan_needs_2d_patch_and_spacing():
+    with pytest.raises(TrainingError, match=r"patch_size is \(16, 16, 16\); expected 2 entries"):
+        check_plan(tiny_plan_2d(patch_size=(16, 16, 16)))
+    with pytest.raises(TrainingError, match=r"transpose_forward \(0, 1\); expected a permutation"):
+        check_plan(tiny_plan_2d(transpose_forward=(0, 1)))
+
+
+def test_2d_and_3d_plans_get_their_own_cache(tiny_dataset, tmp_path):
+    volume = preprocess_dataset(tiny_dataset, tiny_plan(), tmp_path)
+    slices = preprocess_dataset(tiny_dataset, tiny_plan_2d(), tmp_path)
+    assert slices.root != volume.root and slices.key != volume.key
+    assert slices.shapes == volume.shapes  # 1 mm data: the same voxels, kept apart all the same
+    case = slices.load(slices.case_ids[0])
+    assert case.image.ndim == 4 and case.foreground[1].shape[1] == 3
+
+
+# ---------------------------------------------------------------- normalisation schemes
+
+
+def test_normalisation_schemes_are_listed():
+    assert NORMALIZATION_SCHEMES == ("zscore", "ct", "percentile_zscore", "minmax")
+
+
+def test_zscore_uses_the_image_mean_and_std():
+    out = ChannelNormalization("zscore").apply(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert np.allclose(out, np.array([-1.5, -0.5, 0.5, 1.5]) / np.sqrt(1.25))  # mean 2.5, variance 1.25
+
+
+def test_percentile_zscore_clips_to_the_image_percentiles():
+    values = np.arange(201, dtype=np.float32)  # percentiles 0.5 / 99.5 of 0..200 are exactly 1 and 199
+    out = ChannelNormalization("percentile_zscore").apply(values[::-1].reshape(3, 67))
+    clipped = [1.0, 1.0, *range(2, 199), 199.0, 199.0]  # 0 -> 1 and 200 -> 199; the mean stays 100
+    variance = (2 * 100 * 101 * 201 / 6 - 2 * (100 ** 2 - 99 ** 2)) / 201  # sum of k^2, two terms clipped
+    expected = (np.array(clipped) - 100.0) / np.sqrt(variance)
+    assert out.shape == (3, 67) and out.dtype == np.float32
+    assert np.allclose(out.ravel()[::-1], expected, atol=1e-5)
+    assert out.ravel()[0] == pytest.approx(-out.ravel()[-1]) == pytest.approx(99 / np.sqrt(variance))
+
+
+def test_minmax_rescales_each_image_to_the_unit_range():
+    minmax = ChannelNormalization("minmax")
+    assert np.allclose(minmax.apply(np.array([[2.0, 4.0], [6.0, 10.0]])), [[0.0, 0.25], [0.5, 1.0]])
+    assert np.allclose(minmax.apply(np.array([-3.0, 0.0, 1.0])), [0.0, 0.75, 1.0])
+    constant = minmax.apply(np.full((2, 3), 7.0))
+    assert constant.dtype == np.float32 and not constant.any()  # no range: all 0, not NaN
+
+
+def test_unknown_schemes_are_named_with_the_known_ones():
+    with pytest.raises(TrainingError, match=r"normalization\[0\] is 'robust'; expected one of .*'minmax'"):
+        preprocessing.normalization_for(tiny_plan(normalization=("robust",)), None)
+    with pytest.raises(TrainingError, match="'histogram' is unknown; expected one of .*'percentile_zscore'"):
+        ChannelNormalization("histogram")
+    for scheme in ("percentile_zscore", "minmax"):
+        assert ChannelNormalization.from_dict(ChannelNormalization(scheme).to_dict()) == ChannelNormalization(scheme)
+
+
+def test_each_scheme_gets_its_own_cache(tiny_dataset, tmp_path):
+    roots = {}
+    for scheme in ("zscore", "percentile_zscore", "minmax"):
+        data = preprocess_dataset(tiny_dataset, tiny_plan(normalization=(scheme,)), tmp_path)
+        assert data.normalization == (ChannelNormalization(scheme),)
+        roots[scheme] = data.root
+    assert len(set(roots.values())) == 3
+    image = np.load(roots["minmax"] / f"{data.case_ids[0]}_image.npy")
+    assert image.min() == 0.0 and image.max() == pytest.approx(1.0, abs=1e-3)  # cubic splines may overshoot

@@ -36,7 +36,7 @@ class Plan:
     batch_size: int
     n_input_channels: int
     n_classes: int
-    normalization: tuple[str, ...]  # per channel: "ct" or "zscore"
+    normalization: tuple[str, ...]  # per channel: "zscore", "ct", "percentile_zscore" or "minmax"
     base_features: int = 32
     max_features: int = 320
     # nnU-Net's transpose_forward: data axis order (z, y, x) -> plan axis order (largest spacing

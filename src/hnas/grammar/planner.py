@@ -425,7 +425,8 @@ def _fmt(values) -> str:
 
 # --------------------------------------------------------------------------- nnU-Net plans files
 
-_NORMALIZATION_NAMES = {"ZScoreNormalization": "zscore", "CTNormalization": "ct"}
+# nnU-Net's scheme classes -> Plan.normalization names (RescaleTo01 is (x - min) / (max - min) per image).
+_NORMALIZATION_NAMES = {"ZScoreNormalization": "zscore", "CTNormalization": "ct", "RescaleTo01Normalization": "minmax"}
 
 
 def plan_from_nnunet(plans, configuration: str = "3d_fullres", dataset_json=None) -> Plan:

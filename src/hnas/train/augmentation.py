@@ -3,6 +3,8 @@
 Order as nnU-Net: spatial (rotation +-30 deg per axis, scaling 0.7..1.4, applied to a region
 large enough that the rotated patch has no empty corners), then intensity (noise, blur,
 brightness, contrast, low resolution, inverted gamma, gamma), then mirroring on every axis.
+A 2-entry patch (nnU-Net's 2d) rotates in the plane by one angle, +-180 deg, or +-15 deg when
+the patch is elongated (longest/shortest side > 1.5), as nnU-Net's 2d configuration does.
 Every probability is ``min(1, base * aug_factor)`` (FACTS §1); ``aug_factor = 0`` switches
 augmentation off entirely, mirroring included.
 
@@ -38,6 +40,9 @@ BASE_PROBABILITIES = {
 }
 MIRROR_PROBABILITY = 0.5  # per axis, nnU-Net's mirroring (on whenever augmentation is)
 ROTATION_RADIANS = math.radians(30.0)
+ROTATION_RADIANS_2D = math.pi
+ROTATION_RADIANS_2D_ELONGATED = math.radians(15.0)
+ELONGATED_ASPECT = 1.5  # nnU-Net limits 2D rotation above this patch aspect ratio
 SCALE_RANGE = (0.7, 1.4)
 NOISE_MAX_STD = math.sqrt(0.1)  # nnU-Net draws the noise variance from (0, 0.1)
 BLUR_SIGMA = (0.5, 1.0)
@@ -52,9 +57,24 @@ def augmentation_probabilities(aug_factor: float) -> dict[str, float]:
     return {name: min(1.0, base * aug_factor) for name, base in BASE_PROBABILITIES.items()}
 
 
+def rotation_limit(patch_size: tuple[int, ...]) -> float:
+    """Largest rotation angle (radians) for a patch: nnU-Net's +-30 deg in 3D; in 2D any angle,
+    unless the patch is so elongated that a large rotation would show mostly padding."""
+    if len(patch_size) == 3:
+        return ROTATION_RADIANS
+    if max(patch_size) / min(patch_size) > ELONGATED_ASPECT:
+        return ROTATION_RADIANS_2D_ELONGATED
+    return ROTATION_RADIANS_2D
+
+
+def rotation_angles(dims: int) -> int:
+    """How many angles a rotation has: one in the plane, one per axis in 3D."""
+    return 1 if dims == 2 else 3
+
+
 @dataclass(frozen=True)
 class SpatialDraw:
-    """One sample's spatial augmentation: rotation angles and scale (None = not applied)."""
+    """One sample's spatial augmentation: rotation angles (one in 2D) and scale (None = not applied)."""
 
     angles: tuple[float, ...] | None
     scale: float | None
@@ -85,6 +105,7 @@ class Augmenter:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.aug_factor = float(aug_factor)
         self.probabilities = augmentation_probabilities(self.aug_factor)
+        self.max_rotation = rotation_limit(self.patch_size)
         p = self.probabilities
         self.intensity = [] if self.aug_factor == 0 else [
             RandGaussianNoise(prob=p["noise"], mean=0.0, std=NOISE_MAX_STD),
@@ -92,7 +113,8 @@ class Augmenter:
             RandScaleIntensity(factors=MULTIPLICATIVE_RANGE, prob=p["brightness"]),
             RandScaleIntensityFixedMean(prob=p["contrast"], factors=MULTIPLICATIVE_RANGE, preserve_range=True),
             RandSimulateLowResolution(prob=p["low_resolution"], downsample_mode="nearest",
-                                      upsample_mode="trilinear", zoom_range=LOW_RESOLUTION_ZOOM),
+                                      upsample_mode="bilinear" if len(self.patch_size) == 2 else "trilinear",
+                                      zoom_range=LOW_RESOLUTION_ZOOM),
             RandAdjustContrast(prob=p["inverted_gamma"], gamma=GAMMA_RANGE, invert_image=True, retain_stats=True),
             RandAdjustContrast(prob=p["gamma"], gamma=GAMMA_RANGE, retain_stats=True),
         ]
@@ -106,7 +128,8 @@ class Augmenter:
             return SpatialDraw(None, None)
         rotate = rng.random() < self.probabilities["rotation"]
         scale = rng.random() < self.probabilities["scale"]
-        angles = tuple(rng.uniform(-ROTATION_RADIANS, ROTATION_RADIANS, size=len(self.patch_size))) if rotate else None
+        n_angles = rotation_angles(len(self.patch_size))
+        angles = tuple(rng.uniform(-self.max_rotation, self.max_rotation, size=n_angles)) if rotate else None
         return SpatialDraw(angles, float(rng.uniform(*SCALE_RANGE)) if scale else None)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, draw: SpatialDraw,

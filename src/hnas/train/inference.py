@@ -1,7 +1,9 @@
 """Sliding-window inference over whole cases and the validation Dice (MONAI).
 
 Windows are the training patch, overlapping by half and blended with a Gaussian (nnU-Net's
-settings). Dice follows nnU-Net's convention: per case and foreground label, NaN where neither
+settings). A 2D network (2-entry patch) predicts a ``[C, S, Y, X]`` case slice by slice along
+plan axis 0, the slices going through the network together as one batch; its Dice is still the
+3D volume's. Dice follows nnU-Net's convention: per case and foreground label, NaN where neither
 the reference nor the prediction contains the label; averaged over cases (ignoring NaN), then
 over labels.
 """
@@ -17,6 +19,7 @@ from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
 from torch import nn
 
+from hnas.errors import TrainingError
 from hnas.train.preprocessing import PreprocessedDataset
 
 OVERLAP = 0.5
@@ -28,15 +31,18 @@ def sliding_window_logits(network: nn.Module, image: np.ndarray, patch_size: Seq
                           mirror_axes: Sequence[int] = ()) -> torch.Tensor:
     """Class scores ``[K, ...]`` (float32, on ``device``) for a ``[C, ...]`` image.
 
+    A 2-entry ``patch_size`` on a ``[C, S, Y, X]`` image runs a 2D network on every slice.
     ``mirror_axes`` adds nnU-Net's test-time mirroring: the softmax is averaged over every
-    combination of flips along those spatial axes.
+    combination of flips along those axes of the patch (in 2D: the in-plane axes).
     """
+    planar = _is_planar(image, patch_size)
     was_training = network.training
     supervision = network.decoder.deep_supervision
     network.eval()
     network.decoder.deep_supervision = False
     try:
-        inputs = torch.from_numpy(np.array(image, dtype=np.float32))[None].to(device)  # a copy: the cache is read-only
+        volume = torch.from_numpy(np.array(image, dtype=np.float32)).to(device)  # a copy: the cache is read-only
+        inputs = volume.transpose(0, 1).contiguous() if planar else volume[None]  # slices are the batch in 2D
         total, count = None, 0
         for flips in _flip_sets(mirror_axes):
             dims = [2 + a for a in flips]
@@ -48,10 +54,22 @@ def sliding_window_logits(network: nn.Module, image: np.ndarray, patch_size: Seq
             probabilities = torch.flip(probabilities, dims) if dims else probabilities
             total = probabilities if total is None else total + probabilities
             count += 1
-        return (total / count)[0]
+        mean = total / count
+        return mean.transpose(0, 1).contiguous() if planar else mean[0]
     finally:
         network.decoder.deep_supervision = supervision
         network.train(was_training)
+
+
+def _is_planar(image: np.ndarray, patch_size: Sequence[int]) -> bool:
+    """Whether the patch is a 2D network's on a volume (one axis fewer than the image's spatial axes)."""
+    spatial = image.ndim - 1
+    if len(patch_size) == spatial:
+        return False
+    if len(patch_size) == spatial - 1 == 2:
+        return True
+    raise TrainingError(f"patch size {tuple(patch_size)} does not fit an image of shape {tuple(image.shape)}; "
+                        f"expected {spatial} entries (or 2 for a 2D network on a [C, S, Y, X] volume)")
 
 
 def _flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:

@@ -8,6 +8,10 @@ from a checkpoint at epoch ``e`` sees exactly the batches an uninterrupted run w
 Sample ``i`` of a batch of ``B`` is centred on a random foreground voxel (of a random label the
 case contains) when ``i >= B - round(B * foreground_oversampling)``; otherwise its position is
 uniform, with cases smaller than the patch padded evenly (nnU-Net's rule).
+
+A 2-entry patch (a 2D plan) samples one slice along plan axis 0 of the ``[C, S, Y, X]`` case:
+the forced voxel's slice, or a uniform one, and a 2D patch in it; batches are ``[B, C, py, px]``.
+It is the 3D rule with a patch one voxel thick, so both share one code path.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from hnas.errors import TrainingError
 from hnas.train.augmentation import Augmenter
 from hnas.train.preprocessing import PreprocessedCase, PreprocessedDataset
 
@@ -64,6 +69,11 @@ class PatchSampler:
         self.data = data
         self.case_ids = tuple(case_ids)
         self.patch_size = tuple(int(p) for p in patch_size)
+        if len(self.patch_size) not in (2, 3):
+            raise TrainingError(f"patch size {self.patch_size} has {len(self.patch_size)} axes; expected 2 (a 2D "
+                                "plan) or 3")
+        # a 2D patch is a one-voxel-thick 3D patch: the case keeps its slice axis in front
+        self.volume_patch = (1,) * (3 - len(self.patch_size)) + self.patch_size
         self.batch_size = int(batch_size)
         self.forced = forced_foreground(self.batch_size, foreground_oversampling)
         self.augmenter = Augmenter(self.patch_size, aug_factor)
@@ -89,19 +99,22 @@ class PatchSampler:
         corner = self.patch_corner(case, rng, force_foreground)
         draw = self.augmenter.draw_spatial(rng)
         region = draw.region(self.patch_size)
-        start = [c - (r - p) // 2 for c, r, p in zip(corner, region, self.patch_size)]
-        image = torch.from_numpy(crop_padded(case.image, start, region))
-        label = torch.from_numpy(crop_padded(case.label, start, region)[None].astype(np.float32))
-        image, label = self.augmenter(image, label, draw, rng)
+        lead = len(self.volume_patch) - len(self.patch_size)  # 1 for a 2D patch: the slice axis
+        start = corner[:lead] + [c - (r - p) // 2 for c, r, p in zip(corner[lead:], region, self.patch_size)]
+        size = self.volume_patch[:lead] + region
+        image = crop_padded(case.image, start, size).reshape(case.image.shape[0], *region)
+        label = crop_padded(case.label, start, size).reshape(1, *region).astype(np.float32)
+        image, label = self.augmenter(torch.from_numpy(image), torch.from_numpy(label), draw, rng)
         return image, label.to(LABEL_DTYPE)  # half the bytes to the device; the loss makes it float
 
     def patch_corner(self, case: PreprocessedCase, rng: np.random.Generator, force_foreground: bool) -> list[int]:
-        low, high = patch_bounds(case.label.shape, self.patch_size)
+        """Lower corner of the (one-slice thick, for 2D) patch in the case's voxel grid."""
+        low, high = patch_bounds(case.label.shape, self.volume_patch)
         present = [positions for positions in case.foreground.values() if len(positions)]
         if force_foreground and present:
             positions = present[rng.integers(len(present))]
             voxel = positions[rng.integers(len(positions))]
-            corner = np.clip(voxel - np.asarray(self.patch_size) // 2, low, high)
+            corner = np.clip(voxel - np.asarray(self.volume_patch) // 2, low, high)
         else:
             corner = [rng.integers(lo, hi + 1) for lo, hi in zip(low, high)]
         return [int(c) for c in corner]

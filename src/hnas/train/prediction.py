@@ -3,7 +3,8 @@
 Each image is preprocessed exactly as in training (transpose, crop, normalise, resample),
 predicted by sliding windows, and the class probabilities are resampled back to the cropped
 input grid, put back into the uncropped volume (background outside the crop box) and written
-with the input's header and affine.
+with the input's header and affine. A checkpoint of a 2D plan predicts the volume slice by slice
+(its preprocessing keeps the slice axis), so its label maps have the input's geometry as well.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Predictor:
         self.network = build(self.spec, self.device)
         self.network.load_state_dict(payload["trainer"]["model"])
         self.network.eval()
-        self.mirror_axes = tuple(range(self.plan.dims)) if mirror else ()
+        self.mirror_axes = tuple(range(self.plan.dims)) if mirror else ()  # the patch's axes: in-plane for 2D
         self.overlap = overlap
 
     @property

@@ -1,10 +1,14 @@
 """nnU-Net's preprocessing for one Plan, cached on disk, and the deterministic 5-fold split.
 
 Per case, in nnU-Net's order: transpose to the plan's axis order, crop to the bounding box of
-non-zero voxels, normalise each channel (CT: clip to the foreground 0.5/99.5 percentiles and
-z-score with the foreground mean/std of the fingerprint; otherwise a per-image z-score), then
-resample to the plan's spacing (image: cubic spline; label: linear per label, then argmax;
+non-zero voxels, normalise each channel (:data:`NORMALIZATION_SCHEMES`; CT: clip to the
+foreground 0.5/99.5 percentiles and z-score with the foreground mean/std of the fingerprint),
+then resample to the plan's spacing (image: cubic spline; label: linear per label, then argmax;
 the out-of-plane axis of anisotropic data with nearest neighbour, as nnU-Net's separate-z).
+
+A 2D plan (nnU-Net's ``2d``) keeps the volume: arrays stay ``[C, S, Y, X]`` in plan axis order,
+only the two in-plane axes are resampled to the plan's 2-entry spacing, and the slice axis
+(plan axis 0) keeps its own spacing and size, so a network sees one slice at a time.
 
 The cache is a folder per (dataset, preprocessing key): ``<id>_image.npy`` (float32
 ``[C, z, y, x]``), ``<id>_label.npy``, ``<id>_foreground.npz`` (sampled foreground voxel
@@ -42,11 +46,40 @@ SPLIT_SEED = 12345  # nnU-Net's KFold seed: same cases per fold as nnU-Net's spl
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net resamples the out-of-plane axis separately above this ratio
 FOREGROUND_SAMPLES = 10_000  # foreground positions kept per label (nnU-Net's class_locations)
 FOREGROUND_SEED = 1234
+#: Per-channel intensity normalisations a plan may name (AutoMONAI's choices plus nnU-Net's two).
+NORMALIZATION_SCHEMES = ("zscore", "ct", "percentile_zscore", "minmax")
+PERCENTILES = (0.5, 99.5)  # percentile_zscore clips each image where "ct" clips the dataset's foreground
+SUPPORTED_DIMS = (2, 3)
+
+
+def _zscore(channel: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over this image (a constant image becomes 0)."""
+    return (channel - channel.mean()) / np.float32(max(float(channel.std()), 1e-8))
+
+
+def _percentile_zscore(channel: np.ndarray) -> np.ndarray:
+    """Clip to this image's 0.5/99.5 percentiles first, so outliers do not squash the z-score."""
+    lower, upper = np.percentile(channel, PERCENTILES)
+    return _zscore(np.clip(channel, np.float32(lower), np.float32(upper)))
+
+
+def _minmax(channel: np.ndarray) -> np.ndarray:
+    """This image's range to [0, 1]; a constant image has no range and becomes 0."""
+    lower, upper = channel.min(), channel.max()
+    if upper <= lower:
+        return np.zeros_like(channel)
+    return (channel - lower) / (upper - lower)
+
+
+_PER_IMAGE = {"zscore": _zscore, "percentile_zscore": _percentile_zscore, "minmax": _minmax}
 
 
 @dataclass(frozen=True)
 class ChannelNormalization:
-    """How one channel is normalised: ``zscore`` per image, or ``ct`` with dataset statistics."""
+    """How one channel is normalised: one of :data:`NORMALIZATION_SCHEMES`.
+
+    ``ct`` uses dataset statistics (mean, std, clip bounds); the other schemes use the image's own.
+    """
 
     scheme: str
     mean: float = 0.0
@@ -54,12 +87,17 @@ class ChannelNormalization:
     lower: float = -np.inf
     upper: float = np.inf
 
+    def __post_init__(self):
+        if self.scheme not in NORMALIZATION_SCHEMES:
+            raise TrainingError(f"normalisation scheme {self.scheme!r} is unknown; expected one of "
+                                f"{list(NORMALIZATION_SCHEMES)}")
+
     def apply(self, channel: np.ndarray) -> np.ndarray:
         channel = channel.astype(np.float32, copy=True)
         if self.scheme == "ct":
             np.clip(channel, self.lower, self.upper, out=channel)
             return (channel - np.float32(self.mean)) / np.float32(max(self.std, 1e-8))
-        return (channel - channel.mean()) / np.float32(max(float(channel.std()), 1e-8))
+        return _PER_IMAGE[self.scheme](channel)
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -80,7 +118,8 @@ class CropRecord:
     bbox: tuple[tuple[int, int], ...]  # crop box in the plan's axis order
     cropped_shape: tuple[int, ...]
     transpose: tuple[int, ...]
-    spacing: tuple[float, ...]  # the plan's spacing the array was resampled to (plan axis order)
+    spacing: tuple[float, ...]  # spacing the array was resampled to (plan axis order, one per array axis)
+    dims: int = 3  # the plan's: 2 means plan axis 0 is the slice axis, never resampled
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,14 +128,14 @@ class CropRecord:
     def from_dict(cls, data: dict) -> "CropRecord":
         return cls(tuple(data["original_shape"]), tuple(data["original_spacing"]),
                    tuple(tuple(b) for b in data["bbox"]), tuple(data["cropped_shape"]), tuple(data["transpose"]),
-                   tuple(data["spacing"]))
+                   tuple(data["spacing"]), int(data.get("dims", 3)))
 
 
 @dataclass(frozen=True, eq=False)
 class PreprocessedCase:
     case_id: str
-    image: np.ndarray  # float32 [C, z, y, x] (memory-mapped when loaded from the cache)
-    label: np.ndarray  # int16 [z, y, x]
+    image: np.ndarray  # float32 [C, z, y, x] in plan axis order (memory-mapped when loaded from the cache)
+    label: np.ndarray  # int16 [z, y, x]; for a 2D plan axis 0 is the slice axis
     foreground: dict[int, np.ndarray]  # label value -> int32 [n, 3] voxel positions
 
 
@@ -166,9 +205,10 @@ def normalization_for(plan: Plan, fingerprint: Fingerprint | None) -> tuple[Chan
     """The per-channel normalisation of ``plan``; CT channels need the fingerprint's statistics."""
     result = []
     for index, scheme in enumerate(plan.normalization):
-        if scheme == "zscore":
-            result.append(ChannelNormalization("zscore"))
-        elif scheme == "ct":
+        if scheme not in NORMALIZATION_SCHEMES:
+            raise TrainingError(f"plan normalization[{index}] is {scheme!r}; expected one of "
+                                f"{list(NORMALIZATION_SCHEMES)}")
+        if scheme == "ct":
             if fingerprint is None or len(fingerprint.intensity) <= index:
                 raise TrainingError(f"channel {index} uses CT normalisation, which needs the fingerprint's "
                                     "foreground intensity statistics; expected a fingerprint with intensity")
@@ -176,7 +216,7 @@ def normalization_for(plan: Plan, fingerprint: Fingerprint | None) -> tuple[Chan
             result.append(ChannelNormalization("ct", stats.mean, stats.std, stats.percentile_00_5,
                                                stats.percentile_99_5))
         else:
-            raise TrainingError(f"plan normalization[{index}] is {scheme!r}; expected 'ct' or 'zscore'")
+            result.append(ChannelNormalization(scheme))
     return tuple(result)
 
 
@@ -200,6 +240,8 @@ def _zoom(volume: np.ndarray, shape: tuple[int, ...], order: int, axis: int | No
         return ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=True)
     in_plane = [1.0 if a == axis else f for a, f in enumerate(factors)]
     volume = ndimage.zoom(volume, in_plane, order=order, mode="nearest", grid_mode=True)
+    if volume.shape[axis] == shape[axis]:  # e.g. a 2D plan's slice axis: nearest neighbour would only copy
+        return volume
     along = [factors[a] if a == axis else 1.0 for a in range(volume.ndim)]
     return ndimage.zoom(volume, along, order=0, mode="nearest", grid_mode=True)
 
@@ -236,6 +278,22 @@ def _transpose(plan: Plan) -> tuple[int, ...]:
     return tuple(plan.transpose_forward) if plan.transpose_forward is not None else tuple(range(3))
 
 
+def resampled_spacing(spacing: Sequence[float], plan: Plan) -> tuple[float, ...]:
+    """Spacing (plan axis order) a case with ``spacing`` is resampled to.
+
+    A 2D plan's spacing has only the in-plane axes: the slice axis keeps the case's own
+    spacing, as nnU-Net's 2d configuration does.
+    """
+    if plan.dims == 2:
+        return (float(spacing[0]), *(float(s) for s in plan.spacing))
+    return tuple(float(s) for s in plan.spacing)
+
+
+def _resampling_axis(spacing: Sequence[float], new_spacing: Sequence[float], dims: int) -> int | None:
+    """The axis resampled on its own: a 2D plan's slice axis, or the anisotropic axis of 3D data."""
+    return 0 if dims == 2 else separate_axis(spacing, new_spacing)
+
+
 def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan: Plan,
                      normalization: Sequence[ChannelNormalization],
                      label: np.ndarray | None = None, label_values: Sequence[int] = ()):
@@ -252,14 +310,15 @@ def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan: Plan,
     image, label, bbox = crop_to_nonzero(image, label)
     cropped_shape = tuple(int(s) for s in image.shape[1:])
     image = np.stack([norm.apply(channel) for norm, channel in zip(normalization, image)])
-    shape = target_shape(cropped_shape, spacing, plan.spacing)
-    axis = separate_axis(spacing, plan.spacing)
+    new_spacing = resampled_spacing(spacing, plan)
+    shape = target_shape(cropped_shape, spacing, new_spacing)
+    axis = _resampling_axis(spacing, new_spacing, plan.dims)
     image = resample_image(image, shape, axis)
     if label is not None:
         label = resample_label(label, shape, label_values, axis)
     record = CropRecord(original_shape, tuple(float(s) for s in spacing_in_file_order(spacing, transpose)),
                         tuple((int(b.start), int(b.stop)) for b in bbox), cropped_shape, transpose,
-                        tuple(float(s) for s in plan.spacing))
+                        new_spacing, plan.dims)
     return image, label, record
 
 
@@ -278,7 +337,7 @@ def restore_label(label: np.ndarray, record: CropRecord) -> np.ndarray:
 def restore_probabilities(probabilities: np.ndarray, record: CropRecord) -> np.ndarray:
     """``[K, ...]`` class scores back on the input grid; outside the crop box the background wins."""
     spacing = tuple(record.original_spacing[t] for t in record.transpose)
-    axis = separate_axis(spacing, record.spacing)
+    axis = _resampling_axis(spacing, record.spacing, record.dims)
     cropped = resample_probabilities(probabilities, record.cropped_shape, axis)
     plan_order_shape = tuple(record.original_shape[t] for t in record.transpose)
     full = np.zeros((cropped.shape[0],) + plan_order_shape, dtype=np.float32)
@@ -306,9 +365,17 @@ def foreground_positions(label: np.ndarray, values: Sequence[int], seed: int = F
 
 
 def check_plan(plan: Plan) -> None:
-    if plan.dims != 3:
-        raise TrainingError(f"plan {plan.dataset_name!r} is {plan.dims}D; the trainer supports 3D plans "
-                            "(3d_fullres) only")
+    """Refuse plans whose geometry the trainer cannot follow, before any voxel is touched."""
+    if isinstance(plan.dims, bool) or plan.dims not in SUPPORTED_DIMS:
+        raise TrainingError(f"plan {plan.dataset_name!r} has dims={plan.dims!r}; expected 2 (nnU-Net's 2d) "
+                            "or 3 (3d_fullres)")
+    for name in ("patch_size", "spacing"):
+        if len(getattr(plan, name)) != plan.dims:
+            raise TrainingError(f"plan {plan.dataset_name!r} is {plan.dims}D but its {name} is "
+                                f"{tuple(getattr(plan, name))}; expected {plan.dims} entries")
+    if sorted(_transpose(plan)) != [0, 1, 2]:
+        raise TrainingError(f"plan {plan.dataset_name!r} has transpose_forward {plan.transpose_forward}; "
+                            "expected a permutation of the data's 3 axes (0, 1, 2)")
 
 
 # ---------------------------------------------------------------- the cache
@@ -344,6 +411,8 @@ def preprocessing_key(dataset: Dataset, plan: Plan, normalization: Sequence[Chan
         "spacing": [float(s) for s in plan.spacing], "transpose": list(_transpose(plan)),
         "normalization": [n.to_dict() for n in normalization], "labels": [list(label) for label in dataset.labels],
     }
+    if plan.dims != 3:  # only 2D keys name it, so caches written for 3D plans before 2D existed stay valid
+        identity["dims"] = plan.dims
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
