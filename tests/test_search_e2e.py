@@ -93,3 +93,51 @@ def test_tiny_search_on_real_hippocampus(capsys, tmp_path, hippocampus_dir, monk
     run_dir = tmp_path / "run"
     run_cli(capsys, "search", "--dataset", hippocampus_dir, *TINY, "--max-trials", "5", "--run-dir", run_dir)
     check_run(capsys, run_dir, sorted((hippocampus_dir / "imagesTr").glob("*.nii.gz"))[:1], tmp_path)
+
+
+PIPELINE = ["--preset", "cpu", "--space", "pipeline", "--optimizer", "random", "--min-epochs", "1", "--max-epochs",
+            "1", "--eta", "3", "--iterations-per-epoch", "1", "--no-progress", "--seed", "3"]
+
+
+def test_pipeline_search_trains_2d_and_3d_networks_on_their_own_preprocessing(capsys, tmp_path, tiny_dataset,
+                                                                              monkeypatch):
+    import torch
+
+    from hnas.grammar.plan import Plan
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    run_cli(capsys, "search", "--dataset", tiny_dataset, "--max-stages", "3", *PIPELINE, "--max-trials", "4",
+            "--run-dir", run_dir)
+    assert {"plan_2d.json", "grammar_2d.lark"} <= {p.name for p in run_dir.iterdir()}
+    rows = trials_table(run_dir)
+    assert len(rows) == 4 and all(r["state"] == "success" for r in rows)
+    plan_3d, plan_2d = Plan.load(run_dir / "plan.json"), Plan.load(run_dir / "plan_2d.json")
+    dims_seen = set()
+    for row in rows:
+        config = json_config(row)
+        trained = Plan.from_json(torch.load(next(run_dir.glob(f"trials/{row['trial_id']:05d}/*.pt")),
+                                            weights_only=True)["plan"])
+        base = plan_2d if config["network_dims"] == "2d" else plan_3d
+        assert trained.dims == base.dims and trained.patch_size == base.patch_size
+        assert trained.spacing == pytest.approx(tuple(s * config["spacing_factor"] for s in base.spacing))
+        expected = base.normalization if config["intensity_normalization"] == "nnunet" else (
+            config["intensity_normalization"],)
+        assert trained.normalization == expected
+        dims_seen.add(trained.dims)
+    assert dims_seen == {2, 3}, "seed 3 samples both a 2D and a 3D network in four trials"
+
+    trial_2d = next(r["trial_id"] for r in rows if json_config(r)["network_dims"] == "2d")
+    out = run_cli(capsys, "train", "--run", run_dir, "--trial", trial_2d, "--epochs", "1")
+    assert f"retrained trial {trial_2d}" in out
+    checkpoint = next(run_dir.glob(f"retrain/trial_{trial_2d:05d}_1ep/*.pt"))
+    image = sorted((tiny_dataset / "imagesTr").glob("*.nii.gz"))[0]
+    run_cli(capsys, "predict", "--model", checkpoint, image, "-o", tmp_path / "pred")
+    prediction = nib.load(next((tmp_path / "pred").glob("*.nii.gz")))
+    assert prediction.shape == nib.load(image).shape[:3]
+
+
+def json_config(row) -> dict:
+    import json
+
+    return json.loads(row["config"])

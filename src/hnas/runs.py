@@ -5,6 +5,7 @@ Layout of a run folder::
     run.json        the settings the run was started with (dataset, preset, space, optimizer, ...)
     plan.json       the plan networks are built on (the scale preset already applied)
     grammar.lark    the grammar architectures come from
+    plan_2d.json, grammar_2d.lark   nnU-Net's 2d plan and its grammar (pipeline spaces only)
     search.sqlite   the search engine's history (one row per trial, WAL)
     trials/NNNNN/   one folder per trial: its checkpoint
     summary.md      incumbent and Pareto front, rewritten when a search call ends
@@ -24,8 +25,9 @@ from hnas.grammar import grammar_hash, make_grammar
 from hnas.grammar.plan import Plan
 
 RUN_FILE = "run.json"
-SPACES = ("hpo", "hpo+nas", "hpo+hnas", "hnas")
-OPTIMIZERS = ("random", "hyperband", "priorband", "regularized-priorband")
+SPACES = ("hpo", "hpo+nas", "hpo+hnas", "hnas", "pipeline", "hpo+pipeline")
+PIPELINE_SPACES = ("pipeline", "hpo+pipeline")  # their network_dims may pick nnU-Net's 2d plan
+OPTIMIZERS = ("random", "hyperband", "priorband", "regularized-priorband", "bohb", "priorband-bo")
 BUILTIN_VALIDATION_CASES = 2
 DEFAULT_BUDGET = {"cpu": 3.0, "nnunet": 22.0}  # in max-fidelity evaluations (nnunet: one paper round)
 
@@ -81,6 +83,8 @@ class RunSetup:
     max_epochs: int
     eta: int
     budget: float | None
+    plan_2d: Plan | None = None  # pipeline spaces: nnU-Net's 2d plan, preset applied
+    grammar_2d: str | None = None
 
     def train_setup(self, run_dir: Path):
         from hnas.train import TrainSetup
@@ -91,7 +95,8 @@ class RunSetup:
                           cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
                           iterations_per_epoch=self.preset.iterations_per_epoch, num_workers=self.preset.num_workers,
                           max_epochs=self.max_epochs, seed=self.settings.seed, overlap=self.preset.overlap,
-                          validation_cases=self.preset.validation_cases)
+                          validation_cases=self.preset.validation_cases, plan_2d=self.plan_2d,
+                          grammar_2d=self.grammar_2d)
 
     def space(self):
         from hnas.sampling import GrammarArchitecture
@@ -121,12 +126,17 @@ def resolve(settings: SearchSettings) -> RunSetup:
                      min_epochs=settings.min_epochs or preset.min_epochs,
                      max_epochs=settings.max_epochs or preset.max_epochs, eta=settings.eta or preset.eta)
     plan = preset.apply(plan_for(dataset, max_stages=settings.max_stages))
+    plan_2d = grammar_2d = None
+    if settings.space in PIPELINE_SPACES:
+        plan_2d = preset.apply(plan_for(dataset, dims=2))
+        grammar_2d = make_grammar(plan_2d)
     min_epochs, max_epochs = preset.min_epochs, preset.max_epochs
     budget = settings.budget
     if budget is None and settings.time_limit is None and settings.max_trials is None:
         budget = DEFAULT_BUDGET.get(preset.name, DEFAULT_BUDGET["nnunet"])
     return RunSetup(settings=settings, dataset=dataset, preset=preset, plan=plan, grammar=make_grammar(plan),
-                    min_epochs=min_epochs, max_epochs=max_epochs, eta=preset.eta, budget=budget)
+                    min_epochs=min_epochs, max_epochs=max_epochs, eta=preset.eta, budget=budget,
+                    plan_2d=plan_2d, grammar_2d=grammar_2d)
 
 
 def default_run_dir(settings: SearchSettings) -> Path:
@@ -145,6 +155,9 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
     setup.settings.save(run_dir)
     setup.plan.save(run_dir / "plan.json")
     (run_dir / "grammar.lark").write_text(setup.grammar)
+    if setup.plan_2d is not None:
+        setup.plan_2d.save(run_dir / "plan_2d.json")
+        (run_dir / "grammar_2d.lark").write_text(setup.grammar_2d)
 
 
 def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
@@ -295,8 +308,10 @@ def trial_network(run_dir: Path, trial_id: int | None = None):
                           "--run-dir of an `hnas search`")
     trial = pick_trial(run_dir, trial_id)
     plan, grammar = Plan.load(run_dir / "plan.json"), (run_dir / "grammar.lark").read_text()
-    choice = network_choice(trial.config, plan, grammar)
-    spec = compile_architecture(grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
+    plan_2d = Plan.load(run_dir / "plan_2d.json") if (run_dir / "plan_2d.json").is_file() else None
+    grammar_2d = (run_dir / "grammar_2d.lark").read_text() if (run_dir / "grammar_2d.lark").is_file() else None
+    choice = network_choice(trial.config, plan, grammar, plan_2d=plan_2d, grammar_2d=grammar_2d)
+    spec = compile_architecture(choice.grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
                                 deep_supervision=True)
     return trial, spec, choice.plan
 

@@ -227,6 +227,20 @@ def test_presets_hold_the_papers_parameters():
     assert nas["model_scale"].values == (0.5, 1.0, 1.5, 2.0)
 
 
+def test_pipeline_presets_hold_the_theses_choices_around_nnunets_defaults():
+    pipeline = make_space("pipeline")
+    assert list(pipeline.names) == ["loss", "network_dims", "intensity_normalization", "spacing_factor"]
+    assert list(make_space("hpo+pipeline").names) == HPO + ["network_dims", "intensity_normalization",
+                                                            "spacing_factor"]
+    assert pipeline.default_config() == {"loss": "DiceCE", "network_dims": "3d", "intensity_normalization": "nnunet",
+                                         "spacing_factor": 1.0}
+    assert pipeline["network_dims"].choices == ("3d", "2d")
+    assert pipeline["intensity_normalization"].choices == ("nnunet", "percentile_zscore", "minmax")
+    assert pipeline["spacing_factor"].values == (0.75, 1.0, 1.25, 1.5, 2.0)
+    with pytest.raises(SearchSpaceError, match="no architecture"):
+        make_space("pipeline", WordArchitecture())
+
+
 def test_presets_refuse_a_missing_or_extra_architecture():
     with pytest.raises(SearchSpaceError, match="needs a grammar"):
         make_space("hnas")

@@ -7,7 +7,7 @@ import pytest
 from hnas.cfgunet import compile_architecture
 from hnas.errors import SearchSpaceError
 from hnas.grammar import default_architecture, make_grammar
-from hnas.train.config import TrainConfig, network_choice, train_config, with_features
+from hnas.train.config import PipelineConfig, TrainConfig, network_choice, train_config, with_features
 
 from .conftest import tiny_plan
 
@@ -84,3 +84,55 @@ def test_invalid_nas_values(key, value):
     plan = tiny_plan()
     with pytest.raises(SearchSpaceError, match=key):
         network_choice({key: value}, plan, make_grammar(plan))
+
+
+def tiny_plan_2d() -> "Plan":
+    return tiny_plan(dims=2, patch_size=(16, 16), spacing=(1.0, 1.0), median_shape=(22, 22),
+                     strides=((1, 1), (2, 2), (2, 2)), kernel_sizes=((3, 3),) * 3, batch_size=8)
+
+
+def test_pipeline_defaults_keep_nnunets_3d_plan():
+    plan = tiny_plan()
+    grammar = make_grammar(plan)
+    choice = network_choice({"loss": "DiceCE", "network_dims": "3d", "intensity_normalization": "nnunet",
+                             "spacing_factor": 1.0}, plan, grammar)
+    assert choice.plan == plan and choice.grammar == grammar
+    assert choice.architecture == default_architecture(plan)
+
+
+def test_pipeline_picks_the_2d_plan_and_its_default_network():
+    plan, plan_2d = tiny_plan(), tiny_plan_2d()
+    grammar, grammar_2d = make_grammar(plan), make_grammar(plan_2d)
+    choice = network_choice({"network_dims": "2d"}, plan, grammar, plan_2d=plan_2d, grammar_2d=grammar_2d)
+    assert choice.plan == plan_2d and choice.grammar == grammar_2d
+    spec = compile_architecture(choice.grammar, choice.architecture, choice.plan)
+    assert spec.dims == 2 and spec.kernel_sizes[0] == (3, 3)
+
+
+def test_pipeline_2d_without_a_2d_plan_is_refused_clearly():
+    plan = tiny_plan()
+    with pytest.raises(SearchSpaceError, match="no 2D plan"):
+        network_choice({"network_dims": "2d"}, plan, make_grammar(plan))
+
+
+def test_pipeline_spacing_factor_and_normalisation_change_the_plan_only_there():
+    plan = tiny_plan(spacing=(2.0, 1.0, 1.0))
+    choice = network_choice({"spacing_factor": 1.5, "intensity_normalization": "minmax"}, plan, make_grammar(plan))
+    assert choice.plan.spacing == (3.0, 1.5, 1.5)
+    assert choice.plan.normalization == ("minmax",)
+    assert choice.plan.patch_size == plan.patch_size and choice.architecture == default_architecture(plan)
+
+
+def test_architecture_sentences_stay_3d():
+    plan, plan_2d = tiny_plan(), tiny_plan_2d()
+    with pytest.raises(SearchSpaceError, match="3D grammar"):
+        network_choice({"architecture": default_architecture(plan), "network_dims": "2d"}, plan, make_grammar(plan),
+                       plan_2d=plan_2d, grammar_2d=make_grammar(plan_2d))
+
+
+@pytest.mark.parametrize("key, value", [("network_dims", "2.5d"), ("intensity_normalization", "histogram"),
+                                        ("spacing_factor", 0.0), ("spacing_factor", "coarse")])
+def test_invalid_pipeline_values_name_key_and_value(key, value):
+    with pytest.raises(SearchSpaceError) as error:
+        PipelineConfig.from_config({key: value})
+    assert repr(key) in str(error.value) and repr(value) in str(error.value)

@@ -607,7 +607,7 @@ def _parameter_from_description(entry: Mapping[str, Any],
 
 
 # -- presets (FACTS §1, the paper's Table 4) ----------------------------------------------------
-PRESETS: tuple[str, ...] = ("hpo", "hpo+nas", "hpo+hnas", "hnas")
+PRESETS: tuple[str, ...] = ("hpo", "hpo+nas", "hpo+hnas", "hnas", "pipeline", "hpo+pipeline")
 
 
 def _hpo_parameters(confidence: Confidence) -> list[Parameter]:
@@ -638,11 +638,28 @@ def _nas_parameters(confidence: Confidence) -> list[Parameter]:
     ]
 
 
+def _pipeline_parameters(confidence: Confidence) -> list[Parameter]:
+    """The AutoMONAI thesis's pipeline choices around nnU-Net's 3d_fullres defaults.
+
+    network_dims: a 2D (nnU-Net's 2d plan) or 3D network on the same data; intensity_normalization:
+    nnU-Net's scheme (z-score per image, CT statistics for CT), percentile clipping + z-score, or
+    min-max; spacing_factor: the target spacing times this factor (ordinal: each value is one
+    preprocessed copy of the data).
+    """
+    c = confidence
+    return [
+        Categorical("network_dims", ("3d", "2d"), "3d", c),
+        Categorical("intensity_normalization", ("nnunet", "percentile_zscore", "minmax"), "nnunet", c),
+        Ordinal("spacing_factor", (0.75, 1.0, 1.25, 1.5, 2.0), 1.0, c),
+    ]
+
+
 def make_space(preset: str, architecture: ArchitectureDistribution | None = None, *,
                confidence: Confidence = "medium") -> SearchSpace:
-    """The paper's spaces: ``hpo``, ``hpo+nas``, ``hpo+hnas``, ``hnas`` (FACTS §1).
+    """The paper's spaces: ``hpo``, ``hpo+nas``, ``hpo+hnas``, ``hnas`` (FACTS §1), and the thesis's
+    ``pipeline`` (loss + pipeline choices) and ``hpo+pipeline``.
 
-    The last two need ``architecture`` (the grammar's prior-weighted distribution).
+    ``hpo+hnas`` and ``hnas`` need ``architecture`` (the grammar's prior-weighted distribution).
     """
     if preset not in PRESETS:
         raise SearchSpaceError(f"unknown search-space preset {preset!r}; expected one of "
@@ -662,6 +679,11 @@ def make_space(preset: str, architecture: ArchitectureDistribution | None = None
         parameters = _hpo_parameters(confidence) + _nas_parameters(confidence)
     elif preset == "hpo+hnas":
         parameters = _hpo_parameters(confidence) + [hnas_dropout, Architecture(architecture)]
-    else:
+    elif preset == "hnas":
         parameters = [hnas_dropout, Architecture(architecture)]
+    elif preset == "pipeline":
+        loss = next(p for p in _hpo_parameters(confidence) if p.name == "loss")
+        parameters = [loss] + _pipeline_parameters(confidence)
+    else:
+        parameters = _hpo_parameters(confidence) + _pipeline_parameters(confidence)
     return SearchSpace(parameters)

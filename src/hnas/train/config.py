@@ -3,7 +3,9 @@
 Config keys are the search space's names (FACTS §1). The HPO keys set the trainer; the NAS keys
 of the ``hpo+nas`` space (encoder_type, model_scale, base_features, max_features, activation,
 normalization) change the Plan's features and the architecture string; ``architecture`` (the
-``hpo+hnas``/``hnas`` spaces) is a grammar sentence used as is. No torch here.
+``hpo+hnas``/``hnas`` spaces) is a grammar sentence used as is; the pipeline keys of the
+``pipeline`` spaces (network_dims, intensity_normalization, spacing_factor) choose the 2D or 3D
+plan and change its preprocessing. No torch here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ ACTIVATIONS = {"LeakyReLU": "leaky_relu", "ReLU": "relu", "ELU": "elu", "GELU": 
 NORMALIZATIONS = {"InstanceNorm": "instance_norm", "BatchNorm": "batch_norm"}
 NAS_KEYS = ("encoder_type", "model_scale", "base_features", "max_features", "activation", "normalization")
 ARCHITECTURE_KEY = "architecture"
+NETWORK_DIMS = ("3d", "2d")
+#: "nnunet" keeps the plan's per-channel scheme (z-score per image; CT statistics for CT channels).
+INTENSITY_NORMALIZATIONS = ("nnunet", "percentile_zscore", "minmax")
+SPACING_FACTORS = (0.75, 1.0, 1.25, 1.5, 2.0)
+PIPELINE_KEYS = ("network_dims", "intensity_normalization", "spacing_factor")
 #: nnU-Net's features (3D) that the NAS feature ranges of FACTS §1 are expressed against.
 NNUNET_BASE_FEATURES, NNUNET_MAX_FEATURES = 32, 320
 
@@ -60,12 +67,49 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The AutoMONAI thesis's pipeline choices; defaults are nnU-Net's 3d_fullres pipeline."""
+
+    network_dims: str = "3d"
+    intensity_normalization: str = "nnunet"
+    spacing_factor: float = 1.0
+
+    def __post_init__(self):
+        _choice("network_dims", self.network_dims, NETWORK_DIMS)
+        _choice("intensity_normalization", self.intensity_normalization, INTENSITY_NORMALIZATIONS)
+        _number("spacing_factor", self.spacing_factor, 0.0, math.inf, low_open=True)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "PipelineConfig":
+        return cls(**{k: config[k] for k in PIPELINE_KEYS if k in config})
+
+    def plan(self, plan: Plan, grammar: str, plan_2d: Plan | None = None,
+             grammar_2d: str | None = None) -> tuple[Plan, str]:
+        """The plan (and its grammar) these choices train on: 2D or 3D, resampled, renormalised.
+
+        The spacing factor scales the target spacing (coarser > 1, finer < 1); the patch stays,
+        so a coarser spacing shows the network more anatomy per patch.
+        """
+        if self.network_dims == "2d":
+            if plan_2d is None or grammar_2d is None:
+                raise SearchSpaceError("config key 'network_dims' is '2d' but this setup has no 2D plan; expected "
+                                       "a search over a 'pipeline' space (which plans both) or network_dims='3d'")
+            plan, grammar = plan_2d, grammar_2d
+        if self.spacing_factor != 1.0:
+            plan = replace(plan, spacing=tuple(float(s) * self.spacing_factor for s in plan.spacing))
+        if self.intensity_normalization != "nnunet":
+            plan = replace(plan, normalization=(self.intensity_normalization,) * plan.n_input_channels)
+        return plan, grammar
+
+
+@dataclass(frozen=True)
 class NetworkChoice:
-    """What to build: the (possibly re-featured) plan, the architecture sentence, its dropout rate."""
+    """What to build: the (possibly re-featured or 2D) plan, its grammar, the sentence, its dropout rate."""
 
     plan: Plan
     architecture: str
     dropout_rate: float
+    grammar: str
 
 
 def train_config(config: Mapping[str, Any]) -> TrainConfig:
@@ -77,16 +121,18 @@ def train_config(config: Mapping[str, Any]) -> TrainConfig:
     if not isinstance(config, Mapping):
         raise SearchSpaceError(f"config must be a mapping of parameter names to values, got {config!r:.80}")
     known = set(TrainConfig.__dataclass_fields__)
-    unknown = sorted(set(config) - known - set(NAS_KEYS) - {ARCHITECTURE_KEY})
+    other = set(NAS_KEYS) | set(PIPELINE_KEYS) | {ARCHITECTURE_KEY}
+    unknown = sorted(set(config) - known - other)
     if unknown:
-        raise SearchSpaceError(f"config has unknown keys {unknown}; expected some of "
-                               f"{sorted(known | set(NAS_KEYS) | {ARCHITECTURE_KEY})}")
+        raise SearchSpaceError(f"config has unknown keys {unknown}; expected some of {sorted(known | other)}")
     return TrainConfig(**{k: v for k, v in config.items() if k in known})
 
 
-def network_choice(config: Mapping[str, Any], plan: Plan, grammar: str,
-                   architecture: str | None = None) -> NetworkChoice:
-    """The network a config asks for on ``plan``.
+def network_choice(config: Mapping[str, Any], plan: Plan, grammar: str, architecture: str | None = None, *,
+                   plan_2d: Plan | None = None, grammar_2d: str | None = None) -> NetworkChoice:
+    """The network a config asks for on ``plan`` (or on ``plan_2d`` when it asks for a 2D network).
+
+    Pipeline keys first pick and adjust the plan (:class:`PipelineConfig`); then
 
     * an explicit ``architecture`` (argument or config key) is used as is, with the config's
       dropout_rate (default 0.0 when absent);
@@ -95,17 +141,22 @@ def network_choice(config: Mapping[str, Any], plan: Plan, grammar: str,
     * otherwise nnU-Net's default network for the plan.
     """
     settings = train_config(config)
+    pipeline = PipelineConfig.from_config(config)
     explicit = architecture if architecture is not None else config.get(ARCHITECTURE_KEY)
     nas = {k: config[k] for k in NAS_KEYS if k in config}
     if explicit is not None and nas:
         raise SearchSpaceError(f"config sets both an architecture string and NAS keys {sorted(nas)}; "
                                "expected one way of choosing the network")
+    if explicit is not None and pipeline.network_dims != "3d":
+        raise SearchSpaceError(f"config sets an architecture string and network_dims={pipeline.network_dims!r}; "
+                               "architecture sentences belong to the 3D grammar, expected network_dims='3d'")
+    plan, grammar = pipeline.plan(plan, grammar, plan_2d, grammar_2d)
     if explicit is not None:
         if not isinstance(explicit, str):
             raise SearchSpaceError(f"config key 'architecture' is {explicit!r:.80}; expected a grammar sentence")
-        return NetworkChoice(plan, explicit, settings.dropout_rate)
+        return NetworkChoice(plan, explicit, settings.dropout_rate, grammar)
     if not nas:
-        return NetworkChoice(plan, default_architecture(plan, grammar_options(grammar)), settings.dropout_rate)
+        return NetworkChoice(plan, default_architecture(plan, grammar_options(grammar)), settings.dropout_rate, grammar)
     return nas_network(nas, plan, grammar, settings.dropout_rate)
 
 
@@ -128,7 +179,7 @@ def nas_network(nas: Mapping[str, Any], plan: Plan, grammar: str, dropout_rate: 
                              max(1, round(top * plan.max_features / NNUNET_MAX_FEATURES)))
     sentence = default_architecture(new_plan, grammar_options(grammar), encoder=encoder)
     dropout = DROPOUTS[1] if dropout_rate > 0 else DROPOUTS[0]
-    return NetworkChoice(new_plan, _restyle(sentence, norm, nonlin, dropout, float(scale)), dropout_rate)
+    return NetworkChoice(new_plan, _restyle(sentence, norm, nonlin, dropout, float(scale)), dropout_rate, grammar)
 
 
 def with_features(plan: Plan, base_features: int, max_features: int) -> Plan:

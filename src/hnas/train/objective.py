@@ -55,6 +55,10 @@ class TrainSetup:
     overlap: float = OVERLAP
     amp: bool = True  # mixed precision, CUDA only
     preprocessing_workers: int = 1
+    # nnU-Net's 2d plan of the same data (preset applied) and its grammar: only the pipeline
+    # spaces, whose network_dims may choose a 2D network, need them.
+    plan_2d: Plan | None = None
+    grammar_2d: str | None = None
 
     def __post_init__(self):
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < N_FOLDS:
@@ -140,12 +144,13 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
     run raises TrainingError.
     """
     settings = train_config(config)
-    choice = network_choice(config, setup.plan, setup.grammar, architecture)
-    spec = compile_architecture(setup.grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
+    choice = network_choice(config, setup.plan, setup.grammar, architecture, plan_2d=setup.plan_2d,
+                            grammar_2d=setup.grammar_2d)
+    spec = compile_architecture(choice.grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
                                 deep_supervision=True)
     epochs = _whole_epochs(epochs)
     device = setup.torch_device()
-    data = prepare(setup)
+    data = prepare(replace(setup, plan=choice.plan))  # pipeline choices may change spacing and normalisation
     train_ids, validation_ids = data.split(setup.fold)
     previous = load_checkpoint(previous_checkpoint) if previous_checkpoint is not None else None
     seed = int(previous["trainer"]["seed"]) if previous is not None else setup.seed
@@ -233,6 +238,9 @@ def _check_continuation(previous: dict, settings: TrainConfig, choice: NetworkCh
     if previous["architecture"] != choice.architecture or previous["spec"] != spec_json:
         raise TrainingError(f"{where} holds architecture {previous['architecture']!r}; cannot continue it as "
                             f"{choice.architecture!r}")
+    if previous["plan"] != choice.plan.to_json():
+        raise TrainingError(f"{where} was trained on another plan (dimensionality, spacing or normalisation); "
+                            f"cannot continue it on {choice.plan.dims}D spacing {choice.plan.spacing}")
     if previous["config"] != settings.to_dict():
         raise TrainingError(f"{where} was trained with {json.dumps(previous['config'])}; cannot continue it with "
                             f"{json.dumps(settings.to_dict())}")

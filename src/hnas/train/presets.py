@@ -32,6 +32,7 @@ class ScalePreset:
     eta: int = 3
     overlap: float = 0.5  # sliding-window overlap of the validation
     validation_cases: int | None = None  # None: every validation case of the fold
+    batch_size_2d: int | None = None  # batch of a 2D plan (slices are far cheaper than 3D patches)
 
     def apply(self, plan: Plan) -> Plan:
         """``plan`` with this preset's features, patch and batch size."""
@@ -39,8 +40,9 @@ class ScalePreset:
             plan = with_features(plan, self.base_features, self.max_features or plan.max_features)
         if self.max_patch_voxels is not None:
             plan = replace(plan, patch_size=shrink_patch(plan, self.max_patch_voxels))
-        if self.batch_size is not None:
-            plan = replace(plan, batch_size=self.batch_size)
+        batch_size = self.batch_size_2d if plan.dims == 2 else self.batch_size
+        if batch_size is not None:
+            plan = replace(plan, batch_size=batch_size)
         return plan
 
     def describe(self, plan: Plan | None = None) -> str:
@@ -64,7 +66,7 @@ NNUNET = ScalePreset(name="nnunet", base_features=None, max_features=None, max_p
 # take a core from them (benchmarks/bench_train.py measured it slower than in-process augmentation
 # on 2 cores), so the CPU preset augments in-process; augmentation is ~2% of a CPU step.
 CPU = ScalePreset(name="cpu", base_features=8, max_features=64, max_patch_voxels=48 ** 3, batch_size=2,
-                  iterations_per_epoch=8, num_workers=0, min_epochs=1, max_epochs=9, overlap=0.0)
+                  iterations_per_epoch=8, num_workers=0, min_epochs=1, max_epochs=9, overlap=0.0, batch_size_2d=32)
 PRESETS = {"nnunet": NNUNET, "gpu": NNUNET, "cpu": CPU}
 
 
@@ -74,7 +76,7 @@ def gpu_preset() -> ScalePreset:
 
 
 def cpu_preset() -> ScalePreset:
-    """Small features (8..64), a patch of at most 48^3 voxels (all stages kept), batch 2, 8 iterations
+    """Small features (8..64), a patch of at most 48^3 voxels (all stages kept), batch 2 (2D: 32), 8 iterations
     per epoch, epochs 1..9, in-process augmentation, validation windows without overlap (on two cores sliding-window
     validation of large cases otherwise costs more than a low rung's training)."""
     return CPU
