@@ -154,3 +154,54 @@ def test_process_executor_needs_a_picklable_objective(tmp_path):
     with pytest.raises(SearchError, match="picklable"):
         run(lambda c: 1.0, make_space("hpo"), max_trials=2, executor="processes", workers=2,
             run_dir=tmp_path, **SETTINGS)
+
+
+class KillsTheSearch:
+    """An objective that takes the whole (serial) search down whenever it runs trial ``victim``."""
+
+    def __init__(self, victim: int):
+        self.victim = victim
+
+    def __call__(self, context):
+        if context.trial_id == self.victim:
+            raise KeyboardInterrupt  # not an Exception: the serial executor does not catch it, like a kill
+        return checkpointing(context)
+
+
+def test_a_trial_that_keeps_killing_the_search_fails_after_max_attempts(tmp_path):
+    options = dict(optimizer="random", max_trials=6, run_dir=tmp_path, **SETTINGS)
+    for attempt in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            run(KillsTheSearch(2), make_space("hpo"), resume=attempt > 0, **options)
+        pending = [t for t in load_run(tmp_path).history if not t.is_finished]
+        assert [t.trial_id for t in pending] == [2]
+    summary = run(KillsTheSearch(2), make_space("hpo"), resume=True, **options)
+    states = {t.trial_id: t.state for t in summary.history}
+    assert len(states) == 6 and states[2] == "failed"
+    assert all(state == "success" for trial_id, state in states.items() if trial_id != 2)
+    assert "3 times" in summary.history[2].error
+
+
+def test_an_interrupted_trial_is_run_again_on_resume(tmp_path):
+    options = dict(optimizer="random", max_trials=4, run_dir=tmp_path, **SETTINGS)
+    with pytest.raises(KeyboardInterrupt):
+        run(KillsTheSearch(1), make_space("hpo"), **options)
+    summary = run(checkpointing, make_space("hpo"), resume=True, **options)
+    assert all(t.is_success for t in summary.history) and len(summary.history) == 4
+
+
+def test_runs_stored_before_attempts_were_counted_still_resume(tmp_path):
+    import sqlite3
+
+    run(checkpointing, make_space("hpo"), optimizer="random", max_trials=2, run_dir=tmp_path, **SETTINGS)
+    with sqlite3.connect(tmp_path / "search.sqlite") as db:
+        db.execute("ALTER TABLE trials DROP COLUMN attempts")
+    summary = run(checkpointing, make_space("hpo"), optimizer="random", max_trials=3, run_dir=tmp_path, resume=True,
+                  **SETTINGS)
+    assert len(summary.history) == 3 and all(t.is_success for t in summary.history)
+
+
+def test_max_attempts_must_be_positive(tmp_path):
+    with pytest.raises(SearchError, match="max_attempts"):
+        run(checkpointing, make_space("hpo"), optimizer="random", max_trials=1, run_dir=tmp_path, max_attempts=0,
+            **SETTINGS)

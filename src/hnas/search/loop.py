@@ -3,7 +3,9 @@
 The run directory holds ``search.sqlite`` and one folder per trial (``trials/00042``). Every
 outcome is committed before the next ask, and resuming replays the stored history: pending
 trials (those a crash interrupted) run again as the same job with the same trial id, then the
-optimizer continues exactly where an uninterrupted run would be.
+optimizer continues exactly where an uninterrupted run would be. A trial that was running
+each of ``max_attempts`` times the process died (one that kills it: out of memory, a
+segfault) is recorded as failed instead of being run again, so a resume can always progress.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hnas.search.storage import RunStore
 from hnas.search.types import Job, Trial
 
 OBJECTIVES: tuple[str, ...] = ("loss", "cost")
+MAX_ATTEMPTS = 3  # starts of a trial before a resume gives up on it
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class _Search:
     """One call of :func:`run`: the loop state, kept small and explicit."""
 
     def __init__(self, optimizer, store: RunStore, executor, run_dir: Path, seed: int,
-                 limits: tuple, progress):
+                 limits: tuple, progress, max_attempts: int = MAX_ATTEMPTS):
         self.optimizer, self.store = optimizer, store
         self.executor, self.run_dir, self.seed = executor, run_dir, seed
         self.budget, self.max_trials, self.time_limit = limits
@@ -120,9 +123,26 @@ class _Search:
         self.history: list[Trial] = store.history()
         if [t.trial_id for t in self.history] != list(range(len(self.history))):
             raise SearchError(f"{store.path} has gaps in its trial ids; it was not written by hnas")
-        self.rerun = deque(t.job for t in self.history if not t.is_finished)
+        self.rerun = deque(self._interrupted_jobs(max_attempts))
         self.issued_fidelity = budget_spent(self.history, 1.0)
         self.started = time.monotonic()
+
+    def _interrupted_jobs(self, max_attempts: int) -> list[Job]:
+        """Pending trials to run again; those already started ``max_attempts`` times fail instead."""
+        jobs = []
+        for trial in list(self.history):
+            if trial.is_finished:
+                continue
+            attempts = self.store.attempts(trial.trial_id)
+            if attempts >= max_attempts:
+                failed = trial.failed(f"the search process died while this trial ran, {attempts} times (e.g. out "
+                                      f"of memory or a crash inside the objective); not run again")
+                self.store.finish(failed)
+                self.history[trial.trial_id] = failed
+            else:
+                self.store.count_attempt(trial.trial_id)
+                jobs.append(trial.job)
+        return jobs
 
     @property
     def budget_used(self) -> float:
@@ -208,18 +228,21 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
         run_dir: str | Path, seed: int = 0, executor: str = "serial", workers: int = 1,
         scheduler: str | None = None, resume: bool = False,
         progress: Callable[[Progress], None] | None = None,
-        optimizer_options: Mapping[str, Any] | None = None) -> RunSummary:
+        optimizer_options: Mapping[str, Any] | None = None, max_attempts: int = MAX_ATTEMPTS) -> RunSummary:
     """Search ``space`` for configurations minimising ``objective``.
 
     ``objective(context: TrialContext)`` returns a loss, or a dict with ``loss`` and optionally
     ``cost`` (default: the fidelity) plus JSON-able extras. ``budget`` counts max-fidelity
     evaluations (a promotion pays only for the fidelity it adds); the search stops asking
     once ``budget``, ``max_trials`` or ``time_limit`` (seconds, this call) is reached and
-    lets running trials finish. ``resume=True`` continues the run stored in ``run_dir``.
+    lets running trials finish. ``resume=True`` continues the run stored in ``run_dir``; a trial
+    that was running each of ``max_attempts`` times the search process died is recorded failed.
     """
     if not callable(objective):
         raise SearchError(f"the objective must be callable, got {type(objective).__name__}")
     _check_limits(budget, max_trials, time_limit)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise SearchError(f"max_attempts must be a positive integer, got {max_attempts!r}")
     search_optimizer = make_optimizer(optimizer, space, min_fidelity=min_fidelity,
                                       max_fidelity=max_fidelity, eta=eta, seed=seed,
                                       **dict(optimizer_options or {}))
@@ -238,7 +261,7 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
         pool = make_executor(executor, objective, workers=workers, scheduler=scheduler)
         try:
             search = _Search(search_optimizer, store, pool, run_dir, seed,
-                             (budget, max_trials, time_limit), progress)
+                             (budget, max_trials, time_limit), progress, max_attempts)
             stop_reason = search.loop()
         finally:
             pool.close()

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS trials (
     worker TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 1
 );
 """
 
@@ -80,6 +81,9 @@ class RunStore:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.executescript(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(trials)")}
+        if "attempts" not in columns:  # runs stored before attempts were counted
+            connection.execute("ALTER TABLE trials ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
         return connection
 
     @classmethod
@@ -177,6 +181,22 @@ class RunStore:
                  trial.worker, trial.started_at, trial.finished_at, trial.trial_id))
             if cursor.rowcount != 1:
                 raise SearchError(f"trial {trial.trial_id} is not a pending trial of this run")
+
+    def attempts(self, trial_id: int) -> int:
+        """How many times a trial was handed to a worker (a resume re-runs pending trials)."""
+        row = self._db.execute("SELECT attempts FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise SearchError(f"trial {trial_id} is not in this run")
+        return int(row[0])
+
+    def count_attempt(self, trial_id: int) -> int:
+        """Record that a pending trial is started again; returns its attempts so far."""
+        with self._transaction():
+            cursor = self._db.execute("UPDATE trials SET attempts = attempts + 1 WHERE trial_id = ? AND "
+                                      "state = 'pending'", (trial_id,))
+            if cursor.rowcount != 1:
+                raise SearchError(f"trial {trial_id} is not a pending trial of this run")
+        return self.attempts(trial_id)
 
     def history(self) -> list[Trial]:
         """Every trial in id order, pending ones included."""
