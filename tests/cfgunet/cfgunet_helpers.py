@@ -7,9 +7,25 @@ production), so the tests do not depend on hnas.sampling.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from hnas.grammar import Plan, grammar_info
 from hnas.grammar.plan import RESENC_M_BLOCKS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks run faster on one thread; restores the setting for other test modules.
+
+    Autouse in the modules that import it; torch is imported here, not at the top, so the
+    torch-free tests that share these helpers stay torch-free.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_test_plan(strides, kernels, features, *, patch, n_classes=3, n_input_channels=1, name="T") -> Plan:

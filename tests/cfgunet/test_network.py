@@ -19,16 +19,7 @@ from hnas.cfgunet import HnasUNet, build, compile_architecture
 from hnas.errors import SpecError
 from hnas.grammar import GrammarOptions, default_architecture, make_grammar
 
-from .cfgunet_helpers import make_test_plan, random_sentence, tiny_plan
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread; restore the setting for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from .cfgunet_helpers import make_test_plan, one_torch_thread, random_sentence, tiny_plan  # noqa: F401 (autouse fixture)
 
 
 def anisotropic_plan():
