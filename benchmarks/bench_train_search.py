@@ -32,6 +32,10 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=3.0, help="search budget in max-fidelity trainings")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations-per-epoch", type=int, default=None,
+                        help="default: the CPU preset's 8 (too few to segment hippocampus; see the README)")
+    parser.add_argument("--min-epochs", type=int, default=None, help="default: the CPU preset's 1")
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: the CPU preset's 9")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "hnas-bench-train-search")
     args = parser.parse_args(argv)
     dataset = args.dataset or hippocampus()
@@ -45,8 +49,11 @@ def main(argv=None) -> int:
     from hnas.train import train_fold
 
     settings = runs.SearchSettings(dataset=str(dataset), space="hpo+hnas", optimizer="regularized-priorband",
-                                   preset="cpu", budget=args.budget, fold=args.fold, seed=args.seed)
-    run_dir = args.out / f"run_b{args.budget:g}_f{args.fold}_s{args.seed}"
+                                   preset="cpu", budget=args.budget, fold=args.fold, seed=args.seed,
+                                   iterations_per_epoch=args.iterations_per_epoch, min_epochs=args.min_epochs,
+                                   max_epochs=args.max_epochs)
+    run_dir = args.out / (f"run_b{args.budget:g}_f{args.fold}_s{args.seed}_i{args.iterations_per_epoch or 0}"
+                          f"_e{args.min_epochs or 0}-{args.max_epochs or 0}")
     start = time.perf_counter()
     summary = runs.search(settings, run_dir, resume=(run_dir / "search.sqlite").exists(), progress=False)
     search_wall = time.perf_counter() - start
@@ -61,13 +68,13 @@ def main(argv=None) -> int:
     epochs = max(1, round(search_epochs))
     default_config = make_space("hpo").default_config()
     start = time.perf_counter()
-    default = train_fold(default_config, epochs, args.out / f"default_{epochs}ep_f{args.fold}",
+    default = train_fold(default_config, epochs, args.out / f"default_{epochs}ep_{run_dir.name}",
                          setup=setup.train_setup(run_dir))
     default_wall = time.perf_counter() - start
 
     print(f"\ndataset {dataset.name}, fold {args.fold}, CPU preset ({setup.plan.n_stages} stages, patch "
           f"{'x'.join(map(str, setup.plan.patch_size))}, features {setup.plan.base_features}..{setup.plan.max_features}, "
-          f"{setup.preset.iterations_per_epoch} iterations/epoch), {os.cpu_count()} CPU cores\n")
+          f"{setup.preset.iterations_per_epoch} iterations/epoch, batch {setup.plan.batch_size}, epochs {setup.min_epochs}..{setup.max_epochs}, eta {setup.eta}), {os.cpu_count()} CPU cores\n")
     print("| configuration | epochs trained | training runtime s | wall s | validation Dice |")
     print("|---|---:|---:|---:|---:|")
     print(f"| nnU-Net default, trained {epochs} epochs (= the search's compute) | {epochs} | {default.runtime:.0f} | "
