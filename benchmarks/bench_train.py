@@ -43,10 +43,10 @@ from hnas.train.config import train_config  # noqa: E402
 from hnas.train.loader import PatchSampler, batch_loader  # noqa: E402
 from hnas.train.trainer import Trainer, synchronize  # noqa: E402
 from hnas.workflow import builtin_dataset, fingerprint_of  # noqa: E402
+from real_data import hippocampus  # noqa: E402
 
 TARGET_OVERHEAD = 0.10
 REFERENCE = "bare forward/backward"
-HIPPOCAMPUS = Path(os.environ.get("HNAS_HIPPOCAMPUS", HERE.parent.parent / "shared" / "data" / "Dataset004_Hippocampus"))
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_setup(args: argparse.Namespace) -> TrainSetup:
-    dataset = args.dataset or (HIPPOCAMPUS if (HIPPOCAMPUS / "dataset.json").is_file() else builtin_dataset())
+    dataset = args.dataset or (hippocampus() if (hippocampus() / "dataset.json").is_file() else builtin_dataset())
     scale = preset(args.preset)
     plan = make_plan(fingerprint_of(dataset))  # nnU-Net's topology; the preset shrinks features, patch, batch
     workers = scale.num_workers if args.workers is None else args.workers

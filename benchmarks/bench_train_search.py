@@ -19,16 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def hippocampus() -> Path:
-    return Path(os.environ.get("HNAS_HIPPOCAMPUS", REPO.parent / "shared" / "data" / "Dataset004_Hippocampus"))
+from real_data import add_dataset_argument, dataset_or_skip
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=None, help="default: $HNAS_HIPPOCAMPUS or ../shared/...")
+    add_dataset_argument(parser)
     parser.add_argument("--budget", type=float, default=3.0, help="search budget in max-fidelity trainings")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -38,11 +34,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the CPU preset's 9")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "hnas-bench-train-search")
     args = parser.parse_args(argv)
-    dataset = args.dataset or hippocampus()
-    if not (dataset / "dataset.json").is_file():
-        print(f"SKIP: no dataset at {dataset} (set HNAS_HIPPOCAMPUS)")
+    dataset = dataset_or_skip(args.dataset, args.out)
+    if dataset is None:
         return 0
-    os.environ.setdefault("HNAS_CACHE", str(args.out / "cache"))
 
     from hnas import runs
     from hnas.search import make_space
