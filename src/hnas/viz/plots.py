@@ -106,6 +106,15 @@ def _log_if_wide(axis_setter, values: Sequence[float]) -> None:
         axis_setter("log")
 
 
+def _label_curves(ax, xlabel: str, ylabel: str, title: str, *, legend_size: int) -> None:
+    """Axis labels, title, a light grid and the legend: the same frame for every run-comparison plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=legend_size)
+
+
 def plot_cost_over_time(curves: Mapping[str, Sequence[tuple[float, float]]], path: str | Path, *,
                         title: str = "Incumbent over training time") -> Path:
     """One step curve per run: incumbent 1 - Dice against cumulative training seconds."""
@@ -118,11 +127,7 @@ def plot_cost_over_time(curves: Mapping[str, Sequence[tuple[float, float]]], pat
         ax.step(times, losses, where="post", color=color, linewidth=2, label=label)
         ax.plot(times, losses, "o", color=color, markersize=3, alpha=0.6)
     _log_if_wide(ax.set_xscale, [t for points in drawable.values() for t, _ in points])
-    ax.set_xlabel("cumulative training time (s)")
-    ax.set_ylabel("incumbent 1 - Dice")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    _label_curves(ax, "cumulative training time (s)", "incumbent 1 - Dice", title, legend_size=8)
     return _save(figure, path)
 
 
@@ -147,11 +152,7 @@ def plot_pareto(series: Sequence[ParetoSeries], path: str | Path, *,
             ax.scatter(*s.points[s.incumbent], marker="D", s=70, facecolors="none", edgecolors="black",
                        linewidths=1.5, zorder=6, label=f"{s.label}: incumbent")
     _log_if_wide(ax.set_xscale, [c for s in series for c, _ in s.points])
-    ax.set_xlabel("training runtime (s)")
-    ax.set_ylabel("1 - Dice")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=7)
+    _label_curves(ax, "training runtime (s)", "1 - Dice", title, legend_size=7)
     return _save(figure, path)
 
 
