@@ -141,3 +141,16 @@ def json_config(row) -> dict:
     import json
 
     return json.loads(row["config"])
+
+
+def test_a_pipeline_run_reads_the_dataset_once_for_both_plans(tmp_path, tiny_dataset, monkeypatch):
+    import hnas.data
+    from hnas import runs
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    calls = []
+    compute = hnas.data.compute_fingerprint
+    monkeypatch.setattr(hnas.data, "compute_fingerprint", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    setup = runs.resolve(runs.SearchSettings(dataset=str(tiny_dataset), space="pipeline", preset="cpu"))
+    assert (setup.plan.dims, setup.plan_2d.dims) == (3, 2)
+    assert len(calls) == 1

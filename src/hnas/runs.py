@@ -110,8 +110,9 @@ class RunSetup:
 
 def resolve(settings: SearchSettings) -> RunSetup:
     """Plan the dataset, pick the scale preset and build the grammar for ``settings``."""
+    from hnas.grammar.planner import make_plan
     from hnas.train import preset as scale_preset
-    from hnas.workflow import builtin_dataset, plan_for
+    from hnas.workflow import builtin_dataset, fingerprint_of
 
     dataset = Path(settings.dataset) if settings.dataset else builtin_dataset()
     name = settings.preset
@@ -125,10 +126,11 @@ def resolve(settings: SearchSettings) -> RunSetup:
     preset = replace(preset, iterations_per_epoch=settings.iterations_per_epoch or preset.iterations_per_epoch,
                      min_epochs=settings.min_epochs or preset.min_epochs,
                      max_epochs=settings.max_epochs or preset.max_epochs, eta=settings.eta or preset.eta)
-    plan = preset.apply(plan_for(dataset, max_stages=settings.max_stages))
+    fingerprint = fingerprint_of(dataset)  # read the images once, also when a 2D plan is needed
+    plan = preset.apply(make_plan(fingerprint, settings.max_stages))
     plan_2d = grammar_2d = None
     if settings.space in PIPELINE_SPACES:
-        plan_2d = preset.apply(plan_for(dataset, dims=2))
+        plan_2d = preset.apply(make_plan(fingerprint, dims=2))
         grammar_2d = make_grammar(plan_2d)
     min_epochs, max_epochs = preset.min_epochs, preset.max_epochs
     budget = settings.budget
