@@ -50,15 +50,22 @@ class Predictor:
     def n_channels(self) -> int:
         return len(self.normalization)
 
-    def segment(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        """Label map ``[z, y, x]`` for a ``[C, z, y, x]`` image with the given spacing."""
+    def probabilities(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """Softmax ``[K, z, y, x]`` on the input's grid (classes in ``self.labels`` order); ensembles average these."""
         prepared, _, record = preprocess_image(image, spacing, self.plan, self.normalization)
         probabilities = sliding_window_logits(self.network, prepared, self.plan.patch_size, self.device,
                                               overlap=self.overlap, batch_size=self.plan.batch_size,
                                               mirror_axes=self.mirror_axes).cpu().numpy()
-        restored = restore_probabilities(probabilities, record)
+        return restore_probabilities(probabilities, record)
+
+    def to_labels(self, probabilities: np.ndarray) -> np.ndarray:
+        """The label map of ``[K, ...]`` class probabilities (argmax mapped to label values)."""
         values = np.array([value for _, value in self.labels], dtype=np.int16)
-        return values[np.argmax(restored, axis=0)]
+        return values[np.argmax(probabilities, axis=0)]
+
+    def segment(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """Label map ``[z, y, x]`` for a ``[C, z, y, x]`` image with the given spacing."""
+        return self.to_labels(self.probabilities(image, spacing))
 
     def predict_file(self, files: Sequence[str | Path], out_path: str | Path) -> Path:
         volume = read_images(files)
