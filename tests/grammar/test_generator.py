@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lark
+import numpy as np
 import pytest
 
 from conftest import isotropic_plan
-from hnas.errors import GrammarError
+from hnas.errors import GrammarError, InvalidArchitecture
 from hnas.grammar import (
     GrammarOptions,
     default_architecture,
@@ -136,3 +138,40 @@ def test_golden_grammars(name):
 @pytest.mark.parametrize("options", OPTIONS + [GrammarOptions(max_scale=3, pooling=True)])
 def test_options_are_recorded_in_the_grammar(options):
     assert grammar_options(make_grammar(isotropic_plan(4), options)) == options
+
+
+PLAIN_LARK_OPTIONS = OPTIONS + [
+    GrammarOptions(max_scale=1), GrammarOptions(max_scale=3), GrammarOptions(residual_decoder=True),
+    GrammarOptions(pooling=True), GrammarOptions(bottleneck=True), GrammarOptions(squeeze_excitation=True),
+]
+
+
+@pytest.mark.parametrize("n", [2, 5, 12])
+@pytest.mark.parametrize("options", PLAIN_LARK_OPTIONS, ids=lambda o: "-".join(
+    f"{k}={v}" for k, v in sorted(vars(o).items()) if v != getattr(GrammarOptions(), k)) or "paper")
+def test_plain_lark_loads_the_grammar_and_gives_our_trees(n, options):
+    """A grammar file is usable without hnas: Lark's defaults (start rule `start`, its own lexer)."""
+    from hnas.sampling import UniformSampler
+
+    plan = isotropic_plan(n)
+    grammar = make_grammar(plan, options)
+    plain = lark.Lark(grammar, parser="lalr")
+    sampler = UniformSampler(grammar)
+    rng = np.random.default_rng(n)
+    sentences = [default_architecture(plan, options, encoder=e) for e in ("conv", "residual")]
+    sentences += [sampler.sample_string(rng) for _ in range(10)]
+    for sentence in sentences:
+        tree = plain.parse(sentence.replace(" ", "\n ", 2))  # Lark's %ignore WS, as our word split
+        assert tree.data == "start" and len(tree.children) == 1
+        assert tree.children[0] == parse(grammar, sentence), sentence
+
+
+def test_plain_lark_refuses_what_we_refuse(hippocampus_plan):
+    grammar = make_grammar(hippocampus_plan)
+    plain = lark.Lark(grammar, parser="lalr")
+    too_deep = default_architecture(isotropic_plan(5))
+    for bad in (too_deep, default_architecture(hippocampus_plan).replace(" no_dropout", "", 1)):
+        with pytest.raises(InvalidArchitecture):
+            parse(grammar, bad)
+        with pytest.raises(lark.exceptions.UnexpectedInput):
+            plain.parse(bad)

@@ -8,6 +8,10 @@ Strides, kernels and features are *not* in the grammar; they come from the Plan.
 Besides the Lark rules, the text carries annotation comments (``//@ default RULE LABEL``
 and ``//@ ordinal RULE v1 v2 ...``). Lark ignores them; the sampler reads them so that a
 grammar file alone is enough to build a prior centred on nnU-Net's defaults.
+
+The text is a complete Lark grammar: ``lark.Lark(text, parser="lalr")`` with Lark's default
+start rule and lexer loads it and parses the same sentences to the same trees, under a
+``start`` root, as :func:`hnas.grammar.parse` (which adds word-level error messages).
 """
 
 from __future__ import annotations
@@ -198,6 +202,9 @@ class _GrammarWriter:
 
     def _start(self) -> None:
         stages = list(stage_range(self.n))
+        # Lark's own default start rule, so plain `Lark(text, parser="lalr")` loads the file;
+        # our parsers start at `architecture`, which leaves `start` unused and out of their trees.
+        self._rule("start", ["architecture"])
         self._rule("architecture", ["UNET network"])
         self._rule("network", [f"net{k}" for k in stages])
         self._ordinal("network", stages)
