@@ -1,0 +1,143 @@
+"""Largest-connected-component post-processing and nnU-Net's rule for when it helps.
+
+A segmentation network sometimes predicts small islands far from the organ. Keeping only the
+largest connected component of a class removes them, but it also removes real second parts
+(two lungs, a split structure). nnU-Net therefore decides on the cross-validation predictions,
+per dataset, and keeps a step only where it raises the mean Dice:
+
+1. all foreground classes as one region: keep its largest component (voxels outside become
+   background) if the mean foreground Dice over the classes improves;
+2. then, on that result, each class on its own: keep it if that class's mean Dice improves.
+
+Connected components come from ``scipy.ndimage.label`` with full connectivity (26 neighbours
+in 3D), nnU-Net's choice. MONAI's KeepLargestConnectedComponent would do the same on tensors,
+but on CPU it needs scikit-image (not a dependency here); scipy works on the label maps as they
+are and is already used by the preprocessing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from hnas.errors import TrainingError
+from hnas.train.evaluation import case_metrics, foreground_classes
+
+Labels = Sequence[tuple[str, int]]
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a boolean mask (full connectivity); empty stays empty."""
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    components, count = ndimage.label(mask, structure=structure)
+    if count <= 1:
+        return mask.astype(bool, copy=True)
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0  # the background of the mask
+    return components == int(np.argmax(sizes))
+
+
+def keep_largest_region(label_map: np.ndarray, region: Sequence[int], background: int = 0) -> np.ndarray:
+    """``label_map`` with the voxels of ``region`` (label values taken together) outside its largest component
+    set to ``background``; other labels are untouched."""
+    mask = np.isin(label_map, list(region))
+    result = np.array(label_map, copy=True)
+    result[mask & ~largest_component(mask)] = background
+    return result
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """Which regions keep only their largest component, applied in order (nnU-Net's decision).
+
+    ``regions`` holds label-value tuples: ``(1, 2)`` is "all foreground as one region", ``(2,)``
+    class 2 alone. ``evidence`` records the mean Dice before and after each tried step.
+    """
+
+    regions: tuple[tuple[int, ...], ...] = ()
+    evidence: tuple[dict, ...] = field(default=(), compare=False)
+
+    def apply(self, label_map: np.ndarray) -> np.ndarray:
+        for region in self.regions:
+            label_map = keep_largest_region(label_map, region)
+        return label_map
+
+    def describe(self) -> str:
+        if not self.regions:
+            return "no post-processing (no largest-component step improved cross-validation Dice)"
+        return "keep the largest connected component of " + ", then ".join(
+            "labels " + "+".join(map(str, r)) if len(r) > 1 else f"label {r[0]}" for r in self.regions)
+
+    def to_dict(self) -> dict:
+        """Plain JSON (an undefined Dice is null, not NaN)."""
+        evidence = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in step.items()}
+                    for step in self.evidence]
+        return {"regions": [list(r) for r in self.regions], "description": self.describe(), "evidence": evidence}
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "post-processing") -> "Postprocessing":
+        regions = data.get("regions") if isinstance(data, Mapping) else None
+        if not isinstance(regions, list) or not all(
+                isinstance(r, list) and r and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+                for r in regions):
+            raise TrainingError(f"{source} holds regions {regions!r}; expected a list of non-empty lists of "
+                                "label values, e.g. [[1, 2], [2]]")
+        return cls(tuple(tuple(r) for r in regions), tuple(data.get("evidence", ())))
+
+
+def class_dice(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], labels: Labels) -> dict[str, float]:
+    """Mean Dice per foreground class over cases (nnU-Net: a class absent from both is nan, left out)."""
+    if len(predictions) != len(truths):
+        raise TrainingError(f"{len(predictions)} predictions for {len(truths)} reference label maps; expected "
+                            "one per case")
+    scores: dict[str, list[float]] = {name: [] for name, _ in foreground_classes(labels)}
+    for prediction, truth in zip(predictions, truths):
+        metrics = case_metrics(prediction, truth, labels, (1.0,) * truth.ndim, hd95=False)
+        for name, values in metrics.items():
+            if not math.isnan(values["dice"]):
+                scores[name].append(values["dice"])
+    return {name: float(np.mean(v)) if v else math.nan for name, v in scores.items()}
+
+
+def mean_over_classes(dice: Mapping[str, float]) -> float:
+    """Mean of the per-class Dice, nan classes left out (nan if all are)."""
+    values = [v for v in dice.values() if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def decide_postprocessing(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                          labels: Labels) -> Postprocessing:
+    """nnU-Net's rule on cross-validation label maps: keep a largest-component step only if it raises Dice.
+
+    A step must strictly improve (equal Dice keeps the simpler model). The per-class steps are
+    tried on the result of the accepted foreground step, as nnU-Net does.
+    """
+    classes = foreground_classes(labels)
+    current = list(predictions)
+    baseline = class_dice(current, truths, labels)
+    regions, evidence = [], []
+    if len(classes) > 1:  # with one class the per-class step below is the same test
+        region = tuple(value for _, value in classes)
+        candidate = [keep_largest_region(p, region) for p in current]
+        scores = class_dice(candidate, truths, labels)
+        before, after = mean_over_classes(baseline), mean_over_classes(scores)
+        kept = after > before
+        evidence.append({"region": list(region), "compared": "mean foreground Dice", "before": before,
+                         "after": after, "kept": kept})
+        if kept:
+            regions.append(region)
+            current, baseline = candidate, scores
+    for name, value in classes:
+        candidate = [keep_largest_region(p, (value,)) for p in current]
+        scores = class_dice(candidate, truths, labels)
+        kept = scores[name] > baseline[name]
+        evidence.append({"region": [value], "compared": f"Dice of {name}", "before": baseline[name],
+                         "after": scores[name], "kept": kept})
+        if kept:
+            regions.append((value,))
+            current, baseline = candidate, scores
+    return Postprocessing(tuple(regions), tuple(evidence))
