@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _search_command(commands)
     _status_command(commands)
     _train_command(commands)
+    _evaluate_command(commands)
     _predict_command(commands)
     _report_command(commands)
     _export_command(commands)
@@ -163,11 +164,35 @@ def _status_command(commands) -> None:
 
 
 def _train_command(commands) -> None:
-    parser = commands.add_parser("train", help="retrain a run's incumbent (or any trial) with a full budget")
+    parser = commands.add_parser("train", help="retrain a run's incumbent (or any trial) with a full budget",
+                                 description="Without --folds: train one configuration on the run's fold into "
+                                 "RUN/retrain/. With --folds: cross-validate the chosen configurations into RUN/cv/ "
+                                 "(resumable) and predict each fold's validation cases.")
     parser.add_argument("--run", type=Path, required=True, metavar="RUN", help="a run folder")
-    parser.add_argument("--trial", type=int, metavar="ID", help="trial id (default: the incumbent)")
+    parser.add_argument("--trial", type=int, nargs="+", metavar="ID",
+                        help="trial ids (default: the incumbent; several only with --folds)")
     parser.add_argument("--epochs", type=_positive_int, required=True, metavar="E", help="epochs to train")
+    parser.add_argument("--folds", type=int, nargs="+", metavar="K", help="cross-validate on these folds (0..4)")
+    parser.add_argument("--default", action="store_true",
+                        help="with --folds: also the search space's default (nnU-Net's) configuration")
+    parser.add_argument("--pareto", type=_positive_int, metavar="N",
+                        help="with --folds: also the first N trials of the Pareto front at the top fidelity")
+    parser.add_argument("--iterations-per-epoch", type=_positive_int, metavar="I",
+                        help="with --folds: iterations per epoch (default: the run's)")
     parser.set_defaults(handler=_run_train)
+
+
+def _evaluate_command(commands) -> None:
+    parser = commands.add_parser("evaluate", help="per-case Dice/HD95 of a run's cross-validated models, "
+                                 "default vs others with a Wilcoxon test")
+    parser.add_argument("--run", type=Path, required=True, metavar="RUN", help="a run folder with RUN/cv/ models")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="model folders in RUN/cv/ (default: all)")
+    parser.add_argument("--test-dir", type=Path, metavar="DIR",
+                        help="a labelled test set (imagesTs/labelsTs + dataset.json, or a dataset folder), predicted "
+                        "by each model's fold ensemble (default: the models' validation folds)")
+    parser.add_argument("-o", "--output", type=Path, metavar="DIR",
+                        help="where metrics.csv and summary.json go (default: RUN/evaluation/...)")
+    parser.set_defaults(handler=_run_evaluate)
 
 
 def _predict_command(commands) -> None:
@@ -281,11 +306,41 @@ def _run_status(args) -> int:
 
 def _run_train(args) -> int:
     from hnas import runs
+    from hnas.errors import SearchError
 
-    trial, result = runs.retrain(args.run, args.epochs, args.trial)
+    if args.folds is not None:
+        return _run_cross_validation(args)
+    if args.default or args.pareto or args.iterations_per_epoch or (args.trial and len(args.trial) > 1):
+        raise SearchError("--default, --pareto, --iterations-per-epoch and several --trial ids need --folds; "
+                        "expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
+    trial, result = runs.retrain(args.run, args.epochs, args.trial[0] if args.trial else None)
     print(f"retrained trial {trial.trial_id} for {args.epochs} epochs: Dice {result.mean_dice:.4f}, "
           f"training {result.runtime:.1f} s")
     print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _run_cross_validation(args) -> int:
+    from hnas import cross_validation as cv
+
+    choices = [cv.default_choice(args.run)] if args.default else []
+    choices += [cv.trial_choice(args.run, t) for t in args.trial or []]
+    choices += cv.pareto_choices(args.run, args.pareto) if args.pareto else []
+    if not choices:
+        choices = [cv.trial_choice(args.run)]  # the incumbent
+    unique = list({c.name(args.epochs): c for c in choices}.values())
+    for folder in cv.cross_validate(args.run, unique, args.folds, args.epochs,
+                                    iterations_per_epoch=args.iterations_per_epoch):
+        print(f"cross-validated: {folder}")
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from hnas import cross_validation as cv
+
+    summary, out_dir = cv.evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output)
+    print(cv.summary_table(summary))
+    print(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'summary.json'}")
     return 0
 
 
