@@ -1,0 +1,73 @@
+"""Per-case metrics (MONAI Dice / HD95 with spacing) against hand-computed values; the paired test against scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from hnas.train.evaluation import case_metrics, foreground_classes, mean_dice, paired_test
+
+LABELS = [("background", 0), ("a", 1), ("b", 2)]
+
+
+def test_dice_of_overlapping_masks_is_hand_computed():
+    truth = np.zeros((3, 4, 4), dtype=np.int16)
+    truth[1, 1:3, 1:3] = 1  # 4 voxels
+    prediction = np.zeros_like(truth)
+    prediction[1, 1:3, 1] = 1  # 2 of them, nothing else
+    metrics = case_metrics(prediction, truth, LABELS, (1.0, 1.0, 1.0))
+    assert metrics["a"]["dice"] == pytest.approx(2 * 2 / (2 + 4))
+
+
+def test_hd95_uses_the_spacing_and_the_95th_percentile():
+    truth = np.zeros((3, 3, 9), dtype=np.int16)
+    truth[1, 1, 2] = 1
+    prediction = np.zeros_like(truth)
+    prediction[1, 1, 2] = prediction[1, 1, 5] = 1  # one voxel right, one 3 voxels away along x
+    # prediction -> truth distances are [0, 3 * 2.0 mm]; numpy's 95th percentile: 0.95 * 6 = 5.7;
+    # truth -> prediction is [0]; the symmetric HD95 is the larger one.
+    metrics = case_metrics(prediction, truth, LABELS, (5.0, 5.0, 2.0))
+    assert metrics["a"]["hd95"] == pytest.approx(5.7)
+    assert metrics["a"]["dice"] == pytest.approx(2 * 1 / (1 + 2))
+
+
+def test_absent_and_missed_classes_follow_the_documented_conventions():
+    truth = np.zeros((3, 4, 4), dtype=np.int16)
+    truth[0, 0, 0] = 1  # class a only in the truth; class b nowhere
+    metrics = case_metrics(np.zeros_like(truth), truth, dict(LABELS), (1.0, 1.0, 1.0))
+    assert metrics["a"]["dice"] == 0.0 and math.isnan(metrics["a"]["hd95"])
+    assert math.isnan(metrics["b"]["dice"]) and math.isnan(metrics["b"]["hd95"])
+    assert mean_dice(metrics) == 0.0  # b (absent from both) is left out of the mean
+    assert foreground_classes({"b": 2, "background": 0, "a": 1}) == [("a", 1), ("b", 2)]
+
+
+def test_mismatched_shapes_and_spacing_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        case_metrics(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)), LABELS, (1, 1, 1))
+    with pytest.raises(ValueError, match="spacing"):
+        case_metrics(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), LABELS, (1, 1))
+
+
+def test_paired_test_matches_scipy_on_known_numbers():
+    first = {f"c{i}": v for i, v in enumerate([0.81, 0.79, 0.85, 0.90, 0.77, 0.88, 0.83, 0.86])}
+    second = {f"c{i}": v for i, v in enumerate([0.80, 0.75, 0.86, 0.84, 0.70, 0.85, 0.80, 0.79])}
+    second["only_here"] = 0.1  # unpaired: dropped
+    expected = wilcoxon([first[c] - second[c] for c in sorted(first)])
+    result = paired_test(first, second)
+    assert result["n"] == 8 and result["reason"] is None
+    assert result["statistic"] == pytest.approx(expected.statistic)
+    assert result["p"] == pytest.approx(expected.pvalue)
+    assert result["p"] == pytest.approx(0.0234375)  # exact two-sided p with one negative difference of rank 1
+
+
+def test_paired_test_reports_no_p_for_few_cases_or_only_ties():
+    few = paired_test({"a": 0.5, "b": 0.6}, {"a": 0.4, "b": 0.6, "c": 0.1})
+    assert few["p"] is None and few["n"] == 2 and "at least 6" in few["reason"]
+    same = {f"c{i}": 0.1 * i for i in range(7)}
+    ties = paired_test(same, dict(same))
+    assert ties["p"] is None and ties["n"] == 7 and "zero" in ties["reason"]
+    with_nan = paired_test({**same, "x": math.nan}, {**same, "x": 0.3})
+    assert with_nan["n"] == 7  # a nan case carries no pair
