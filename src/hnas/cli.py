@@ -196,9 +196,16 @@ def _evaluate_command(commands) -> None:
 
 
 def _predict_command(commands) -> None:
-    parser = commands.add_parser("predict", help="segment images with a trained checkpoint")
-    parser.add_argument("--model", type=Path, required=True, metavar="CKPT", help="a checkpoint (trial or retrain)")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGES",
+    parser = commands.add_parser(
+        "predict", help="segment images with a trained checkpoint or an ensemble",
+        description="Several --model paths (or a model folder's folds) predict as one ensemble: the mean of their "
+                    "softmax, each member on its own plan. A model folder or best_configuration.json with a "
+                    "post-processing decision is post-processed as decided (when given alone).")
+    parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="PATH",
+                        help="checkpoints (trial or retrain), model folders RUN/cv/<name> (their fold ensemble) or "
+                             "RUN/cv/best_configuration.json (from hnas find-best); NIfTI files listed here are "
+                             "taken as images")
+    parser.add_argument("images", type=Path, nargs="*", metavar="IMAGES",
                         help="NIfTI files; several channels per case as <case>_0000.nii.gz, <case>_0001.nii.gz, ...")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -345,9 +352,18 @@ def _run_evaluate(args) -> int:
 
 
 def _run_predict(args) -> int:
-    from hnas.train import predict
+    from hnas.data.io import is_nifti
+    from hnas.train.ensemble import predict_with
 
-    for path in predict(args.model, args.images, args.output, device=args.device):
+    # --model takes several paths, so images written right after it land there; a model is never NIfTI
+    models = [p for p in args.model if not is_nifti(p)]
+    images = [p for p in args.model if is_nifti(p)] + list(args.images)
+    ensemble, written = predict_with(models, images, args.output, device=args.device)
+    if len(ensemble.members) > 1:
+        print(f"ensemble of {len(ensemble.members)} checkpoints (mean softmax)")
+    if ensemble.postprocessing is not None:
+        print(f"post-processing: {ensemble.postprocessing.describe()}")
+    for path in written:
         print(f"wrote {path}")
     return 0
 
