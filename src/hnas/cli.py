@@ -75,6 +75,9 @@ def _plan_command(commands) -> None:
                         help="dataset folder, or nnU-Net's nnUNetPlans.json; default: the built-in synthetic data")
     parser.add_argument("--max-stages", type=_positive_int, metavar="N", help="cap or grow the topology to N stages")
     parser.add_argument("--dims", type=int, choices=(2, 3), default=3, help="2D or 3D network (default 3)")
+    parser.add_argument("--planner", choices=("default", "resenc-m"), default="default",
+                        help="nnU-Net's planner: default (nnUNetPlans, plain conv U-Net) or resenc-m "
+                             "(nnUNetResEncUNetMPlans: patch and batch sized for a residual encoder)")
     parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the plan as JSON")
     parser.set_defaults(handler=_run_plan)
 
@@ -238,7 +241,7 @@ def _export_command(commands) -> None:
 def _run_plan(args) -> int:
     from hnas import workflow
 
-    plan = workflow.plan_for(args.dataset, max_stages=args.max_stages, dims=args.dims)
+    plan = workflow.plan_for(args.dataset, max_stages=args.max_stages, dims=args.dims, planner=args.planner)
     print(workflow.describe_plan(plan))
     if args.output:
         plan.save(args.output)

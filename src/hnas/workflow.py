@@ -54,18 +54,27 @@ def is_nnunet_plans(path: Path) -> bool:
         return False
 
 
-def plan_for(source: Path | None, *, max_stages: int | None = None, dims: int = 3) -> Plan:
-    """nnU-Net's plan for a dataset folder or an nnUNetPlans.json (default: built-in data)."""
-    from hnas.grammar.planner import make_plan, plan_from_nnunet
+def plan_for(source: Path | None, *, max_stages: int | None = None, dims: int = 3,
+             planner: str = "default") -> Plan:
+    """nnU-Net's plan for a dataset folder or an nnUNetPlans.json (default: built-in data).
 
+    ``planner`` picks nnU-Net's planner for a dataset ("default" or "resenc_m"); a plans file
+    already holds its planner's result, so asking it for another planner is an error.
+    """
+    from hnas.grammar.planner import make_plan, plan_from_nnunet, planner_rules
+
+    rules = planner_rules(planner)
     if source is not None and source.is_file():
         if not is_nnunet_plans(source):
             raise PlanError(f"{str(source)!r} is a file but not nnU-Net's nnUNetPlans.json; expected a dataset "
                             "folder or a plans file with a 'configurations' entry")
         plan = plan_from_nnunet(source, configuration="3d_fullres" if dims == 3 else "2d")
+        if rules.name != "default" and plan.planner != rules.name:
+            raise PlanError(f"planner {planner!r} asked for, but {str(source)!r} holds plans of planner "
+                            f"{plan.planner!r}; give the dataset folder to plan it with {planner!r}")
         return with_stages(plan, max_stages)
     dataset = builtin_dataset() if source is None else source
-    return make_plan(fingerprint_of(dataset), max_stages, dims=dims)
+    return make_plan(fingerprint_of(dataset), max_stages, dims=dims, planner=rules.name)
 
 
 def resolve_plan(dataset: Path | None, plan_file: Path | None, max_stages: int | None) -> Plan:
@@ -113,7 +122,7 @@ def resolve_architecture(plan: Plan, grammar: str, text: str) -> str:
 
 def describe_plan(plan: Plan) -> str:
     rows = [
-        ("dataset", plan.dataset_name), ("dims", f"{plan.dims}D"),
+        ("dataset", plan.dataset_name), ("dims", f"{plan.dims}D"), ("planner", plan.planner),
         ("patch size", "x".join(map(str, plan.patch_size))),
         ("spacing", "x".join(f"{s:g}" for s in plan.spacing)),
         ("median shape", "x".join(map(str, plan.median_shape))),

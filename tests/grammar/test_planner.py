@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -16,11 +17,13 @@ from hnas.data.fingerprint import Fingerprint
 from hnas.errors import PlanError
 from hnas.grammar.plan import Plan
 from hnas.grammar.planner import (
+    PLANNERS,
     REFERENCE_FEATURE_MAPS,
     conv_feature_map_size,
     make_plan,
     plan_from_nnunet,
     pool_and_conv_props,
+    residual_encoder_feature_map_size,
     target_spacing,
 )
 
@@ -128,6 +131,8 @@ def test_real_hippocampus_headers_give_nnunet_topology():
     assert (plan.median_shape, plan.patch_size, plan.n_stages) == ((36, 50, 35), (40, 56, 40), 4)
     # the 5% dataset-coverage cap binds (memory alone would allow 58)
     assert plan.batch_size == round(36 * 50 * 35 * len(images) * 0.05 / (40 * 56 * 40))
+    resenc = make_plan(fp, planner="resenc_m")  # nnUNetResEncUNetMPlans: no 5% cap, its own memory reference
+    assert (len(images), resenc.patch_size, resenc.batch_size) == (208, (40, 56, 40), 58)
 
 
 # --------------------------------------------------------------------------- rules
@@ -377,7 +382,8 @@ def test_plan_from_nnunet_residual_encoder():
 
 
 @pytest.mark.parametrize("scheme, name", [("ZScoreNormalization", "zscore"), ("CTNormalization", "ct"),
-                                          ("RescaleTo01Normalization", "minmax")])
+                                          ("RescaleTo01Normalization", "minmax"), ("NoNormalization", "none"),
+                                          ("RGBTo01Normalization", "rgb_to_0_1")])
 def test_plan_from_nnunet_maps_normalisation_schemes(scheme, name):
     plans = nnunet_hippocampus_plans()
     plans["configurations"]["3d_fullres"]["normalization_schemes"] = [scheme]
@@ -386,8 +392,8 @@ def test_plan_from_nnunet_maps_normalisation_schemes(scheme, name):
 
 def test_plan_from_nnunet_names_an_unsupported_normalisation():
     plans = nnunet_hippocampus_plans()
-    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["NoNormalization"]
-    with pytest.raises(PlanError, match="'NoNormalization'.*RescaleTo01Normalization"):
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["HistogramNormalization"]
+    with pytest.raises(PlanError, match="'HistogramNormalization'.*RGBTo01Normalization"):
         plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON)
 
 
@@ -405,3 +411,132 @@ def test_plan_from_nnunet_names_missing_configuration_and_labels():
         plan_from_nnunet(nnunet_hippocampus_plans(), "2d", dataset_json=HIPPOCAMPUS_DATASET_JSON)
     with pytest.raises(PlanError, match="dataset_json"):
         plan_from_nnunet(nnunet_hippocampus_plans())
+
+
+# --------------------------------------------------------------------------- ResEnc M planner (nnUNetResEncUNetMPlans)
+# Expected values are what nnU-Net 2.8.1's own nnUNetPlannerResEncM.get_plans_for_configuration returns
+# for the same target spacing, median shape and dataset voxel count (run outside the test suite: its
+# planner module needs SimpleITK and scikit-image, which the venv lacks).
+
+
+@pytest.mark.parametrize("n_cases", [208, 260])  # the shared copy has 208 cases, MSD's task 260
+def test_resenc_m_hippocampus_matches_nnunet(n_cases):
+    fp = fingerprint("Dataset004_Hippocampus", [(1, 1, 1)] * n_cases, shapes_around((36, 50, 35), n_cases, 6))
+    plan = make_plan(fp, planner="resenc_m")
+    assert (plan.patch_size, plan.batch_size, plan.n_stages) == ((40, 56, 40), 58, 4)
+    assert plan.planner == "resenc_m"
+    assert plan.residual_blocks_per_stage == (1, 3, 4, 6) and plan.residual_decoder_blocks_per_stage == (1, 1, 1)
+    # memory binds, not coverage: ResEnc M lets a batch see the whole dataset (the default planner: 5%)
+    assert make_plan(fp).batch_size == {208: 7, 260: 9}[n_cases]
+    plan2d = make_plan(fp, dims=2, planner="resenc_m")
+    assert (plan2d.patch_size, plan2d.batch_size) == ((56, 40), 1618)
+
+
+def test_resenc_m_prostate_matches_nnunet(prostate):
+    plan = make_plan(prostate, planner="resenc_m")
+    assert (plan.patch_size, plan.batch_size) == ((20, 256, 256), 2)  # the default planner: 20x320x256
+    assert plan.strides == make_plan(prostate).strides
+    assert (make_plan(prostate, dims=2, planner="resenc_m").patch_size,
+            make_plan(prostate, dims=2, planner="resenc_m").batch_size) == ((320, 320), 32)
+
+
+def test_resenc_m_2d_shrinks_only_until_the_reference_batch_fits():
+    """ResEnc's loop compares the estimate itself with the reference (the default: estimate * 2/12)."""
+    fp = fingerprint("natural", [(999, 0.5, 0.5)] * 6, [(1, 1024, 1024)] * 6, channels=("R", "G", "B"))
+    resenc = make_plan(fp, dims=2, planner="resenc_m")
+    assert (resenc.patch_size, resenc.batch_size) == ((512, 512), 12)
+    estimate = residual_encoder_feature_map_size(resenc.patch_size, resenc.strides, resenc.features_per_stage,
+                                                 resenc.residual_blocks_per_stage,
+                                                 resenc.residual_decoder_blocks_per_stage, resenc.n_classes)
+    assert estimate <= PLANNERS["resenc_m"].reference_feature_maps[2]
+
+
+def test_resenc_m_anisotropic_and_large_match_nnunet(huge_isotropic):
+    aniso = fingerprint("aniso", [(5.0, 0.7, 0.7)] * 10, shapes_around((30, 400, 400), 10, 4))
+    assert make_plan(aniso, planner="resenc_m").patch_size == (24, 256, 256)
+    assert make_plan(aniso, dims=2, planner="resenc_m").batch_size == 16
+    huge = make_plan(huge_isotropic, planner="resenc_m")
+    assert (huge.patch_size, huge.batch_size, huge.n_stages) == ((128, 128, 128), 2, 6)
+
+
+@pytest.mark.parametrize("which", ["hippocampus", "prostate", "hippocampus2d"])
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_residual_estimate_equals_dna(which, deep_supervision, request):
+    torch = pytest.importorskip("torch")
+    unet = pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    fp = request.getfixturevalue(which.removesuffix("2d"))
+    plan = make_plan(fp, dims=2 if which.endswith("2d") else 3, planner="resenc_m")
+    conv_op = torch.nn.Conv3d if plan.dims == 3 else torch.nn.Conv2d
+    with torch.device("meta"):  # no weights needed to count feature maps
+        net = unet.ResidualEncoderUNet(plan.n_input_channels, plan.n_stages, plan.features_per_stage, conv_op,
+                                       plan.kernel_sizes, plan.strides, plan.residual_blocks_per_stage,
+                                       plan.n_classes, plan.residual_decoder_blocks_per_stage,
+                                       deep_supervision=deep_supervision)
+    expected = int(net.compute_conv_feature_map_size(plan.patch_size))
+    assert residual_encoder_feature_map_size(plan.patch_size, plan.strides, plan.features_per_stage,
+                                             plan.residual_blocks_per_stage,
+                                             plan.residual_decoder_blocks_per_stage, plan.n_classes,
+                                             deep_supervision) == expected
+
+
+def test_planner_is_recorded_and_default_plans_keep_their_json(hippocampus):
+    resenc = make_plan(hippocampus, planner="resenc-m")  # the CLI's spelling
+    assert resenc.planner == "resenc_m" and Plan.from_json(resenc.to_json()) == resenc
+    default = make_plan(hippocampus)
+    assert default.planner == "default" and "planner" not in default.to_dict()
+    assert Plan.from_json(default.to_json()) == default
+
+
+@pytest.mark.parametrize("bad", ["resenc_l", "", None])
+def test_unknown_planner_is_named(hippocampus, bad):
+    with pytest.raises(PlanError, match=f"planner {bad!r} is unknown; expected one of .*resenc_m"):
+        make_plan(hippocampus, planner=bad)
+
+
+def test_plan_from_nnunet_resenc_m_equals_make_plan(hippocampus):
+    plans = nnunet_hippocampus_plans(n_blocks_per_stage=[1, 3, 4, 6], n_conv_per_stage_decoder=[1, 1, 1])
+    del plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_conv_per_stage"]
+    plans["plans_name"] = "nnUNetResEncUNetMPlans"
+    plans["configurations"]["3d_fullres"]["batch_size"] = 58
+    assert plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON) == make_plan(hippocampus, planner="resenc_m")
+    plans["plans_name"] = "nnUNetResEncUNetLPlans"
+    assert plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON).planner == "nnUNetResEncUNetLPlans"
+
+
+CHANNEL_NAMES = ("noNorm", "NONORM", "rescale_to_0_1", "RGB_to_0_1", "CT", "zScore", "T2", "MRI")
+
+
+def test_channel_names_map_to_nnunets_schemes():
+    fp = fingerprint("channels", [(1, 1, 1)] * 4, [(64, 64, 64)] * 4, channels=CHANNEL_NAMES)
+    assert make_plan(fp).normalization == ("none", "none", "minmax", "rgb_to_0_1", "ct", "zscore", "zscore",
+                                           "zscore")
+
+
+def test_channel_names_agree_with_nnunet_and_its_plans():
+    mapping = pytest.importorskip("nnunetv2.preprocessing.normalization.map_channel_name_to_normalization")
+    fp = fingerprint("channels", [(1, 1, 1)] * 4, [(64, 64, 64)] * 4, channels=CHANNEL_NAMES)
+    plans = nnunet_hippocampus_plans()
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = [
+        mapping.get_normalization_scheme(name).__name__ for name in CHANNEL_NAMES]
+    assert plan_from_nnunet(plans, dataset_json=HIPPOCAMPUS_DATASET_JSON).normalization == make_plan(fp).normalization
+
+
+def test_cli_plans_a_dataset_with_the_resenc_m_planner(tmp_path, capsys):
+    from hnas.cli import main
+    from hnas.data import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "data", n_cases=4, shape=(24, 32, 28), seed=0)
+    assert main(["plan", str(root), "--planner", "resenc-m", "-o", str(tmp_path / "plan.json")]) == 0
+    out = capsys.readouterr().out
+    saved = Plan.load(tmp_path / "plan.json")
+    assert saved.planner == "resenc_m" and saved.residual_blocks_per_stage[:2] == (1, 3)
+    assert re.search(r"^planner\s+resenc_m$", out, re.M) and re.search(rf"^batch size\s+{saved.batch_size}$", out, re.M)
+
+
+def test_cli_refuses_another_planner_for_an_nnunet_plans_file(tmp_path, capsys):
+    from hnas.cli import main
+
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(nnunet_hippocampus_plans()))
+    (tmp_path / "dataset.json").write_text(json.dumps(HIPPOCAMPUS_DATASET_JSON))
+    assert main(["plan", str(tmp_path / "nnUNetPlans.json"), "--planner", "resenc-m"]) == 1
+    assert "holds plans of planner 'default'; give the dataset folder" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from hnas.errors import PlanError
 
 # ResEnc M encoder blocks per stage (nnU-Net ResEnc presets); stages beyond the list use 6.
 RESENC_M_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6)
+DEFAULT_PLANNER = "default"
 
 
 @dataclass(frozen=True)
@@ -36,15 +37,24 @@ class Plan:
     batch_size: int
     n_input_channels: int
     n_classes: int
-    normalization: tuple[str, ...]  # per channel: "zscore", "ct", "percentile_zscore" or "minmax"
+    # per channel, one of hnas.train.preprocessing.NORMALIZATION_SCHEMES ("zscore", "ct", "minmax", ...)
+    normalization: tuple[str, ...]
     base_features: int = 32
     max_features: int = 320
     # nnU-Net's transpose_forward: data axis order (z, y, x) -> plan axis order (largest spacing
     # first). A 2D plan slices along axis transpose_forward[0]. None means the data's own order.
     transpose_forward: tuple[int, ...] | None = None
+    # Whose rules sized patch and batch: "default" (nnUNetPlans, PlainConvUNet) or "resenc_m"
+    # (nnUNetResEncUNetMPlans); an imported nnU-Net plan of another planner keeps its plans name.
+    planner: str = DEFAULT_PLANNER
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data; a default-planner plan omits ``planner``, so its JSON is the same as before
+        the field existed (stored run plans and checkpoints compare plans by their JSON)."""
+        data = asdict(self)
+        if data["planner"] == DEFAULT_PLANNER:
+            del data["planner"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

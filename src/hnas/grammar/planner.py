@@ -1,9 +1,15 @@
-"""Fingerprint -> Plan, following nnU-Net v2's ExperimentPlanner (2.8.1) rules in numpy.
+"""Fingerprint -> Plan, following nnU-Net v2's (2.8.1) planners in numpy.
+
+Two planners (:data:`PLANNERS`): ``default`` is nnU-Net's ExperimentPlanner (``nnUNetPlans``,
+PlainConvUNet), ``resenc_m`` is nnUNetPlannerResEncM (``nnUNetResEncUNetMPlans``): the same
+spacing and topology rules, but the patch and batch are fitted to the ResidualEncoderUNet's
+memory estimate, its own reference values and no dataset-coverage cap.
 
 nnU-Net instantiates a PyTorch network to estimate memory; we compute the same
-feature-map count arithmetically (:func:`conv_feature_map_size`) so that planning stays
-torch-free and fast. Every rule here mirrors nnU-Net's so a default plan matches
-``nnUNetPlans.json`` (3d_fullres or 2d); ``max_stages`` is our only extension.
+feature-map count arithmetically (:func:`conv_feature_map_size`,
+:func:`residual_encoder_feature_map_size`) so that planning stays torch-free and fast. Every
+rule here mirrors nnU-Net's so a plan matches nnU-Net's plans file (3d_fullres or 2d);
+``max_stages`` is our only extension.
 
 All per-axis values are in nnU-Net's axis order: the fingerprint's (z, y, x) order,
 permuted by ``transpose_forward`` so that the axis with the largest spacing comes first.
@@ -37,6 +43,29 @@ MAX_DATASET_COVERED = 0.05
 CONV_BLOCKS = 2
 CONV_DECODER_BLOCKS = 2
 RESIDUAL_DECODER_BLOCKS = 1
+
+
+@dataclass(frozen=True)
+class PlannerRules:
+    """What tells nnU-Net's planners apart: the network whose memory is estimated and its budget."""
+
+    name: str
+    reference_feature_maps: dict[int, int]  # per dims, for REFERENCE_BATCH_SIZE at REFERENCE_GB
+    max_dataset_covered: float  # a batch sees at most this fraction of the dataset's voxels
+    residual: bool  # estimate a ResidualEncoderUNet (ResEnc M blocks) instead of a PlainConvUNet
+    # The default planner shrinks the patch until MIN_BATCH_SIZE fits (estimate / ref batch * 2);
+    # ResEnc shrinks until the reference batch fits (estimate alone): the same in 3D (ref batch 2),
+    # a 6x larger 2D patch budget.
+    shrink_for_min_batch: bool
+
+
+#: nnU-Net's ExperimentPlanner and nnUNetPlannerResEncM (its constants, 2.8.1).
+PLANNERS = {
+    "default": PlannerRules("default", REFERENCE_FEATURE_MAPS, MAX_DATASET_COVERED, residual=False,
+                            shrink_for_min_batch=True),
+    "resenc_m": PlannerRules("resenc_m", {3: 680_000_000, 2: 135_000_000}, 1.0, residual=True,
+                             shrink_for_min_batch=False),
+}
 
 
 @dataclass(frozen=True)
@@ -184,24 +213,69 @@ def conv_feature_map_size(
     stage's (floor-divided) size; per decoder stage its convs, the transposed conv and, with
     deep supervision (or at the top), the segmentation head at the skip's size.
     """
+    stage_voxels = _stage_voxels(patch_size, strides)
+    total = sum(n * f * v for n, f, v in zip(conv_per_stage, features_per_stage, stage_voxels))
+    return int(total + _decoder_feature_map_size(stage_voxels, features_per_stage, conv_per_stage_decoder,
+                                                 n_classes, deep_supervision))
+
+
+def residual_encoder_feature_map_size(
+    patch_size: Sequence[int],
+    strides: Sequence[Sequence[int]],
+    features_per_stage: Sequence[int],
+    blocks_per_stage: Sequence[int],
+    conv_per_stage_decoder: Sequence[int],
+    n_classes: int,
+    deep_supervision: bool = False,
+) -> int:
+    """DNA's ``ResidualEncoderUNet.compute_conv_feature_map_size`` (BasicBlockD, default stem).
+
+    The stem is one conv at full size; each BasicBlockD has two convs and, in a stage's first
+    block when it strides or changes the width, a projection on the skip path. The decoder is
+    the same plain-conv decoder as PlainConvUNet's.
+    """
+    stage_voxels = _stage_voxels(patch_size, strides)
+    in_size = [int(s) for s in patch_size]
+    in_features = features_per_stage[0]  # the stem's width
+    total = in_features * int(np.prod(in_size, dtype=np.int64))
+    for stride, features, blocks, voxels in zip(strides, features_per_stage, blocks_per_stage, stage_voxels):
+        size = [s // st for s, st in zip(in_size, stride)]
+        projection = features != in_features or size != in_size
+        total += 2 * blocks * features * voxels + (features * voxels if projection else 0)
+        in_features, in_size = features, size
+    return int(total + _decoder_feature_map_size(stage_voxels, features_per_stage, conv_per_stage_decoder,
+                                                 n_classes, deep_supervision))
+
+
+def _stage_voxels(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[int]:
+    """Voxels per stage after its stride (floor division, as DNA counts them)."""
     size = [int(s) for s in patch_size]
-    stage_voxels = []
+    voxels = []
     for stride in strides:
         size = [s // st for s, st in zip(size, stride)]
-        stage_voxels.append(int(np.prod(size, dtype=np.int64)))
-    total = sum(n * f * v for n, f, v in zip(conv_per_stage, features_per_stage, stage_voxels))
-    n_decoder = len(strides) - 1
+        voxels.append(int(np.prod(size, dtype=np.int64)))
+    return voxels
+
+
+def _decoder_feature_map_size(stage_voxels, features_per_stage, conv_per_stage_decoder, n_classes,
+                              deep_supervision) -> int:
+    total = 0
+    n_decoder = len(stage_voxels) - 1
     for s in range(n_decoder):
         skip = n_decoder - 1 - s  # decoder runs from the bottleneck up
         voxels, features = stage_voxels[skip], features_per_stage[skip]
         total += conv_per_stage_decoder[s] * features * voxels + features * voxels
         if deep_supervision or s == n_decoder - 1:
             total += n_classes * voxels
-    return int(total)
+    return total
 
 
-def _topology_estimate(topology: Topology, features: tuple[int, ...], n_classes: int) -> int:
+def _topology_estimate(topology: Topology, features: tuple[int, ...], n_classes: int, rules: PlannerRules) -> int:
+    """Memory proxy of the planner's network (nnU-Net's ``static_estimate_VRAM_usage``)."""
     n = topology.n_stages
+    if rules.residual:
+        return residual_encoder_feature_map_size(topology.patch_size, topology.strides, features,
+                                                 resenc_m_blocks(n), (RESIDUAL_DECODER_BLOCKS,) * (n - 1), n_classes)
     return conv_feature_map_size(topology.patch_size, topology.strides, features,
                                  (CONV_BLOCKS,) * n, (CONV_DECODER_BLOCKS,) * (n - 1), n_classes)
 
@@ -218,16 +292,19 @@ def make_plan(
     max_features: int | None = None,
     min_feature_map_size: int = 4,
     vram_target_gb: float = 8.0,
+    planner: str = "default",
 ) -> Plan:
     """nnU-Net's 3d_fullres (``dims=3``) or 2d plan for a dataset fingerprint.
 
-    ``max_stages`` caps the stage count below nnU-Net's natural one, or lets the topology
-    grow up to it where the largest admissible patch (the initial patch clipped to the
-    median shape) supports that many stages; otherwise :class:`PlanError` says how many
-    stages the data supports and why.
+    ``planner`` is ``"default"`` (nnUNetPlans) or ``"resenc_m"`` (nnUNetResEncUNetMPlans: patch
+    and batch sized for a residual encoder). ``max_stages`` caps the stage count below
+    nnU-Net's natural one, or lets the topology grow up to it where the largest admissible
+    patch (the initial patch clipped to the median shape) supports that many stages; otherwise
+    :class:`PlanError` says how many stages the data supports and why.
     """
     _validate_fingerprint(fingerprint)
     _validate_options(fingerprint, max_stages, dims, min_feature_map_size, vram_target_gb)
+    rules = planner_rules(planner)
     base = DEFAULT_BASE_FEATURES if base_features is None else base_features
     cap = DEFAULT_MAX_FEATURES[dims] if max_features is None else max_features
     _validate_features(base, cap)
@@ -244,9 +321,9 @@ def make_plan(
     initial = _initial_patch(spacing, median)
     _check_stage_request(initial, spacing, median, min_feature_map_size, max_stages)
     topology = _fit_memory(spacing, median, initial, min_feature_map_size, max_stages,
-                           base, cap, fingerprint.n_classes, vram_target_gb)
+                           base, cap, fingerprint.n_classes, vram_target_gb, rules)
     features = _features_per_stage(topology.n_stages, base, cap)
-    batch = _batch_size(topology, features, fingerprint.n_classes, vram_target_gb, n_voxels_dataset)
+    batch = _batch_size(topology, features, fingerprint.n_classes, vram_target_gb, n_voxels_dataset, rules)
     n = topology.n_stages
     return Plan(
         dataset_name=fingerprint.name,
@@ -269,7 +346,16 @@ def make_plan(
         base_features=base,
         max_features=cap,
         transpose_forward=tuple(int(t) for t in transpose),
+        planner=rules.name,
     )
+
+
+def planner_rules(planner: str) -> PlannerRules:
+    """The rules of a planner name (``"resenc-m"`` is accepted for ``"resenc_m"``, as on the CLI)."""
+    key = planner.replace("-", "_") if isinstance(planner, str) else None
+    if key not in PLANNERS:
+        raise PlanError(f"planner {planner!r} is unknown; expected one of {sorted(PLANNERS)}")
+    return PLANNERS[key]
 
 
 def resenc_m_blocks(n_stages: int) -> tuple[int, ...]:
@@ -277,9 +363,14 @@ def resenc_m_blocks(n_stages: int) -> tuple[int, ...]:
     return tuple(RESENC_M_BLOCKS[i] if i < len(RESENC_M_BLOCKS) else RESENC_M_BLOCKS[-1] for i in range(n_stages))
 
 
+# nnU-Net's channel_name_to_normalization_mapping (names compared case-folded) -> our schemes.
+CHANNEL_NORMALIZATION = {"ct": "ct", "nonorm": "none", "zscore": "zscore", "rescale_to_0_1": "minmax",
+                         "rgb_to_0_1": "rgb_to_0_1"}
+
+
 def normalization_for_channel(channel_name: str) -> str:
-    """nnU-Net maps a channel named CT (any case) to CT normalization, everything else to z-score."""
-    return "ct" if channel_name.casefold() == "ct" else "zscore"
+    """nnU-Net's scheme for a dataset.json channel name (any case); other names get z-score."""
+    return CHANNEL_NORMALIZATION.get(channel_name.casefold(), "zscore")
 
 
 def _features_per_stage(n_stages: int, base: int, cap: int) -> tuple[int, ...]:
@@ -309,7 +400,8 @@ def _check_stage_request(initial, spacing, median, min_fm: int, max_stages: int 
             f"--max-stages {max_stages} asked for")
 
 
-def _fit_memory(spacing, median, initial, min_fm, max_stages, base, cap, n_classes, vram_gb) -> Topology:
+def _fit_memory(spacing, median, initial, min_fm, max_stages, base, cap, n_classes, vram_gb,
+                rules: PlannerRules) -> Topology:
     """Shrink the patch until the feature-map estimate fits the memory reference (nnU-Net's loop).
 
     The axis largest relative to the median shape shrinks first, by its current divisor
@@ -320,11 +412,11 @@ def _fit_memory(spacing, median, initial, min_fm, max_stages, base, cap, n_class
     """
     dims = len(spacing)
     min_stages = 2 if max_stages is None else max_stages
-    reference = REFERENCE_FEATURE_MAPS[dims] * vram_gb / REFERENCE_GB
-    ref_batch = REFERENCE_BATCH_SIZE[dims]
+    reference = rules.reference_feature_maps[dims] * vram_gb / REFERENCE_GB
+    scale = MIN_BATCH_SIZE / REFERENCE_BATCH_SIZE[dims] if rules.shrink_for_min_batch else 1
     topology = pool_and_conv_props(spacing, initial, min_fm, max_stages)
-    estimate = _topology_estimate(topology, _features_per_stage(topology.n_stages, base, cap), n_classes)
-    while estimate / ref_batch * MIN_BATCH_SIZE > reference:
+    estimate = _topology_estimate(topology, _features_per_stage(topology.n_stages, base, cap), n_classes, rules)
+    while estimate * scale > reference:
         smaller = _shrink_once(topology, spacing, median, min_fm, max_stages, min_stages)
         if smaller is None:
             warnings.warn(f"patch {_fmt(topology.patch_size)} with {topology.n_stages} stages needs "
@@ -333,7 +425,7 @@ def _fit_memory(spacing, median, initial, min_fm, max_stages, base, cap, n_class
                           f"thinning an axis below {2 * min_fm} voxels", stacklevel=3)
             break
         topology = smaller
-        estimate = _topology_estimate(topology, _features_per_stage(topology.n_stages, base, cap), n_classes)
+        estimate = _topology_estimate(topology, _features_per_stage(topology.n_stages, base, cap), n_classes, rules)
     return topology
 
 
@@ -356,13 +448,15 @@ def _shrink_once(topology, spacing, median, min_fm, max_stages, min_stages) -> T
     return None
 
 
-def _batch_size(topology, features, n_classes, vram_gb, n_voxels_dataset) -> int:
-    """Fill the memory target, but see at most 5% of the dataset's voxels per step, and at least 2."""
+def _batch_size(topology, features, n_classes, vram_gb, n_voxels_dataset, rules: PlannerRules) -> int:
+    """Fill the memory target, but see at most the planner's share of the dataset's voxels per
+    step (default: 5%; ResEnc: all of it), and at least 2."""
     dims = len(topology.patch_size)
-    reference = REFERENCE_FEATURE_MAPS[dims] * vram_gb / REFERENCE_GB
-    estimate = _topology_estimate(topology, features, n_classes)
+    reference = rules.reference_feature_maps[dims] * vram_gb / REFERENCE_GB
+    estimate = _topology_estimate(topology, features, n_classes, rules)
     by_memory = round(reference / estimate * REFERENCE_BATCH_SIZE[dims])
-    by_coverage = round(n_voxels_dataset * MAX_DATASET_COVERED / float(np.prod(topology.patch_size, dtype=np.float64)))
+    by_coverage = round(n_voxels_dataset * rules.max_dataset_covered
+                        / float(np.prod(topology.patch_size, dtype=np.float64)))
     return int(max(min(by_memory, by_coverage), MIN_BATCH_SIZE))
 
 
@@ -426,7 +520,10 @@ def _fmt(values) -> str:
 # --------------------------------------------------------------------------- nnU-Net plans files
 
 # nnU-Net's scheme classes -> Plan.normalization names (RescaleTo01 is (x - min) / (max - min) per image).
-_NORMALIZATION_NAMES = {"ZScoreNormalization": "zscore", "CTNormalization": "ct", "RescaleTo01Normalization": "minmax"}
+_NORMALIZATION_NAMES = {"ZScoreNormalization": "zscore", "CTNormalization": "ct", "RescaleTo01Normalization": "minmax",
+                        "NoNormalization": "none", "RGBTo01Normalization": "rgb_to_0_1"}
+# nnU-Net's plans names -> our planner names; other planners' plans keep their plans name.
+_PLANNER_OF_PLANS = {"nnUNetPlans": "default", "nnUNetResEncUNetMPlans": "resenc_m"}
 
 
 def plan_from_nnunet(plans, configuration: str = "3d_fullres", dataset_json=None) -> Plan:
@@ -477,7 +574,13 @@ def plan_from_nnunet(plans, configuration: str = "3d_fullres", dataset_json=None
         base_features=features[0],
         max_features=_max_features(features, dims),
         transpose_forward=tuple(int(t) for t in transpose) if transpose is not None else None,
+        planner=_planner_of_plans(plans),
     )
+
+
+def _planner_of_plans(plans: dict) -> str:
+    name = str(plans.get("plans_name", "nnUNetPlans"))
+    return _PLANNER_OF_PLANS.get(name, name)
 
 
 def _load_json(path: Path, what: str) -> dict:
