@@ -214,7 +214,7 @@ def test_2d_and_3d_plans_get_their_own_cache(tiny_dataset, tmp_path):
 
 
 def test_normalisation_schemes_are_listed():
-    assert NORMALIZATION_SCHEMES == ("zscore", "ct", "percentile_zscore", "minmax")
+    assert NORMALIZATION_SCHEMES == ("zscore", "ct", "percentile_zscore", "minmax", "none", "rgb_to_0_1")
 
 
 def test_zscore_uses_the_image_mean_and_std():

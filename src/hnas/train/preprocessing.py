@@ -46,8 +46,10 @@ SPLIT_SEED = 12345  # nnU-Net's KFold seed: same cases per fold as nnU-Net's spl
 ANISOTROPY_THRESHOLD = 3.0  # nnU-Net resamples the out-of-plane axis separately above this ratio
 FOREGROUND_SAMPLES = 10_000  # foreground positions kept per label (nnU-Net's class_locations)
 FOREGROUND_SEED = 1234
-#: Per-channel intensity normalisations a plan may name (AutoMONAI's choices plus nnU-Net's two).
-NORMALIZATION_SCHEMES = ("zscore", "ct", "percentile_zscore", "minmax")
+#: Per-channel intensity normalisations a plan may name (AutoMONAI's choices plus nnU-Net's own:
+#: ct, none = NoNormalization, rgb_to_0_1 = RGBTo01Normalization).
+NORMALIZATION_SCHEMES = ("zscore", "ct", "percentile_zscore", "minmax", "none", "rgb_to_0_1")
+RGB_RANGE = (0.0, 255.0)
 PERCENTILES = (0.5, 99.5)  # percentile_zscore clips each image where "ct" clips the dataset's foreground
 SUPPORTED_DIMS = (2, 3)
 
@@ -71,7 +73,23 @@ def _minmax(channel: np.ndarray) -> np.ndarray:
     return (channel - lower) / (upper - lower)
 
 
-_PER_IMAGE = {"zscore": _zscore, "percentile_zscore": _percentile_zscore, "minmax": _minmax}
+def _unchanged(channel: np.ndarray) -> np.ndarray:
+    """nnU-Net's NoNormalization: the intensities as they are (as float32)."""
+    return channel
+
+
+def _rgb_to_0_1(channel: np.ndarray) -> np.ndarray:
+    """8-bit colour to [0, 1] by /255; like nnU-Net, values outside 0..255 are refused, not clipped,
+    because they mean the channel is not 8-bit RGB and /255 would not map it to [0, 1]."""
+    lower, upper = float(channel.min()), float(channel.max())
+    if lower < RGB_RANGE[0] or upper > RGB_RANGE[1]:
+        raise DatasetError(f"a channel normalised with rgb_to_0_1 has values in [{lower:g}, {upper:g}]; expected "
+                           f"8-bit RGB values in [0, 255] (rename the channel in dataset.json for another scheme)")
+    return channel / np.float32(RGB_RANGE[1])
+
+
+_PER_IMAGE = {"zscore": _zscore, "percentile_zscore": _percentile_zscore, "minmax": _minmax, "none": _unchanged,
+              "rgb_to_0_1": _rgb_to_0_1}
 
 
 @dataclass(frozen=True)
