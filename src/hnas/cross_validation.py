@@ -21,6 +21,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,25 @@ class ModelChoice:
 # ---------------------------------------------------------------- choosing configurations
 
 
+def _resolved(settings):
+    """The run's setup, planned once per command (planning fingerprints the whole dataset)."""
+    from hnas.workflow import cache_dir
+
+    return _resolved_in(settings, str(cache_dir()))
+
+
+@lru_cache(maxsize=4)
+def _resolved_in(settings, cache: str):
+    from hnas import runs
+
+    return runs.resolve(settings)
+
+
 def default_choice(run_dir: Path) -> ModelChoice:
     """The run's search space at its default: nnU-Net's hyperparameters and network."""
     from hnas import runs
 
-    setup = runs.resolve(runs.SearchSettings.load(run_dir))
+    setup = _resolved(runs.SearchSettings.load(run_dir))
     return ModelChoice(None, dict(setup.space().default_config()))
 
 
@@ -107,7 +122,7 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
 
     run_dir = Path(run_dir)
     folds = check_folds(list(folds))
-    setup = runs.resolve(runs.SearchSettings.load(run_dir))
+    setup = _resolved(runs.SearchSettings.load(run_dir))
     _check_grammar(run_dir, setup.grammar)
     base = setup.train_setup(run_dir)
     if iterations_per_epoch is not None:
