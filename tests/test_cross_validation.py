@@ -158,6 +158,7 @@ def test_a_model_folder_keeps_its_training_settings(tmp_path):
         cv._model_record(model_dir, choice, 4, 20)  # other iterations per epoch would mix two trainings
 
 
+@pytest.mark.slow  # 15 s alone on the loaded 2-core machine (most of it torch's first optimizer and planning)
 def test_default_on_one_fold_follows_the_contract_and_resumes(capsys, tmp_path, small_dataset, monkeypatch):
     from hnas import runs
 
