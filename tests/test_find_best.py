@@ -3,6 +3,7 @@ the best one picked and its post-processing decided (nnU-Net's find_best_configu
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -23,3 +24,161 @@ def test_case_metrics_can_skip_hd95_and_keep_dice():
     assert fast["anterior"]["dice"] == full["anterior"]["dice"] == pytest.approx(2 * 48 / (48 + 64))
     assert math.isnan(fast["anterior"]["hd95"]) and not math.isnan(full["anterior"]["hd95"])
     assert math.isnan(fast["posterior"]["dice"])  # absent from both: nnU-Net's nan
+
+
+# ---------------------------------------------------------------- constructed cross-validation folders
+
+SHAPE = (10, 10, 12)
+
+
+def truth_of(index: int) -> np.ndarray:
+    """Anterior and posterior blocks touching, shifted a little per case."""
+    label = np.zeros(SHAPE, dtype=np.int16)
+    label[2:6, 2 + index % 2:6, 2:6] = 1
+    label[6:8, 2:6, 2:6] = 2
+    return label
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Five labelled 10x10x12 cases in nnU-Net raw format: one validation case per fold."""
+    from hnas.data.io import write_volume
+
+    root = tmp_path_factory.mktemp("data") / "Dataset990_Blocks"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(5):
+        label = truth_of(index)
+        write_volume(rng.normal(size=SHAPE).astype(np.float32) + label, (1.0, 1.0, 1.0),
+                     root / "imagesTr" / f"case_{index:03d}_0000.nii.gz")
+        write_volume(label, (1.0, 1.0, 1.0), root / "labelsTr" / f"case_{index:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "labels": dict(LABELS), "numTraining": 5, "file_ending": ".nii.gz"}))
+    return root
+
+
+def one_hot(label: np.ndarray, confidence: float) -> np.ndarray:
+    probabilities = np.full((3,) + label.shape, (1 - confidence) / 2, dtype=np.float32)
+    for value in range(3):
+        probabilities[value][label == value] = confidence
+    return probabilities
+
+
+def write_model(cv_dir, name, dataset_dir, folds, make_probabilities, complete=True):
+    """RUN/cv/<name> as `hnas train --folds` leaves it, without checkpoints: label maps + float16 softmax."""
+    from hnas.data import load_dataset, write_label_map
+    from hnas.train import fold_split
+
+    data = load_dataset(dataset_dir)
+    folder = cv_dir / name
+    for fold in folds:
+        validation = folder / f"fold_{fold}" / "validation"
+        validation.mkdir(parents=True)
+        for case_id in fold_split(data.case_ids, fold)[1]:
+            index = int(case_id.split("_")[1])
+            probabilities = make_probabilities(truth_of(index)).astype(np.float16)
+            np.savez_compressed(validation / f"{case_id}.npz", probabilities=probabilities)
+            if complete or fold != folds[-1]:
+                write_label_map(np.argmax(probabilities, axis=0).astype(np.int16),
+                                data.case(case_id).image_files[0], validation / f"{case_id}.nii.gz")
+    (folder / "model.json").write_text(json.dumps({
+        "name": name, "trial_id": None if name.startswith("default") else int(name.split("_")[1]), "config": {},
+        "epochs": 2, "iterations_per_epoch": 1, "folds": list(folds)}))
+    return folder
+
+
+def misses_anterior_front(truth):
+    """Unsure there: the front slice of the anterior is called background (0.55 vs 0.45)."""
+    probabilities = one_hot(truth, 0.9)
+    front = np.zeros_like(truth, dtype=bool)
+    front[2] = truth[2] == 1
+    probabilities[:, front] = np.array([0.55, 0.45, 0.0])[:, None]
+    return with_island(probabilities)
+
+
+def misses_posterior_back(truth):
+    probabilities = one_hot(truth, 0.9)
+    back = np.zeros_like(truth, dtype=bool)
+    back[7] = truth[7] == 2
+    probabilities[:, back] = np.array([0.55, 0.0, 0.45])[:, None]
+    return with_island(probabilities)
+
+
+def with_island(probabilities):
+    """Both models see a confident false posterior island in a far corner."""
+    probabilities[:, 0, 9, 10:] = np.array([0.0, 0.0, 1.0])[:, None]
+    return probabilities
+
+
+def poor(truth):
+    return one_hot(np.zeros_like(truth), 0.9)  # background everywhere
+
+
+@pytest.fixture
+def run_dir(tmp_path, dataset):
+    from hnas.runs import SearchSettings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    SearchSettings(dataset=str(dataset)).save(run)
+    cv = run / "cv"
+    write_model(cv, "default_2ep", dataset, [0, 1, 2], misses_anterior_front)
+    write_model(cv, "trial_00004_2ep", dataset, [0, 1, 2], misses_posterior_back)
+    write_model(cv, "trial_00007_2ep", dataset, [0, 1, 2], poor)
+    write_model(cv, "trial_00009_2ep", dataset, [0, 1, 2], lambda t: one_hot(t, 1.0), complete=False)
+    return run
+
+
+def test_the_pair_that_corrects_each_other_wins_and_its_islands_are_removed(run_dir):
+    from hnas.find_best import find_best
+
+    result = find_best(run_dir, log=lambda _: None)
+    names = [c["name"] for c in result["candidates"]]
+    assert result["folds"] == [0, 1, 2] and result["cases"] == 3
+    # three usable models, three pairs; the perfect model's fold 2 lacks label maps: skipped, not scored
+    assert len(names) == 6 and "trial_00009_2ep" not in " ".join(names)
+    assert [s["name"] for s in result["skipped"]] == ["trial_00009_2ep"]
+    best = result["best"]
+    assert best["members"] == ["default_2ep", "trial_00004_2ep"]
+    singles = {c["name"]: c["dice"] for c in result["candidates"] if len(c["members"]) == 1}
+    assert best["dice"] > max(singles.values())
+    assert singles["trial_00007_2ep"] == 0.0 and names.index("trial_00007_2ep") > names.index("default_2ep")
+    # the shared false island: removing it as one foreground region restores the truth exactly
+    assert result["postprocessing"]["regions"] == [[1, 2]]
+    assert best["dice_postprocessed"] == pytest.approx(1.0) and best["dice"] < 1.0
+    stored = json.loads((run_dir / "cv" / "best_configuration.json").read_text())
+    assert stored == result
+    assert not (run_dir / "cv" / "default_2ep" / "postprocessing.json").exists()  # the best is an ensemble
+
+
+def test_the_stored_best_configuration_is_what_predict_loads(run_dir):
+    from hnas.find_best import find_best
+    from hnas.train.ensemble import model_source
+
+    find_best(run_dir, log=lambda _: None)
+    for name in ("default_2ep", "trial_00004_2ep"):  # the constructed folders have no checkpoints
+        (run_dir / "cv" / name / "fold_0" / "checkpoint.pt").write_bytes(b"")
+    source = model_source(run_dir / "cv" / "best_configuration.json")
+    assert [p.parent.parent.name for p in source.checkpoints] == ["default_2ep", "trial_00004_2ep"]
+    assert source.weights == (0.5, 0.5) and source.postprocessing.regions == ((1, 2),)
+
+
+def test_top_one_picks_a_single_model_and_stores_its_decision_beside_it(run_dir, capsys):
+    from hnas.cli import main
+
+    assert main(["find-best", "--run", str(run_dir), "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| * | default_2ep |" in out and "best: default_2ep" in out
+    assert "keep the largest connected component of labels 1+2" in out
+    decision = json.loads((run_dir / "cv" / "default_2ep" / "postprocessing.json").read_text())
+    assert decision["regions"] == [[1, 2]]
+
+
+def test_a_run_without_cross_validated_models_is_refused(tmp_path, dataset, capsys):
+    from hnas.cli import main
+    from hnas.runs import SearchSettings
+
+    SearchSettings(dataset=str(dataset)).save(tmp_path)
+    assert main(["find-best", "--run", str(tmp_path)]) == 1
+    assert "no cross-validated models" in capsys.readouterr().err

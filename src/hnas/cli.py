@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _status_command(commands)
     _train_command(commands)
     _evaluate_command(commands)
+    _find_best_command(commands)
     _predict_command(commands)
     _report_command(commands)
     _export_command(commands)
@@ -196,6 +197,19 @@ def _evaluate_command(commands) -> None:
     parser.add_argument("-o", "--output", type=Path, metavar="DIR",
                         help="where metrics.csv and summary.json go (default: RUN/evaluation/...)")
     parser.set_defaults(handler=_run_evaluate)
+
+
+def _find_best_command(commands) -> None:
+    parser = commands.add_parser(
+        "find-best", help="pick the best cross-validated model or pairwise ensemble and its post-processing",
+        description="Like nnU-Net's find_best_configuration: scores every model in RUN/cv/ (from hnas train "
+                    "--folds) and every pair's ensemble on their saved validation predictions, decides "
+                    "largest-component post-processing for the best, writes RUN/cv/best_configuration.json "
+                    "(usable as hnas predict --model) and prints the table.")
+    parser.add_argument("--run", type=Path, required=True, metavar="RUN", help="a run folder with RUN/cv/ models")
+    parser.add_argument("--top", type=_positive_int, metavar="K",
+                        help="form ensembles only from the K best single models (default: all)")
+    parser.set_defaults(handler=_run_find_best)
 
 
 def _predict_command(commands) -> None:
@@ -368,6 +382,15 @@ def _run_predict(args) -> int:
         print(f"post-processing: {ensemble.postprocessing.describe()}")
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _run_find_best(args) -> int:
+    from hnas.find_best import BEST_FILE, best_table, find_best
+
+    result = find_best(args.run, top=args.top)
+    print(best_table(result))
+    print(f"wrote {args.run / 'cv' / BEST_FILE} (hnas predict --model {args.run / 'cv' / BEST_FILE} IMAGES -o DIR)")
     return 0
 
 

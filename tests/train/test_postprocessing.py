@@ -81,7 +81,7 @@ def test_nothing_is_kept_when_the_truth_has_two_parts():
 def test_class_dice_leaves_absent_classes_out():
     prediction, truth = islands_case()
     empty = volume()
-    dice = class_dice([prediction, empty], [truth, empty], LABELS)
+    dice = class_dice(iter([(prediction, truth), (empty, empty)]), LABELS)
     assert dice["anterior"] == pytest.approx(1.0)  # the empty case (nan) does not count as 0 or 1
     assert dice["posterior"] == pytest.approx(2 * 32 / (32 + 40))
 

@@ -18,7 +18,7 @@ are and is already used by the preprocessing.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,13 +89,11 @@ class Postprocessing:
         return cls(tuple(tuple(r) for r in regions), tuple(data.get("evidence", ())))
 
 
-def class_dice(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], labels: Labels) -> dict[str, float]:
-    """Mean Dice per foreground class over cases (nnU-Net: a class absent from both is nan, left out)."""
-    if len(predictions) != len(truths):
-        raise TrainingError(f"{len(predictions)} predictions for {len(truths)} reference label maps; expected "
-                            "one per case")
+def class_dice(pairs: Iterable[tuple[np.ndarray, np.ndarray]], labels: Labels) -> dict[str, float]:
+    """Mean Dice per foreground class over ``(prediction, truth)`` pairs, one per case (an iterator is fine:
+    cases are scored one at a time). nnU-Net's convention: a class absent from both is nan, left out."""
     scores: dict[str, list[float]] = {name: [] for name, _ in foreground_classes(labels)}
-    for prediction, truth in zip(predictions, truths):
+    for prediction, truth in pairs:
         metrics = case_metrics(prediction, truth, labels, (1.0,) * truth.ndim, hd95=False)
         for name, values in metrics.items():
             if not math.isnan(values["dice"]):
@@ -116,14 +114,17 @@ def decide_postprocessing(predictions: Sequence[np.ndarray], truths: Sequence[np
     A step must strictly improve (equal Dice keeps the simpler model). The per-class steps are
     tried on the result of the accepted foreground step, as nnU-Net does.
     """
+    if len(predictions) != len(truths):
+        raise TrainingError(f"{len(predictions)} predictions for {len(truths)} reference label maps; expected "
+                            "one per case")
     classes = foreground_classes(labels)
     current = list(predictions)
-    baseline = class_dice(current, truths, labels)
+    baseline = class_dice(zip(current, truths), labels)
     regions, evidence = [], []
     if len(classes) > 1:  # with one class the per-class step below is the same test
         region = tuple(value for _, value in classes)
         candidate = [keep_largest_region(p, region) for p in current]
-        scores = class_dice(candidate, truths, labels)
+        scores = class_dice(zip(candidate, truths), labels)
         before, after = mean_over_classes(baseline), mean_over_classes(scores)
         kept = after > before
         evidence.append({"region": list(region), "compared": "mean foreground Dice", "before": before,
@@ -133,7 +134,7 @@ def decide_postprocessing(predictions: Sequence[np.ndarray], truths: Sequence[np
             current, baseline = candidate, scores
     for name, value in classes:
         candidate = [keep_largest_region(p, (value,)) for p in current]
-        scores = class_dice(candidate, truths, labels)
+        scores = class_dice(zip(candidate, truths), labels)
         kept = scores[name] > baseline[name]
         evidence.append({"region": [value], "compared": f"Dice of {name}", "before": baseline[name],
                          "after": scores[name], "kept": kept})

@@ -1,0 +1,206 @@
+"""`hnas find-best`: pick the best cross-validated model or pairwise ensemble, as nnU-Net's find_best_configuration.
+
+Candidates are the run's cross-validated models (``RUN/cv/<name>``, see :mod:`hnas.cross_validation`)
+and every pair of them. A model is scored on its saved validation label maps, a pair on the
+argmax of the mean of its two members' saved softmax (``<case>.npz``), all against the dataset's
+labels, on the same folds: those that the most models have complete (every validation case of
+the fold predicted). The score is nnU-Net's: per foreground class the mean Dice over the cases
+(a class absent from prediction and truth left out), then the mean over the classes.
+
+The best candidate's post-processing is decided on its cross-validation predictions
+(:func:`hnas.train.postprocessing.decide_postprocessing`). Everything goes to
+``RUN/cv/best_configuration.json``, which `hnas predict --model` accepts; a single best model
+also gets the decision as ``RUN/cv/<name>/postprocessing.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hnas.cross_validation import CV_DIR, load_model_record, model_dirs
+from hnas.data import Dataset, load_dataset, read_label_map
+from hnas.errors import SearchError, TrainingError
+from hnas.train.ensemble import POSTPROCESSING_FILE
+from hnas.train.postprocessing import class_dice, decide_postprocessing, mean_over_classes
+from hnas.train.preprocessing import fold_split
+
+BEST_FILE = "best_configuration.json"
+CRITERION = ("mean foreground Dice: per class the mean over the cross-validation cases (a class absent from "
+             "prediction and truth left out, nnU-Net's convention), then the mean over classes")
+
+
+@dataclass(frozen=True)
+class Score:
+    """A candidate (one model or an ensemble of several) and its cross-validation Dice."""
+
+    members: tuple[str, ...]
+    dice_per_class: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.members)
+
+    @property
+    def dice(self) -> float:
+        return mean_over_classes(self.dice_per_class)
+
+    def sort_key(self):
+        """Best first; on a tie the smaller ensemble, then the name (deterministic)."""
+        return (-self.dice if not math.isnan(self.dice) else math.inf, len(self.members), self.name)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "members": list(self.members), "dice": _plain(self.dice),
+                "dice_per_class": {k: _plain(v) for k, v in self.dice_per_class.items()}}
+
+
+class CrossValidation:
+    """The validation cases of the chosen folds and their reference label maps (read once)."""
+
+    def __init__(self, dataset: Dataset, folds: Sequence[int], cv_dir: Path):
+        self.dataset, self.folds, self.cv_dir = dataset, tuple(folds), cv_dir
+        self.cases = [(fold, case) for fold in self.folds for case in fold_split(dataset.case_ids, fold)[1]]
+        self.truths = {case: read_label_map(dataset.case(case).label_file)[0] for _, case in self.cases}
+        self.values = np.array([value for _, value in dataset.labels], dtype=np.int16)
+
+    def prediction(self, members: Sequence[str], fold: int, case: str) -> np.ndarray:
+        """A model's saved label map, or an ensemble's argmax of its members' mean saved softmax."""
+        if len(members) == 1:
+            path = self._file(members[0], fold, case, ".nii.gz")
+            label = read_label_map(path)[0]
+        else:
+            total = sum(self._probabilities(m, fold, case) for m in members)
+            label = self.values[np.argmax(total, axis=0)]
+        if label.shape != self.truths[case].shape:
+            raise TrainingError(f"the prediction of {'+'.join(members)} for case {case!r} (fold {fold}) has shape "
+                                f"{label.shape}; its label map has {self.truths[case].shape}")
+        return label
+
+    def _file(self, model: str, fold: int, case: str, ending: str) -> Path:
+        return self.cv_dir / model / f"fold_{fold}" / "validation" / f"{case}{ending}"
+
+    def _probabilities(self, model: str, fold: int, case: str) -> np.ndarray:
+        path = self._file(model, fold, case, ".npz")
+        with np.load(path) as stored:
+            if "probabilities" not in stored.files:
+                raise TrainingError(f"{str(path)!r} holds {stored.files}; expected the key 'probabilities'")
+            probabilities = stored["probabilities"].astype(np.float32)
+        if probabilities.shape[0] != len(self.values):
+            raise TrainingError(f"{str(path)!r} holds {probabilities.shape[0]} classes; dataset "
+                                f"{self.dataset.name!r} has {len(self.values)} labels")
+        return probabilities
+
+    def pairs(self, members: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for fold, case in self.cases:
+            yield self.prediction(members, fold, case), self.truths[case]
+
+    def score(self, members: Sequence[str]) -> Score:
+        return Score(tuple(members), class_dice(self.pairs(members), self.dataset.labels))
+
+
+def complete_folds(model_dir: Path, dataset: Dataset) -> set[int]:
+    """The folds of a model whose every validation case has its label map and its softmax saved."""
+    folds = set()
+    for fold in load_model_record(model_dir).get("folds", []):
+        validation = model_dir / f"fold_{fold}" / "validation"
+        if all((validation / f"{case}{ending}").is_file() for case in fold_split(dataset.case_ids, fold)[1]
+               for ending in (".nii.gz", ".npz")):
+            folds.add(int(fold))
+    return folds
+
+
+def common_folds(available: dict[str, set[int]]) -> tuple[int, ...]:
+    """The fold set most models were validated on (then the larger set): candidates must share their cases.
+
+    A model with more folds takes part on these; one with fewer (e.g. interrupted) is left out
+    rather than shrinking everybody's validation set.
+    """
+    counts = Counter(frozenset(f) for f in available.values() if f)
+    if not counts:
+        return ()
+    best = max(counts, key=lambda o: (counts[o], len(o), tuple(-f for f in sorted(o))))
+    return tuple(sorted(best))
+
+
+def run_dataset(run_dir: Path) -> Path:
+    from hnas import runs
+    from hnas.workflow import builtin_dataset
+
+    settings = runs.SearchSettings.load(run_dir)
+    return Path(settings.dataset) if settings.dataset else builtin_dataset()
+
+
+def find_best(run_dir: str | Path, *, top: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Score every cross-validated model of ``run_dir`` and every pair of the ``top`` best; write and return
+    ``RUN/cv/best_configuration.json``'s content."""
+    if top is not None and top < 1:
+        raise SearchError(f"--top is {top!r}; expected a positive number of models (1: no ensembles)")
+    run_dir = Path(run_dir)
+    dataset = load_dataset(run_dataset(run_dir))
+    folders = {folder.name: folder for folder in model_dirs(run_dir)}
+    available = {name: complete_folds(folder, dataset) for name, folder in folders.items()}
+    folds = common_folds(available)
+    if not folds:
+        raise SearchError(f"no model in {str(run_dir / CV_DIR)!r} has a fold with all validation predictions; "
+                          "expected `hnas train --run RUN --folds ...` to finish at least one fold")
+    usable = [name for name in folders if set(folds) <= available[name]]
+    skipped = [{"name": name, "reason": f"validation predictions complete for folds {sorted(available[name])}; "
+                                        f"the others share folds {list(folds)}"}
+               for name in folders if name not in usable]
+    cv = CrossValidation(dataset, folds, run_dir / CV_DIR)
+    log(f"find-best: {len(usable)} models on folds {list(folds)} ({len(cv.cases)} validation cases)"
+        + "".join(f"\n  skipped {s['name']}: {s['reason']}" for s in skipped))
+    singles = sorted((cv.score([name]) for name in usable), key=Score.sort_key)
+    pool = [s.members[0] for s in singles[:top]]
+    ensembles = [cv.score(pair) for pair in itertools.combinations(sorted(pool), 2)]
+    candidates = sorted(singles + ensembles, key=Score.sort_key)
+    best = candidates[0]
+    predictions, truths = zip(*cv.pairs(best.members))  # the best's label maps, held for the decision's passes
+    decision = decide_postprocessing(predictions, truths, dataset.labels)
+    processed = class_dice(((decision.apply(p), t) for p, t in zip(predictions, truths)), dataset.labels)
+    result = {"dataset": str(dataset.root), "folds": list(folds), "cases": len(cv.cases), "criterion": CRITERION,
+              "top": top, "candidates": [c.to_dict() for c in candidates], "skipped": skipped,
+              "best": {**best.to_dict(), "dice_postprocessed": _plain(mean_over_classes(processed)),
+                       "dice_per_class_postprocessed": {k: _plain(v) for k, v in processed.items()}},
+              "postprocessing": decision.to_dict()}
+    _write(run_dir / CV_DIR / BEST_FILE, result)
+    if len(best.members) == 1:
+        _write(folders[best.members[0]] / POSTPROCESSING_FILE, decision.to_dict())
+    return result
+
+
+def best_table(result: dict) -> str:
+    """Candidates best first (the chosen one starred), then the post-processing decision."""
+    classes = list(result["best"]["dice_per_class"])
+    header = ["", "candidate", "models", "CV Dice"] + classes
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for candidate in result["candidates"]:
+        star = "*" if candidate["name"] == result["best"]["name"] else ""
+        cells = [star, candidate["name"], str(len(candidate["members"])), _fmt(candidate["dice"])]
+        cells += [_fmt(candidate["dice_per_class"].get(c)) for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = result["best"]
+    lines.append(f"best: {best['name']} (CV Dice {_fmt(best['dice'])} on {result['cases']} cases, folds "
+                 f"{result['folds']}); {result['postprocessing']['description']}: CV Dice "
+                 f"{_fmt(best['dice_postprocessed'])}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _plain(value: float) -> float | None:
+    """JSON has no NaN: an undefined Dice is null."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
