@@ -182,3 +182,34 @@ def test_a_run_without_cross_validated_models_is_refused(tmp_path, dataset, caps
     SearchSettings(dataset=str(dataset)).save(tmp_path)
     assert main(["find-best", "--run", str(tmp_path)]) == 1
     assert "no cross-validated models" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains four tiny folds (~30 s on the loaded 2-core machine)
+def test_trained_folds_to_best_configuration_to_predict(capsys, tmp_path, monkeypatch):
+    """`hnas train --folds` -> `hnas find-best` -> `hnas predict --model best_configuration.json` on real checkpoints."""
+    import nibabel as nib
+
+    from hnas import runs
+    from hnas.cli import main
+    from hnas.data import load_dataset, make_synthetic_dataset
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    data = make_synthetic_dataset(tmp_path / "data", n_cases=5, shape=(24, 28, 26), seed=3)
+    settings = runs.SearchSettings(dataset=str(data), preset="cpu", max_stages=3, iterations_per_epoch=1,
+                                   min_epochs=1, max_epochs=2)
+    run_dir = tmp_path / "run"
+    runs.prepare_run_dir(run_dir, runs.resolve(settings), resume=False)
+    for epochs in ("1", "2"):  # two models of the default configuration: default_1ep and default_2ep
+        assert main(["train", "--run", str(run_dir), "--folds", "0", "1", "--epochs", epochs, "--default"]) == 0
+    capsys.readouterr()
+    assert main(["find-best", "--run", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    best = json.loads((run_dir / "cv" / "best_configuration.json").read_text())
+    assert {c["name"] for c in best["candidates"]} == {"default_1ep", "default_2ep", "default_1ep+default_2ep"}
+    assert best["cases"] == 2 and f"best: {best['best']['name']}" in out
+    image = load_dataset(data).cases[0].image_files[0]
+    assert main(["predict", "--model", str(run_dir / "cv" / "best_configuration.json"), str(image), "-o",
+                 str(tmp_path / "out"), "--device", "cpu"]) == 0
+    (written,) = (tmp_path / "out").glob("*.nii.gz")
+    assert nib.load(str(written)).shape == nib.load(str(image)).shape
+    assert "post-processing:" in capsys.readouterr().out
