@@ -289,36 +289,28 @@ def read_test_set(test_dir: str | Path) -> tuple[list[tuple[str, list[Path], Pat
                        "labelled nnU-Net test set or dataset folder")
 
 
-def ensemble_probabilities(predictors: Sequence, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Mean softmax of the fold models (nnU-Net's fold ensemble)."""
-    total = None
-    for predictor in predictors:
-        probabilities = predictor.probabilities(image, spacing)
-        total = probabilities if total is None else total + probabilities
-    return total / len(predictors)
-
-
 def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, log=print) -> list[dict]:
-    """Predict a labelled test folder with the model's fold ensemble; metrics.csv rows (fold ``ensemble``)."""
+    """Predict a labelled test folder as `hnas predict --model RUN/cv/<name>` does; metrics.csv rows (fold ``ensemble``).
+
+    That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so.
+    """
     from hnas.data import read_images, write_label_map
-    from hnas.train import Predictor
+    from hnas.train.ensemble import load_models
 
     record = load_model_record(model_dir)
     cases, labels = read_test_set(test_dir)
-    predictors = [Predictor(model_dir / f"fold_{fold}") for fold in record["folds"]]
-    if not predictors:
-        raise SearchError(f"model {str(model_dir)!r} has no trained fold")
+    ensemble = load_models([model_dir])
     predictions = Path(out_dir) / record["name"]
     predictions.mkdir(parents=True, exist_ok=True)
     rows = []
     for case_id, files, label_file in cases:
-        path = predictions / f"{case_id}.nii.gz"
-        if not path.is_file():
-            volume = read_images(files)
-            probabilities = ensemble_probabilities(predictors, volume.array, volume.spacing)
-            write_label_map(predictors[0].to_labels(probabilities), files[0], path)
+        volume = read_images(files)  # always predicted: the model may have gained folds since the last call
+        path = write_label_map(ensemble.segment(volume.array, volume.spacing), files[0],
+                               predictions / f"{case_id}.nii.gz")
         rows += _case_rows(record["name"], ENSEMBLE_FOLD, case_id, path, label_file, labels)
-    log(f"{record['name']}: {len(record['folds'])}-fold ensemble predicted {len(cases)} test cases into {predictions}")
+    kind = "post-processed " if ensemble.postprocessing else ""
+    log(f"{record['name']}: {kind}{len(ensemble.members)}-fold ensemble predicted {len(cases)} test cases into "
+        f"{predictions}")
     return rows
 
 
