@@ -3,14 +3,22 @@
 Every write is its own transaction, committed before the search loop moves on, so a killed
 process loses at most the trial that was running (it stays ``pending`` and is re-run on
 resume). Resuming compares the stored metadata with the new run's and refuses to mix runs.
+
+A file that is not a database hnas wrote (empty, truncated, random bytes, someone else's SQLite
+file) is refused by name before anything reads or writes it: SQLite would otherwise open an empty
+file as a fresh database and a resume would silently start over. A search holds an OS lock on
+``search.lock`` beside the database, so two processes never write one run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +26,14 @@ from hnas.errors import SearchError
 from hnas.search.types import Job, Trial
 
 DATABASE_NAME = "search.sqlite"
+LOCK_NAME = "search.lock"
 FORMAT_VERSION = 1
 #: Metadata that must agree between a stored run and the run resuming it.
 RESUME_KEYS: tuple[str, ...] = ("format", "space_hash", "architecture_identity", "seed",
                                 "optimizer", "optimizer_settings", "objectives")
+#: What a run database needs before anything reads it: its tables and the metadata load_run uses.
+REQUIRED_TABLES: tuple[str, ...] = ("meta", "trials")
+REQUIRED_METADATA: tuple[str, ...] = ("format", "optimizer_settings")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,13 +77,145 @@ def database_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / DATABASE_NAME
 
 
+def check_database(path: str | Path) -> None:
+    """Refuse a file that is not a run database hnas wrote, naming it; reads, never writes it."""
+    problem = _database_problem(Path(path))
+    if problem:
+        raise SearchError(f"{path} is not an hnas run database ({problem}); expected the {DATABASE_NAME} an "
+                          "`hnas search` wrote: restore it from a backup, or search in another folder")
+
+
+def _database_problem(path: Path) -> str | None:
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty"
+        # mode=rw: never create the file; a normal close also removes the -wal/-shm files a read makes
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30.0)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = [name for name in REQUIRED_TABLES if name not in tables]
+            if missing:
+                return f"it has no {' or '.join(missing)} table"
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                return f"SQLite's integrity check: {' '.join(str(verdict).split())}"
+            keys = {row[0] for row in db.execute("SELECT key FROM meta")}
+            missing = [key for key in REQUIRED_METADATA if key not in keys]
+            if missing:
+                return f"its metadata lacks {missing}"
+    except sqlite3.OperationalError as error:  # cannot open, busy, I/O: the access, not the content
+        raise SearchError(f"cannot read {path} (SQLite: {error}); expected a run database this user can read, "
+                          "in a folder it can write") from None
+    except sqlite3.DatabaseError as error:  # not a database, or a malformed one
+        return f"SQLite: {error}"
+    except OSError as error:
+        return f"cannot read it: {error.strerror}"
+    return None
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``search.lock``), so two searches never write one run.
+
+    It is ``fcntl.flock`` on an open file, so the kernel drops it when the process ends, SIGKILL
+    included. Re-entrant within a process (``hnas search`` takes it before writing run.json, the
+    search loop again for the database); a forked child (e.g. a data-loader worker) closes its copy,
+    so it cannot keep the lock alive. The file keeps the holder's pid for the refusal message.
+    """
+
+    _held: dict[str, list] = {}  # lock file -> [open file, depth] of this process
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self._key: str | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (creating the folder); SearchError when another process holds it."""
+        key = os.path.realpath(self.path)
+        if key in RunLock._held:
+            RunLock._held[key][1] += 1
+        else:
+            handle = self._open()
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                handle.close()
+                raise SearchError(in_use_message(self.run_dir, holder)) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            RunLock._held[key] = [handle, 1]
+        self._key = key
+        return self
+
+    def _open(self):
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return open(self.path, "a+")
+        except OSError as error:
+            raise SearchError(f"cannot write to the run folder {str(self.run_dir)!r} ({error.strerror}); "
+                              "expected a folder this user can write") from None
+
+    def release(self) -> None:
+        """Give the lock up (idempotent); the last release of this process closes the file."""
+        key, self._key = self._key, None
+        if key is None or key not in RunLock._held:
+            return
+        held = RunLock._held[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del RunLock._held[key]
+            held[0].close()
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def check_not_in_use(run_dir: str | Path) -> None:
+    """SearchError when another process holds the run's lock; creates and changes nothing."""
+    path = Path(run_dir) / LOCK_NAME
+    if os.path.realpath(path) in RunLock._held or not path.is_file():
+        return
+    try:
+        handle = open(path)
+    except OSError:
+        return  # unreadable: taking the lock will say why
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SearchError(in_use_message(run_dir, handle.read().strip())) from None
+
+
+def in_use_message(run_dir: str | Path, holder: str) -> str:
+    who = f"pid {holder}" if holder.isdigit() else "its pid unknown"
+    return (f"run folder {str(run_dir)!r} is in use by another hnas search ({who}); wait for it to end or stop "
+            "it, then resume")
+
+
+def _forget_locks_in_child() -> None:
+    for handle, _ in RunLock._held.values():
+        handle.close()  # the child's copy only: the parent keeps the lock
+    RunLock._held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
 class RunStore:
     """The SQLite file of one run. Use :meth:`create_or_resume` or :meth:`open_existing`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, architecture_key: str | None):
+    def __init__(self, path: Path, connection: sqlite3.Connection, architecture_key: str | None,
+                 lock: RunLock | None = None):
         self.path = path
         self._db = connection
         self._architecture_key = architecture_key
+        self._lock = lock
 
     # -- opening -------------------------------------------------------------------------------
     @staticmethod
@@ -89,22 +233,36 @@ class RunStore:
     @classmethod
     def create_or_resume(cls, run_dir: str | Path, metadata: Mapping[str, Any], *,
                          resume: bool, architecture_key: str | None = None) -> "RunStore":
-        """Start a run in ``run_dir`` or, with ``resume``, continue the one stored there."""
+        """Start a run in ``run_dir`` or, with ``resume``, continue the one stored there.
+
+        The store holds the run's lock until :meth:`close`; another process holding it is refused.
+        """
         run_dir = Path(run_dir)
-        path = database_path(run_dir)
-        exists = path.exists()
-        if exists and not resume:
-            raise SearchError(f"{run_dir} already holds a search ({path.name}); pass resume=True "
+        lock = RunLock(run_dir).acquire()
+        try:
+            connection = cls._open_for_search(database_path(run_dir), {"format": FORMAT_VERSION, **metadata},
+                                              resume)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(database_path(run_dir), connection, architecture_key, lock)
+
+    @classmethod
+    def _open_for_search(cls, path: Path, metadata: Mapping[str, Any], resume: bool) -> sqlite3.Connection:
+        if not path.exists():
+            _create_database(path, metadata)
+            return cls._connect(path)
+        if not resume:
+            raise SearchError(f"{path.parent} already holds a search ({path.name}); pass resume=True "
                               "(--resume) to continue it or choose another run directory")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        store = cls(path, cls._connect(path), architecture_key)
-        metadata = {"format": FORMAT_VERSION, **metadata}
-        stored = store.metadata()
-        if stored:
-            store._check_same_run(stored, metadata)
-        else:
-            store._write_metadata(metadata)
-        return store
+        check_database(path)
+        connection = cls._connect(path)
+        try:
+            _check_same_run(_read_metadata(connection), metadata)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     @classmethod
     def open_existing(cls, run_dir: str | Path) -> "RunStore":
@@ -112,12 +270,15 @@ class RunStore:
         path = database_path(run_dir)
         if not path.exists():
             raise SearchError(f"{run_dir} holds no search ({path.name} not found)")
+        check_database(path)
         store = cls(path, cls._connect(path), None)
         store._architecture_key = store.metadata().get("architecture_key")
         return store
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> "RunStore":
         return self
@@ -127,31 +288,7 @@ class RunStore:
 
     # -- metadata ------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        rows = self._db.execute("SELECT key, value FROM meta").fetchall()
-        return {key: json.loads(value) for key, value in rows}
-
-    def _write_metadata(self, metadata: Mapping[str, Any]) -> None:
-        with self._transaction():
-            self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                                 [(k, _dumps(v)) for k, v in metadata.items()])
-
-    @staticmethod
-    def _check_same_run(stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-        differences = []
-        for key in RESUME_KEYS:
-            old_value, new_value = stored.get(key), new.get(key)
-            if json.loads(_dumps(old_value)) == json.loads(_dumps(new_value)):
-                continue
-            if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
-                for sub in sorted(set(old_value) | set(new_value)):
-                    if old_value.get(sub) != new_value.get(sub):
-                        differences.append(f"{key}.{sub}: stored {old_value.get(sub)!r}, "
-                                           f"now {new_value.get(sub)!r}")
-            else:
-                differences.append(f"{key}: stored {old_value!r}, now {new_value!r}")
-        if differences:
-            raise SearchError("cannot resume: this run differs from the stored one ("
-                              + "; ".join(differences) + ")")
+        return _read_metadata(self._db)
 
     # -- trials --------------------------------------------------------------------------------
     def _transaction(self):
@@ -205,6 +342,45 @@ class RunStore:
             "cost, extra, error, worker, started_at, finished_at FROM trials ORDER BY trial_id"
         ).fetchall()
         return [_trial_from_row(row) for row in rows]
+
+
+def _read_metadata(connection: sqlite3.Connection) -> dict[str, Any]:
+    rows = connection.execute("SELECT key, value FROM meta").fetchall()
+    return {key: json.loads(value) for key, value in rows}
+
+
+def _create_database(path: Path, metadata: Mapping[str, Any]) -> None:
+    """Write a new run's database under another name, then rename it into place.
+
+    So ``search.sqlite`` is complete or absent: a search killed while creating it leaves no
+    half-made file that a resume would have to refuse.
+    """
+    draft = path.with_name(path.name + ".new")
+    for leftover in (draft, draft.with_name(draft.name + "-wal"), draft.with_name(draft.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    with closing(RunStore._connect(draft)) as connection:
+        with _Transaction(connection):
+            connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                   [(k, _dumps(v)) for k, v in metadata.items()])
+    os.replace(draft, path)
+
+
+def _check_same_run(stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    differences = []
+    for key in RESUME_KEYS:
+        old_value, new_value = stored.get(key), new.get(key)
+        if json.loads(_dumps(old_value)) == json.loads(_dumps(new_value)):
+            continue
+        if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
+            for sub in sorted(set(old_value) | set(new_value)):
+                if old_value.get(sub) != new_value.get(sub):
+                    differences.append(f"{key}.{sub}: stored {old_value.get(sub)!r}, "
+                                       f"now {new_value.get(sub)!r}")
+        else:
+            differences.append(f"{key}: stored {old_value!r}, now {new_value!r}")
+    if differences:
+        raise SearchError("cannot resume: this run differs from the stored one ("
+                          + "; ".join(differences) + ")")
 
 
 def _trial_from_row(row: tuple) -> Trial:
