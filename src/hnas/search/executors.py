@@ -300,11 +300,41 @@ class DaskExecutor:
             self._cluster.close()
 
 
+SCHEDULER_EXAMPLE = "tcp://host:8786"
+
+
+def validate_scheduler_address(address: str) -> None:
+    """Refuse an address Dask could never connect to, before a search touches its run folder.
+
+    Dask itself fails only when connecting, e.g. with a bare ValueError from its parser; the
+    scheme and ``host:port`` are checked here by that same parser.
+    """
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+        from distributed.comm.registry import get_backend
+    except ImportError:
+        raise SearchError(f"a scheduler address ({address!r}) needs dask[distributed]; install hnas[dask]") from None
+    if not isinstance(address, str) or not address.strip():
+        raise SearchError(f"the scheduler address {address!r} is empty; expected one like {SCHEDULER_EXAMPLE}")
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme != "inproc":  # in-process clusters have no host and port
+            host, port = parse_host_port(location)
+            if not host or port is None or not 0 < int(port) < 65536:
+                raise ValueError("it needs a host and a port 1..65535")
+    except (ValueError, TypeError) as error:
+        raise SearchError(f"the scheduler address {address!r} is not one Dask can connect to ({error}); "
+                          f"expected one like {SCHEDULER_EXAMPLE}") from None
+
+
 def make_executor(name: str, objective: Objective, *, workers: int = 1,
                   scheduler: str | None = None) -> Executor:
     """``serial`` (default), ``processes`` (local spawn workers) or ``dask``."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SearchError(f"workers must be a positive integer, got {workers!r}")
+    if scheduler is not None:
+        validate_scheduler_address(scheduler)
     if scheduler and name != "dask":
         raise SearchError(f"a scheduler address ({scheduler!r}) needs executor 'dask', not {name!r}")
     if name == "serial":
