@@ -16,11 +16,12 @@ This module is glue between hnas.search (which knows nothing of U-Nets) and hnas
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hnas.errors import SearchError
+from hnas.errors import DatasetError, SearchError
 from hnas.grammar import grammar_hash, make_grammar
 from hnas.grammar.plan import Plan
 
@@ -30,6 +31,9 @@ PIPELINE_SPACES = ("pipeline", "hpo+pipeline")  # their network_dims may pick nn
 OPTIMIZERS = ("random", "hyperband", "priorband", "regularized-priorband", "bohb", "priorband-bo")
 BUILTIN_VALIDATION_CASES = 2
 DEFAULT_BUDGET = {"cpu": 3.0, "nnunet": 22.0}  # in max-fidelity evaluations (nnunet: one paper round)
+#: Settings a resumed run must share with its run.json; the others (limits, workers, scheduler) may change.
+RESUME_CONTRACT = ("max_stages", "space", "optimizer", "confidence", "preset", "min_epochs", "max_epochs", "eta",
+                   "iterations_per_epoch", "fold", "seed")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,11 @@ class SearchSettings:
         if not path.is_file():
             raise SearchError(f"{str(run_dir)!r} is not an hnas run folder (no {RUN_FILE}); "
                               "expected the --run-dir of an `hnas search`")
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:  # not JSON, not an object, or unknown keys
+            raise SearchError(f"{str(path)!r} is not the {RUN_FILE} of an hnas search ({error}); expected the "
+                              "settings file `hnas search` writes") from None
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ def resolve(settings: SearchSettings) -> RunSetup:
                      min_epochs=settings.min_epochs or preset.min_epochs,
                      max_epochs=settings.max_epochs or preset.max_epochs, eta=settings.eta or preset.eta)
     fingerprint = fingerprint_of(dataset)  # read the images once, also when a 2D plan is needed
+    _check_enough_cases(dataset, fingerprint.n_cases)
     plan = preset.apply(make_plan(fingerprint, settings.max_stages))
     plan_2d = grammar_2d = None
     if settings.space in PIPELINE_SPACES:
@@ -141,19 +150,93 @@ def resolve(settings: SearchSettings) -> RunSetup:
                     plan_2d=plan_2d, grammar_2d=grammar_2d)
 
 
+def _check_enough_cases(dataset: Path, n_cases: int) -> None:
+    """Refuse before any trial: every trial would fail to split the cases into folds."""
+    from hnas.train.preprocessing import N_FOLDS
+
+    if n_cases < N_FOLDS:
+        raise DatasetError(f"dataset {str(dataset)!r} has {n_cases} cases, too few for the {N_FOLDS} folds of "
+                           f"nnU-Net's cross-validation that trials validate on; expected at least {N_FOLDS} cases")
+
+
 def default_run_dir(settings: SearchSettings) -> Path:
     dataset = Path(settings.dataset).name if settings.dataset else "synthetic"
     return Path("runs") / f"{dataset}_{settings.space.replace('+', '-')}_{settings.optimizer}_seed{settings.seed}"
 
 
+def check_run_dir(run_dir: Path, settings: SearchSettings, resume: bool) -> None:
+    """Refuse a run folder this search must not write, reading only (a refusal changes nothing).
+
+    A new search needs a folder without an earlier search's database or checkpoints; a resume
+    needs a stored run with a sound database and the same settings; neither may start while
+    another process searches there.
+    """
+    from hnas.search.storage import check_database, check_not_in_use, database_path
+
+    _check_folder_writable(run_dir)
+    check_not_in_use(run_dir)
+    database = database_path(run_dir)
+    if not resume:
+        if database.exists():
+            raise SearchError(f"{str(run_dir)!r} already holds a search ({database.name}); pass --resume to continue "
+                              "it or choose another --run-dir")
+        if (run_dir / "trials").is_dir() and any(p.is_file() for p in (run_dir / "trials").rglob("*")):
+            raise SearchError(f"{str(run_dir)!r} holds the trials/ of an earlier search but no {database.name}; a new "
+                              "search would overwrite their checkpoints: choose another --run-dir")
+        return
+    if not (run_dir / RUN_FILE).is_file() or not database.is_file():
+        raise SearchError(f"{str(run_dir)!r} holds no search to resume (no {RUN_FILE} or {database.name}); expected "
+                          "the --run-dir of an earlier `hnas search`, or start one without --resume")
+    check_database(database)
+    _check_same_settings(run_dir, SearchSettings.load(run_dir), settings)
+
+
+def _check_folder_writable(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SearchError(f"the run folder {str(run_dir)!r} is a file; expected a folder (or a path to create one)")
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise SearchError(f"the run folder {str(run_dir)!r} cannot be created: {str(existing)!r} is a file, "
+                          "not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SearchError(f"cannot write to the run folder {str(run_dir)!r}: {str(existing)!r} is read-only for "
+                          "this user; choose a --run-dir you can write to")
+
+
+def _check_same_settings(run_dir: Path, stored: SearchSettings, given: SearchSettings) -> None:
+    differences = [f"{name}: stored {getattr(stored, name)!r}, given {getattr(given, name)!r}"
+                   for name in RESUME_CONTRACT if getattr(stored, name) != getattr(given, name)]
+    if differences:
+        raise SearchError(f"cannot resume {str(run_dir)!r}: its settings differ from the stored ones ("
+                          + "; ".join(differences) + "); pass the stored values, or start a new search in another "
+                          "--run-dir")
+
+
+def check_stored_plans(run_dir: Path, setup: RunSetup) -> None:
+    """Refuse to resume when the data now plans other networks than the run's trials were built on."""
+    plans = [("plan.json", "grammar.lark", setup.plan, setup.grammar)]
+    if setup.plan_2d is not None:
+        plans.append(("plan_2d.json", "grammar_2d.lark", setup.plan_2d, setup.grammar_2d))
+    for plan_name, grammar_name, plan, grammar in plans:
+        stored_plan = Plan.load(run_dir / plan_name).to_dict() if (run_dir / plan_name).is_file() else {}
+        stored_grammar = (run_dir / grammar_name).read_text() if (run_dir / grammar_name).is_file() else ""
+        changed = sorted(key for key in set(stored_plan) | set(plan.to_dict())
+                         if stored_plan.get(key) != plan.to_dict().get(key))
+        if changed or grammar_hash(stored_grammar) != grammar_hash(grammar):
+            raise SearchError(f"cannot resume {str(run_dir)!r}: the stored {plan_name} and {grammar_name} differ "
+                              f"from the ones planned now (changed: {changed or ['grammar']}); the dataset, "
+                              "--max-stages or the preset changed since the run started")
+
+
 def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
-    """Write run.json, plan.json and grammar.lark; on resume, check they have not changed."""
+    """Write run.json, plan.json and grammar.lark of a new run.
+
+    A resumed run keeps the ones it started with: they are its contract (checked, never rewritten).
+    """
+    if resume:
+        check_stored_plans(run_dir, setup)
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume and (run_dir / RUN_FILE).is_file():
-        stored = (run_dir / "grammar.lark").read_text() if (run_dir / "grammar.lark").is_file() else ""
-        if grammar_hash(stored) != grammar_hash(setup.grammar):
-            raise SearchError(f"cannot resume {str(run_dir)!r}: the grammar differs from the stored one "
-                              "(dataset, --max-stages or preset changed)")
     setup.settings.save(run_dir)
     setup.plan.save(run_dir / "plan.json")
     (run_dir / "grammar.lark").write_text(setup.grammar)
@@ -164,12 +247,34 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
 
 def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
            executor: str | None = None):
-    """Run (or resume) a search; returns the engine's RunSummary."""
+    """Run (or resume) a search; returns the engine's RunSummary.
+
+    Everything that can refuse (scheduler address, run folder, stored run and settings, dataset)
+    is checked before the folder is written, so a refused call leaves it as it was. The run's
+    lock is held from the first write to the end.
+    """
+    from hnas.search.executors import validate_scheduler_address
+    from hnas.search.storage import RunLock
+
+    run_dir = Path(run_dir)
+    if settings.scheduler is not None:
+        validate_scheduler_address(settings.scheduler)
+    check_run_dir(run_dir, settings, resume)
+    setup = resolve(settings)
+    if resume:
+        check_stored_plans(run_dir, setup)
+    with RunLock(run_dir):
+        check_run_dir(run_dir, settings, resume)  # again with the lock: another search may have begun meanwhile
+        prepare_run_dir(run_dir, setup, resume)
+        return _search(setup, run_dir, resume=resume, progress=progress, executor=executor)
+
+
+def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, executor: str | None):
+    """The search itself, in a checked and locked run folder."""
     from hnas.search import run as run_search
     from hnas.train import TrainObjective, prepare
 
-    setup = resolve(settings)
-    prepare_run_dir(run_dir, setup, resume)
+    settings = setup.settings
     train_setup = setup.train_setup(run_dir)
     print(setup.preset.describe(setup.plan))
     print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
@@ -321,10 +426,10 @@ def trial_network(run_dir: Path, trial_id: int | None = None):
 def export_run(run_dir: Path, plans_json: Path, out_json: Path, *, trial_id: int | None = None,
                configuration_name: str = "3d_fullres_hnas", base_configuration: str = "3d_fullres") -> Path:
     """`hnas export-nnunet`: a run's incumbent (or trial) as a configuration of nnU-Net's plans."""
+    run_dir = Path(run_dir)
+    trial, spec, plan = trial_network(run_dir, trial_id)  # a broken run is refused before torch loads
     from hnas.cfgunet.nnunet_export import export_nnunet
 
-    run_dir = Path(run_dir)
-    trial, spec, plan = trial_network(run_dir, trial_id)
     record = {
         "source": str(run_dir), "trial_id": trial.trial_id, "epochs": trial.fidelity,
         "dice": None if trial.loss is None else 1.0 - trial.loss, "runtime_s": trial.cost,
@@ -340,10 +445,10 @@ def export_run(run_dir: Path, plans_json: Path, out_json: Path, *, trial_id: int
 
 def retrain(run_dir: Path, epochs: int, trial_id: int | None = None):
     """Train the incumbent (or ``trial_id``) of a run from scratch for ``epochs`` (its full budget)."""
+    settings = SearchSettings.load(run_dir)
+    trial = pick_trial(run_dir, trial_id)  # a broken run is refused before torch loads
     from hnas.train import train_fold
 
-    settings = SearchSettings.load(run_dir)
-    trial = pick_trial(run_dir, trial_id)
     setup = resolve(settings)
     if grammar_hash((run_dir / "grammar.lark").read_text()) != grammar_hash(setup.grammar):
         raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild trial "
