@@ -98,6 +98,32 @@ def test_bad_parameters_are_refused(tmp_path):
         make_synthetic_dataset(tmp_path, n_cases=0)
 
 
+@pytest.mark.parametrize("shape", [(32, 36, 32), (48, 48, 48)])
+def test_structures_fill_at_least_5_percent_of_the_volume(shape):
+    """Large structures are what lets a CPU-sized search segment the built-in data (issue 11)."""
+    for index in range(6):
+        _, label = synthetic_case(shape, (1.0, 1.0, 1.0), np.random.default_rng([5, index]))
+        assert (label > 0).mean() >= 0.05, index
+        assert (label == 2).mean() >= 0.005 and (label == 1).sum() > (label == 2).sum(), index
+
+
+def test_structures_stand_out_from_every_tissue():
+    """Clear contrast: 90% of organ voxels are brighter than 99% of the other head voxels, and
+    90% of the substructure brighter than 90% of the organ, despite noise and bias field."""
+    for index in range(6):
+        image, label = synthetic_case((48, 48, 48), (1.0, 1.0, 1.0), np.random.default_rng([5, index]))
+        tissue, organ, sub = image[(label == 0) & (image > 0)], image[label == 1], image[label == 2]
+        assert np.percentile(organ, 10) > np.percentile(tissue, 99), index
+        assert np.percentile(sub, 10) > np.percentile(organ, 90), index
+
+
+def test_a_case_is_a_function_of_its_seed():
+    first, again = (synthetic_case((24, 32, 28), (1.0, 1.0, 1.0), np.random.default_rng([7, 1])) for _ in range(2))
+    other = synthetic_case((24, 32, 28), (1.0, 1.0, 1.0), np.random.default_rng([7, 2]))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[1], other[1])
+
+
 def test_default_size_keeps_128_voxels_per_axis_after_cropping():
     """nnU-Net plans a 6-stage 3D U-Net (patch 128^3 at 1 mm) only if the cropped head spans >= 128."""
     image, label = synthetic_case(DEFAULT_SHAPE, (1.0, 1.0, 1.0), np.random.default_rng([0, 0]))

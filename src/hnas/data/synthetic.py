@@ -1,9 +1,12 @@
 """A deterministic synthetic brain-MRI dataset: the built-in demo data.
 
 Each case is a head-like ellipsoid (scalp, skull, CSF, grey/white-matter texture, ventricles)
-in air that is exactly zero, so crop-to-nonzero has something to crop. An ellipsoidal "organ"
-(label 1) with an inner "substructure" (label 2) varies in position, size and orientation per
-case. A smooth multiplicative bias field and Rician noise make it MRI-like.
+in air that is exactly zero, so crop-to-nonzero has something to crop. A bright, lumpy
+"organ" (label 1: an ellipsoid whose surface a smooth random field bends) with a brighter
+inner "substructure" (label 2) varies in position, size and orientation per case. Together
+they fill 5-10% of the volume and stand out from every tissue by several noise levels, so a
+small network trained for a few hundred iterations on a CPU segments them (the demo must show
+learning within minutes). A smooth multiplicative bias field and Rician noise make it MRI-like.
 
 The default shape is 144^3 at 1 mm: after cropping the air away the head still spans >= 128
 voxels on every axis, the size at which nnU-Net's planning rules choose a 6-stage 3D U-Net.
@@ -27,12 +30,17 @@ from hnas.errors import DatasetError
 SYNTHETIC_NAME = "Dataset900_SyntheticBrain"
 DEFAULT_SHAPE = (144, 144, 144)
 MARKER_FILE = "hnas_synthetic.json"  # written last: its presence means the folder is complete
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump when the images change: cached folders are rewritten
 LABELS = {"background": 0, "organ": 1, "substructure": 2}
 
-# Tissue intensities (arbitrary MRI-like units, T1-ish contrast).
+# Tissue intensities (arbitrary MRI-like units, T1-ish contrast). The labelled structures are
+# brighter than any tissue (like contrast-enhanced lesions): >= 10 noise levels apart.
 WHITE_MATTER, GREY_MATTER, CSF, SKULL, SCALP = 1000.0, 700.0, 250.0, 120.0, 1150.0
-ORGAN, SUBSTRUCTURE = 1180.0, 480.0
+ORGAN, SUBSTRUCTURE = 1750.0, 2600.0
+# Organ semi-axes as fractions of the brain's: large enough that the structures fill >= 5% of
+# the volume; the surface is bent by up to ORGAN_LUMPINESS of the radius.
+ORGAN_SIZE = (0.60, 0.72)
+ORGAN_LUMPINESS = 0.12
 # Head layers as fractions of the head ellipsoid's radius: brain | CSF | skull | scalp.
 BRAIN_RADIUS = 0.84
 
@@ -171,15 +179,16 @@ def synthetic_case(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray
     image = brain * brain_weight + layers * (1 - brain_weight)
 
     min_size = 2.5 * max(spacing)
-    organ_semi = np.maximum(brain_semi.min() * rng.uniform(0.18, 0.30, size=3), min_size)
+    organ_semi = np.maximum(brain_semi * rng.uniform(*ORGAN_SIZE, size=3), min_size)
     direction = rng.standard_normal(3)
     direction /= np.linalg.norm(direction)
-    organ_centre = head_centre + direction * brain_semi * rng.uniform(0.0, 0.45)
+    organ_centre = head_centre + direction * brain_semi * rng.uniform(0.0, 0.1)
     organ_rotation = _random_rotation(rng)
-    organ_radius = _ellipsoid_radius(axes, organ_centre, organ_semi, organ_rotation)
+    lumps = np.float32(1.0) + np.float32(ORGAN_LUMPINESS) * _smooth_field(shape, rng, coarseness=16)
+    organ_radius = _ellipsoid_radius(axes, organ_centre, organ_semi, organ_rotation) / lumps
 
-    sub_semi = np.maximum(organ_semi * rng.uniform(0.45, 0.65, size=3), 0.5 * min_size)
-    sub_centre = organ_centre + organ_rotation @ (organ_semi * rng.uniform(-0.3, 0.3, size=3))
+    sub_semi = np.maximum(organ_semi * rng.uniform(0.55, 0.7, size=3), 0.5 * min_size)
+    sub_centre = organ_centre + organ_rotation @ (organ_semi * rng.uniform(-0.2, 0.2, size=3))
     sub_radius = _ellipsoid_radius(axes, sub_centre, sub_semi, _random_rotation(rng))
 
     organ = _soft_inside(organ_radius, organ_semi, spacing)
@@ -212,8 +221,8 @@ def _dataset_json(params: SyntheticParameters) -> dict:
         "numTraining": params.n_cases,
         "file_ending": ".nii.gz",
         "name": params.name.split("_", 1)[-1],
-        "description": "Synthetic brain-like MRI made by hnas.data.synthetic: an ellipsoidal organ (1) with an "
-                       "inner substructure (2) in a noisy head phantom. Deterministic for the parameters below.",
+        "description": "Synthetic brain-like MRI made by hnas.data.synthetic: a bright lumpy organ (1) with a "
+                       "brighter inner substructure (2) in a noisy head phantom. Deterministic for the parameters below.",
         "hnas_synthetic": json.loads(params.to_json()),
     }
 
