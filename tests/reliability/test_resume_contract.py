@@ -78,3 +78,23 @@ def test_cli_resume_with_another_fold_exits_1_naming_the_field(capsys, stored, r
     err = capsys.readouterr().err
     assert code == 1 and "fold: stored 0, given 3" in err and err.count("\n") == 1
     assert snapshot(run_dir) == before
+
+
+def test_resume_refuses_a_dataset_that_plans_other_networks(stored, run_dir, fake, tmp_path):
+    from hnas.data import make_synthetic_dataset
+
+    other = make_synthetic_dataset(tmp_path / "other", n_cases=5, shape=(40, 20, 32), seed=2)
+    before = snapshot(run_dir)
+    with pytest.raises(SearchError, match="plan.json and grammar.lark differ.*patch_size"):
+        runs.search(settings_for(other, max_trials=6), run_dir, resume=True, progress=False)
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("content", ["{not json", '["a list"]', '{"seed": 0, "colour": "red"}'])
+def test_resume_names_a_broken_run_json(stored, run_dir, fake, content):
+    (run_dir / "run.json").write_text(content)
+    before = snapshot(run_dir)
+    with pytest.raises(SearchError, match="is not the run.json of an hnas search") as error:
+        runs.search(settings_for(stored[0], max_trials=6), run_dir, resume=True, progress=False)
+    assert str(run_dir / "run.json") in str(error.value)
+    assert snapshot(run_dir) == before
