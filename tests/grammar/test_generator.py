@@ -92,6 +92,13 @@ def test_generation_is_deterministic_and_hash_tracks_content(hippocampus_plan):
     assert grammar_hash(a) != grammar_hash(make_grammar(hippocampus_plan, GrammarOptions.extended()))
 
 
+def test_hash_ignores_the_start_line_so_older_runs_still_resume(hippocampus_plan):
+    grammar = make_grammar(hippocampus_plan)
+    assert "start: architecture\n" in grammar
+    written_before_the_start_line = grammar.replace("start: architecture\n", "")
+    assert grammar_hash(written_before_the_start_line) == grammar_hash(grammar)
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
 def test_bad_max_scale_is_refused(bad):
     with pytest.raises(GrammarError, match="max_scale"):

@@ -111,9 +111,17 @@ def make_grammar(plan: Plan, options: GrammarOptions | None = None) -> str:
     return writer.text()
 
 
+START_LINE = "start: architecture"
+
+
 def grammar_hash(grammar: str) -> str:
-    """Identity of a grammar: runs are tagged with it and refuse to resume on a different one."""
-    return hashlib.sha256(grammar.encode()).hexdigest()
+    """Identity of a grammar: runs are tagged with it and refuse to resume on a different one.
+
+    The ``start: architecture`` line (added so plain ``Lark(text, parser="lalr")`` loads a grammar)
+    names no new sentence, so it is left out: runs written before it existed still resume.
+    """
+    lines = [line for line in grammar.splitlines(keepends=True) if line.strip() != START_LINE]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def default_architecture(plan: Plan, options: GrammarOptions | None = None, *, encoder: str = "conv",
