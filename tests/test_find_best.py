@@ -213,3 +213,13 @@ def test_trained_folds_to_best_configuration_to_predict(capsys, tmp_path, monkey
     (written,) = (tmp_path / "out").glob("*.nii.gz")
     assert nib.load(str(written)).shape == nib.load(str(image)).shape
     assert "post-processing:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["garbage", '{"folds": "0"}', "[1]"])
+def test_a_damaged_model_json_is_named(run_dir, capsys, content):
+    from hnas.cli import main
+
+    (run_dir / "cv" / "trial_00007_2ep" / "model.json").write_text(content)
+    assert main(["find-best", "--run", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "trial_00007_2ep/model.json" in err and "Traceback" not in err

@@ -221,7 +221,17 @@ def model_dirs(run_dir: str | Path, names: Sequence[str] | None = None) -> list[
 
 
 def load_model_record(model_dir: Path) -> dict:
-    return json.loads((Path(model_dir) / MODEL_FILE).read_text())
+    """A model folder's model.json; a damaged one is named (not a traceback)."""
+    path = Path(model_dir) / MODEL_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SearchError(f"{str(path)!r} cannot be read as JSON ({exc}); expected the model.json that "
+                          "`hnas train --folds` writes") from exc
+    folds = record.get("folds") if isinstance(record, dict) else None
+    if not isinstance(folds, list) or not all(isinstance(f, int) and not isinstance(f, bool) for f in folds):
+        raise SearchError(f"{str(path)!r} has folds {folds!r}; expected a JSON object whose folds are fold numbers")
+    return record
 
 
 def validation_rows(model_dir: Path, dataset: str | Path) -> list[dict]:
