@@ -223,3 +223,15 @@ def test_a_damaged_model_json_is_named(run_dir, capsys, content):
     assert main(["find-best", "--run", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert "trial_00007_2ep/model.json" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"PK\x03\x04truncated"])
+def test_a_damaged_softmax_file_is_named(run_dir, capsys, content):
+    from hnas.cli import main
+    from hnas.train import fold_split
+
+    (case,) = fold_split([f"case_{i:03d}" for i in range(5)], 1)[1]
+    (run_dir / "cv" / "default_2ep" / "fold_1" / "validation" / f"{case}.npz").write_bytes(content)
+    assert main(["find-best", "--run", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"default_2ep/fold_1/validation/{case}.npz" in err and "Traceback" not in err

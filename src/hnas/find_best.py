@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -88,10 +89,14 @@ class CrossValidation:
 
     def _probabilities(self, model: str, fold: int, case: str) -> np.ndarray:
         path = self._file(model, fold, case, ".npz")
-        with np.load(path) as stored:
-            if "probabilities" not in stored.files:
-                raise TrainingError(f"{str(path)!r} holds {stored.files}; expected the key 'probabilities'")
-            probabilities = stored["probabilities"].astype(np.float32)
+        try:
+            with np.load(path) as stored:
+                if "probabilities" not in stored.files:
+                    raise TrainingError(f"{str(path)!r} holds {stored.files}; expected the key 'probabilities'")
+                probabilities = stored["probabilities"].astype(np.float32)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+            # a truncated or foreign file: np.load raises any of these (AttributeError: a plain .npy has no .files)
+            raise TrainingError(f"{str(path)!r} cannot be read as the softmax of a validation case: {exc}") from exc
         if probabilities.shape[0] != len(self.values):
             raise TrainingError(f"{str(path)!r} holds {probabilities.shape[0]} classes; dataset "
                                 f"{self.dataset.name!r} has {len(self.values)} labels")
