@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from hnas.errors import HnasError
@@ -21,10 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.error("a command is required")  # exits 2 with usage
     try:
-        return args.handler(args) or 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            return args.handler(args) or 0
     except HnasError as err:
         print(f"hnas: error: {err}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """hnas's own warnings as one line each, like its errors; others keep Python's format."""
+    if category.__module__.startswith("hnas."):
+        print(f"hnas: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +68,52 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: numpy's and torch's seeding both accept [0, 2**32 - 1]; larger or negative seeds are refused up front
+MAX_SEED = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer seed from 0 to {MAX_SEED}, got {text!r}")
+    return value
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing non-folder among ``path``'s parents (nothing can be written below it)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def _output_file(text: str) -> Path:
+    """A file to write: not an existing folder, and no file where a parent folder must be."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file path to write")
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{str(blocking)!r} is a file, so {text!r} cannot be written below it; "
+                                         "expected a folder there")
+    return path
+
+
+def _output_dir(text: str) -> Path:
+    """A folder to write into (created if missing): not an existing file, nor below one."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is an existing file; expected a folder (it is created if "
+                                         "missing)")
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{str(blocking)!r} is a file, so folder {text!r} cannot be made below it")
+    return path
+
+
 def _add_plan_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dataset", type=Path, metavar="DIR",
@@ -79,14 +137,14 @@ def _plan_command(commands) -> None:
     parser.add_argument("--planner", choices=("default", "resenc-m"), default="default",
                         help="nnU-Net's planner: default (nnUNetPlans, plain conv U-Net) or resenc-m "
                              "(nnUNetResEncUNetMPlans: patch and batch sized for a residual encoder)")
-    parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the plan as JSON")
+    parser.add_argument("-o", "--output", type=_output_file, metavar="FILE", help="write the plan as JSON")
     parser.set_defaults(handler=_run_plan)
 
 
 def _grammar_command(commands) -> None:
     parser = commands.add_parser("grammar", help="emit the Lark grammar for a dataset or plan")
     _add_plan_source(parser)
-    parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the grammar here")
+    parser.add_argument("-o", "--output", type=_output_file, metavar="FILE", help="write the grammar here")
     parser.set_defaults(handler=_run_grammar)
 
 
@@ -99,7 +157,7 @@ def _sample_command(commands) -> None:
     how.add_argument("--uniform", action="store_true", help="uniform over each production's alternatives")
     how.add_argument("--confidence", choices=CONFIDENCES, default="medium",
                      help="prior confidence around nnU-Net's defaults (default medium)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help=f"random seed 0..{MAX_SEED} (default 0)")
     parser.set_defaults(handler=_run_sample)
 
 
@@ -108,7 +166,7 @@ def _show_command(commands) -> None:
     parser.add_argument("architecture", metavar="ARCH",
                         help="an architecture string (quote it), or 'default' for nnU-Net's network")
     _add_plan_source(parser)
-    parser.add_argument("--render", type=Path, metavar="FILE",
+    parser.add_argument("--render", type=_output_file, metavar="FILE",
                         help="draw the derivation tree (.svg/.png/.pdf); the network goes to FILE's stem + "
                              "'_network' beside it")
     parser.add_argument("--dropout-rate", type=float, default=0.2, help="rate used where dropout is chosen")
@@ -156,7 +214,7 @@ def _search_command(commands) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/<dataset>_<space>_...)")
     parser.add_argument("--resume", action="store_true", help="continue the run stored in --run-dir")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0, help=f"random seed 0..{MAX_SEED} (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_search)
 
@@ -224,8 +282,9 @@ def _predict_command(commands) -> None:
                              "taken as images")
     parser.add_argument("images", type=Path, nargs="*", metavar="IMAGES",
                         help="NIfTI files; several channels per case as <case>_0000.nii.gz, <case>_0001.nii.gz, ...")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("-o", "--output", type=_output_dir, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--overwrite", action="store_true", help="replace label maps already in the output folder")
     parser.set_defaults(handler=_run_predict)
 
 
@@ -235,7 +294,7 @@ def _report_command(commands) -> None:
                                              "default marked, the incumbent's diagrams, the best trials and "
                                              "hyperparameter importance (fANOVA).")
     parser.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders to report (and compare)")
-    parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="report folder (default RUN/report)")
+    parser.add_argument("-o", "--output", type=_output_dir, metavar="DIR", help="report folder (default RUN/report)")
     parser.set_defaults(handler=_run_report)
 
 
@@ -243,7 +302,7 @@ def _export_command(commands) -> None:
     parser = commands.add_parser("export-nnunet", help="add a run's incumbent to nnU-Net's plans as a configuration")
     parser.add_argument("run", type=Path, metavar="RUN", help="a run folder")
     parser.add_argument("--plans", type=Path, required=True, metavar="FILE", help="nnU-Net's nnUNetPlans.json")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="plans file to write")
+    parser.add_argument("-o", "--output", type=_output_file, required=True, metavar="FILE", help="plans file to write")
     parser.add_argument("--trial", type=int, metavar="ID", help="trial id (default: the incumbent)")
     parser.add_argument("--configuration-name", default="3d_fullres_hnas")
     parser.add_argument("--base-configuration", default="3d_fullres")
@@ -258,7 +317,7 @@ def _run_plan(args) -> int:
     plan = workflow.plan_for(args.dataset, max_stages=args.max_stages, dims=args.dims, planner=args.planner)
     print(workflow.describe_plan(plan))
     if args.output:
-        plan.save(args.output)
+        workflow.write_text(args.output, plan.to_json() + "\n", "plan")
         print(f"plan written to {args.output}")
     return 0
 
@@ -269,7 +328,7 @@ def _run_grammar(args) -> int:
     plan = workflow.resolve_plan(args.dataset, args.plan, args.max_stages)
     grammar = workflow.grammar_for(plan, extended=args.extended)
     if args.output:
-        args.output.write_text(grammar)
+        workflow.write_text(args.output, grammar, "grammar")
         print(f"grammar for {plan.n_stages} stages written to {args.output}")
     else:
         print(grammar, end="")
@@ -347,6 +406,7 @@ def _run_train(args) -> int:
 def _run_cross_validation(args) -> int:
     from hnas import cross_validation as cv
 
+    cv.check_folds(args.folds)  # before planning and loading the run: a typo fails at once
     choices = [cv.default_choice(args.run)] if args.default else []
     choices += [cv.trial_choice(args.run, t) for t in args.trial or []]
     choices += cv.pareto_choices(args.run, args.pareto) if args.pareto else []
@@ -375,7 +435,7 @@ def _run_predict(args) -> int:
     # --model takes several paths, so images written right after it land there; a model is never NIfTI
     models = [p for p in args.model if not is_nifti(p)]
     images = [p for p in args.model if is_nifti(p)] + list(args.images)
-    ensemble, written = predict_with(models, images, args.output, device=args.device)
+    ensemble, written = predict_with(models, images, args.output, device=args.device, overwrite=args.overwrite)
     if len(ensemble.members) > 1:
         print(f"ensemble of {len(ensemble.members)} checkpoints (mean softmax)")
     if ensemble.postprocessing is not None:
