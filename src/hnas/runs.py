@@ -283,9 +283,10 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
     if executor is None:
         executor = "dask" if (settings.scheduler or settings.workers > 1) else "serial"
     bar = _ProgressBar(setup.budget, settings.max_trials) if progress else None
+    on_iteration = bar.iteration if bar and executor == "serial" else None  # other processes cannot call back
     try:
         summary = run_search(
-            TrainObjective(train_setup), setup.space(), optimizer=settings.optimizer, budget=setup.budget,
+            TrainObjective(train_setup, on_iteration), setup.space(), optimizer=settings.optimizer, budget=setup.budget,
             max_trials=settings.max_trials, time_limit=settings.time_limit, min_fidelity=setup.min_epochs,
             max_fidelity=setup.max_epochs, eta=setup.eta, run_dir=run_dir, seed=settings.seed, executor=executor,
             workers=settings.workers, scheduler=settings.scheduler, resume=resume,
@@ -309,23 +310,49 @@ def _limits(setup: RunSetup) -> str:
 
 
 class _ProgressBar:
-    """tqdm bar over the budget (or trials), showing trials, failures and the best Dice so far."""
+    """tqdm bar over the budget (or trials), showing trials, failures and the best Dice so far.
+
+    It also moves with the running trial's training steps (``iteration``), so a trial of
+    minutes does not look like a hang.
+    """
+
+    REDRAW_SECONDS = 0.5  # GPU steps come faster than a terminal needs redrawing
 
     def __init__(self, budget: float | None, max_trials: int | None):
+        import time
+
         from tqdm.auto import tqdm
 
         total = budget if budget is not None else max_trials
         self.by_budget = budget is not None
+        self.finished = 0.0  # budget (or trials) of the finished trials
+        self.status = "trials 0 ok/0 failed, best Dice -"
+        self.clock = time.monotonic
+        self.drawn = self.clock()
         self.bar = tqdm(total=total, unit="budget" if self.by_budget else "trial",
-                        bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
-                        if self.by_budget else None)
+                        bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
     def update(self, progress) -> None:
-        done = progress.budget_used if self.by_budget else progress.finished + progress.failed
-        self.bar.n = min(done, self.bar.total) if self.bar.total else done
+        """A trial finished (the search engine's Progress)."""
+        self.finished = progress.budget_used if self.by_budget else progress.finished + progress.failed
         best = "-" if progress.incumbent is None else f"{1 - progress.incumbent.loss:.3f}"
-        self.bar.set_postfix_str(f"trials {progress.finished} ok/{progress.failed} failed, best Dice {best}")
+        self.status = f"trials {progress.finished} ok/{progress.failed} failed, best Dice {best}"
+        self._draw(self.finished, self.status)
+
+    def iteration(self, step) -> None:
+        """A training step of the running trial (hnas.train.IterationProgress)."""
+        share = step.budget if self.by_budget else 1.0
+        if step.iteration < step.iterations and self.clock() - self.drawn < self.REDRAW_SECONDS:
+            return
+        self._draw(self.finished + share * step.iteration / step.iterations,
+                   f"{self.status}; trial {step.trial_id} ({step.epochs} epochs): "
+                   f"iteration {step.iteration}/{step.iterations}")
+
+    def _draw(self, done: float, postfix: str) -> None:
+        self.bar.n = min(done, self.bar.total) if self.bar.total else done
+        self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.refresh()
+        self.drawn = self.clock()
 
     def close(self) -> None:
         self.bar.close()

@@ -101,6 +101,21 @@ def test_objective_adapter_trains_and_promotes(tiny_setup, tmp_path):
     assert load_checkpoint(tmp_path / "00001")["trainer"]["seed"] == load_checkpoint(tmp_path / "00000")["trainer"]["seed"]
 
 
+def test_objective_reports_training_steps_with_the_budget_they_add(tiny_setup, tmp_path):
+    steps = []
+    objective = TrainObjective(replace(tiny_setup, iterations_per_epoch=2, validation_cases=1), steps.append)
+    config = {**CONFIG, "aug_factor": 0.0}
+    objective(TrialContext(trial_id=0, config=config, fidelity=1.0, max_fidelity=4.0, rung=0, bracket=0,
+                           trial_dir=tmp_path / "00000"))
+    objective(TrialContext(trial_id=1, config=config, fidelity=4.0, max_fidelity=4.0, rung=1, bracket=0,
+                           trial_dir=tmp_path / "00001", parent_id=0, previous_trial_dir=tmp_path / "00000",
+                           previous_fidelity=1.0))
+    first, promoted = [s for s in steps if s.trial_id == 0], [s for s in steps if s.trial_id == 1]
+    assert [(s.iteration, s.iterations, s.epochs, s.budget) for s in first] == [(1, 2, 1, 0.25), (2, 2, 1, 0.25)]
+    assert [s.iteration for s in promoted] == [1, 2, 3, 4, 5, 6]  # the promotion trains epochs 2..4 only
+    assert {(s.iterations, s.epochs, s.budget) for s in promoted} == {(6, 4, 0.75)}
+
+
 def test_nas_configs_train_their_network(tiny_setup, tmp_path):
     config = {"aug_factor": 0.0, "optimizer": "AdamW", "initial_lr": 1e-3, "encoder_type": "residual",
               "model_scale": 0.5, "base_features": 64, "max_features": 640, "activation": "PReLU",

@@ -73,3 +73,15 @@ def test_training_beyond_the_schedule_is_refused():
     trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=2)
     with pytest.raises(TrainingError, match="max_epochs=2"):
         trainer.fit(FixedBatches(), until_epoch=3, iterations_per_epoch=1)
+
+
+def test_on_iteration_reports_every_step_of_each_fit():
+    """A progress bar follows the steps of a trial, and a continued fit counts only its own steps."""
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=3)
+    calls = []
+    trainer.fit(FixedBatches(), until_epoch=2, iterations_per_epoch=2, on_iteration=lambda *c: calls.append(c))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()
+    trainer.fit(FixedBatches(), until_epoch=3, iterations_per_epoch=2, on_iteration=lambda *c: calls.append(c))
+    assert calls == [(1, 2), (2, 2)]

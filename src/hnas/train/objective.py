@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -27,7 +27,7 @@ from hnas.train.inference import OVERLAP, validate
 from hnas.train.loader import PatchSampler
 from hnas.train.preprocessing import N_FOLDS, PreprocessedDataset, preprocess_dataset
 from hnas.train.presets import ScalePreset
-from hnas.train.trainer import Trainer
+from hnas.train.trainer import IterationCallback, Trainer
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,12 @@ def prepare(setup: TrainSetup) -> PreprocessedDataset:
 
 
 def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, previous_checkpoint: str | Path | None,
-             trial_dir: str | Path, *, setup: TrainSetup) -> Result:
+             trial_dir: str | Path, *, setup: TrainSetup, on_iteration: IterationCallback | None = None) -> Result:
     """Train ``config`` up to ``epochs`` epochs in total (continuing ``previous_checkpoint``), then validate.
 
     ``architecture`` None takes it from the config (``architecture`` key or NAS keys) or uses
     nnU-Net's default network. Invalid values raise SearchSpaceError naming the key; a diverging
-    run raises TrainingError.
+    run raises TrainingError. ``on_iteration(done, total)`` follows the training steps (Trainer.fit).
     """
     settings = train_config(config)
     choice = network_choice(config, setup.plan, setup.grammar, architecture, plan_2d=setup.plan_2d,
@@ -162,7 +162,7 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
         trainer.load_state_dict(previous["trainer"])
     sampler = PatchSampler(data, train_ids, choice.plan.patch_size, setup.effective_batch_size,
                            settings.foreground_oversampling, settings.aug_factor, seed)
-    trainer.fit(sampler, epochs, setup.iterations_per_epoch, setup.num_workers)
+    trainer.fit(sampler, epochs, setup.iterations_per_epoch, setup.num_workers, on_iteration)
     saved = save_checkpoint(checkpoint_path(trial_dir), _payload(trainer, settings, choice, spec.to_json(), data, setup))
     validation_ids = validation_ids[: setup.validation_cases] if setup.validation_cases else validation_ids
     validation = validate(trainer.network, data, validation_ids, choice.plan.patch_size, device, overlap=setup.overlap,
@@ -184,16 +184,29 @@ def train_fold(config: Mapping[str, Any], epochs: int, out_dir: str | Path, *, s
     return evaluate(config, architecture, epochs, None, out_dir, setup=replace(setup, max_epochs=_whole_epochs(epochs)))
 
 
+@dataclass(frozen=True)
+class IterationProgress:
+    """Where a running trial's training is: handed to TrainObjective's ``on_iteration`` after every step."""
+
+    trial_id: int
+    epochs: int  # the fidelity the trial trains to
+    iteration: int  # steps done in this trial (a promotion counts only its own)
+    iterations: int  # steps this trial takes in all
+    budget: float  # max-fidelity evaluations the trial adds to the search's budget
+
+
 class TrainObjective:
     """The search engine's objective: ``objective(context) -> dict`` (picklable for worker processes).
 
     Continues from ``context.previous_trial_dir``'s checkpoint for promotions; the schedule runs
     over ``context.max_fidelity`` epochs. A new trial's seed is ``(setup.seed, trial_id)``-derived;
-    a promotion keeps its parent's.
+    a promotion keeps its parent's. ``on_iteration`` (an in-process progress display; None for
+    worker processes, which cannot call back) gets an :class:`IterationProgress` after every step.
     """
 
-    def __init__(self, setup: TrainSetup):
+    def __init__(self, setup: TrainSetup, on_iteration: Callable[[IterationProgress], None] | None = None):
         self.setup = setup
+        self.on_iteration = on_iteration
 
     def __call__(self, context) -> dict[str, Any]:
         config = dict(context.config)
@@ -204,8 +217,19 @@ class TrainObjective:
         setup = replace(self.setup, max_epochs=_whole_epochs(context.max_fidelity),
                         seed=self.setup.seed * 100_003 + int(context.trial_id))
         result = evaluate(config, architecture, _whole_epochs(context.fidelity), previous, context.trial_dir,
-                          setup=setup)
+                          setup=setup, on_iteration=self._reporter(context))
         return result.to_objective()
+
+    def _reporter(self, context) -> IterationCallback | None:
+        if self.on_iteration is None:
+            return None
+        added = context.fidelity - (getattr(context, "previous_fidelity", None) or 0.0)
+        budget = added / context.max_fidelity
+
+        def report(done: int, total: int) -> None:
+            self.on_iteration(IterationProgress(int(context.trial_id), _whole_epochs(context.fidelity), done, total,
+                                                budget))
+        return report
 
 
 def _whole_epochs(epochs) -> int:

@@ -9,8 +9,10 @@ checkpoint is the same computation as training in one go.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,6 +24,10 @@ from hnas.train.losses import SegmentationLoss
 from hnas.train.optim import learning_rate, make_optimizer, set_learning_rate
 
 GRADIENT_CLIP = 12.0
+
+#: ``on_iteration(done, total)``: called after every step of a ``fit`` with the iterations that
+#: call has done and will do in all (a progress display's hook; it must not touch the training).
+IterationCallback = Callable[[int, int], None]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -75,8 +81,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- epochs
 
-    def fit(self, sampler: PatchSampler, until_epoch: int, iterations_per_epoch: int, num_workers: int = 0) -> None:
-        """Train epochs ``self.epoch .. until_epoch - 1``; batch indices continue across calls."""
+    def fit(self, sampler: PatchSampler, until_epoch: int, iterations_per_epoch: int, num_workers: int = 0,
+            on_iteration: IterationCallback | None = None) -> None:
+        """Train epochs ``self.epoch .. until_epoch - 1``; batch indices continue across calls.
+
+        ``on_iteration`` lets a progress bar move during a trial, not only when it ends.
+        """
         if until_epoch > self.max_epochs:
             raise TrainingError(f"cannot train to epoch {until_epoch}: the schedule ends at max_epochs="
                                 f"{self.max_epochs}; expected epochs <= max_epochs")
@@ -88,15 +98,19 @@ class Trainer:
         loader = batch_loader(sampler, self.epoch * iterations_per_epoch, num_workers,
                               pin_memory=self.device.type == "cuda")
         batches = iter(loader)
+        on_step = None
+        if on_iteration is not None:
+            done, total = itertools.count(1), (until_epoch - self.epoch) * iterations_per_epoch
+            on_step = lambda: on_iteration(next(done), total)  # noqa: E731
         try:
             for epoch in range(self.epoch, until_epoch):
-                self._train_epoch(batches, epoch, iterations_per_epoch)
+                self._train_epoch(batches, epoch, iterations_per_epoch, on_step)
         finally:
             synchronize(self.device)
             self.runtime += time.perf_counter() - started
             _stop_workers(batches)
 
-    def _train_epoch(self, batches, epoch: int, iterations: int) -> None:
+    def _train_epoch(self, batches, epoch: int, iterations: int, on_step: Callable[[], None] | None) -> None:
         torch.manual_seed(epoch_seed(self.seed, epoch))
         set_learning_rate(self.optimizer, learning_rate(self.config, epoch, self.max_epochs))
         total = torch.zeros((), device=self.device)
@@ -105,6 +119,8 @@ class Trainer:
             image = batch["image"].to(self.device, non_blocking=True)
             target = batch["label"].to(self.device, non_blocking=True)
             total += self.step(image, target)
+            if on_step is not None:
+                on_step()
         mean = float(total) / iterations
         if not math.isfinite(mean):
             raise TrainingError(f"the training loss became {mean} in epoch {epoch + 1} (config {self.config}); "
