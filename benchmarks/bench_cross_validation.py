@@ -82,7 +82,9 @@ def main(argv=None) -> int:
           f"out (split seed {args.split_seed}); {args.epochs} epochs x {args.iterations_per_epoch} iterations per "
           f"fold; run {run_dir}")
     print(f"wall time: search {search_wall:.0f} s, cross-validation {cv_wall:.0f} s, test prediction {test_wall:.0f} s")
-    print(f"incumbent: trial {choices[1].trial_id}\n")
+    same = " (the default configuration itself: the search found nothing better)" \
+        if choices[1].config == choices[0].config else ""
+    print(f"incumbent: trial {choices[1].trial_id}{same}\n")
     print("| model | CV Dice over cases (mean +- std) | CV Dice over folds (mean +- std) | cases | "
           "fold-ensemble Dice on held-out cases |")
     print("|---|---:|---:|---:|---:|")
