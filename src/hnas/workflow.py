@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from hnas.grammar import GrammarOptions, default_architecture, make_grammar
 from hnas.grammar.generator import grammar_options
 from hnas.grammar.plan import Plan
 
-SYNTHETIC_FINGERPRINT = "hnas_fingerprint.json"
+SYNTHETIC_FINGERPRINT_STEM = "hnas_fingerprint"
 
 
 def cache_dir() -> Path:
@@ -33,16 +34,23 @@ def builtin_dataset() -> Path:
 
 
 def fingerprint_of(dataset: Path):
-    """Validate a dataset folder and compute its fingerprint (cached for the built-in data)."""
-    from hnas.data import compute_fingerprint, load_dataset, load_fingerprint, save_fingerprint, validate_dataset
+    """Validate a dataset folder and compute its fingerprint (cached for data under :func:`cache_dir`).
 
-    cached = dataset / SYNTHETIC_FINGERPRINT
-    if cached.is_file():
-        return load_fingerprint(cached)
+    The cache file is named by the data's content digest, so editing a case of the built-in data
+    (even a label in place) computes a new fingerprint instead of reusing the old one.
+    """
+    from hnas.data import compute_fingerprint, load_dataset, load_fingerprint, save_fingerprint, validate_dataset
+    from hnas.data.dataset import content_digest
+
     loaded = load_dataset(dataset)
+    cached = None
+    if dataset.resolve().is_relative_to(cache_dir().resolve()):
+        cached = dataset / f"{SYNTHETIC_FINGERPRINT_STEM}_{content_digest(loaded)[:16]}.json"
+        if cached.is_file():
+            return load_fingerprint(cached)
     validate_dataset(loaded)
     fingerprint = compute_fingerprint(loaded, workers=min(4, os.cpu_count() or 1))
-    if dataset.resolve().is_relative_to(cache_dir().resolve()):
+    if cached is not None:
         save_fingerprint(fingerprint, cached)
     return fingerprint
 
@@ -97,22 +105,72 @@ def with_stages(plan: Plan, max_stages: int | None) -> Plan:
 
 
 def grammar_for(plan: Plan, *, extended: bool = False) -> str:
+    """The plan's grammar; the plan is checked first by compiling nnU-Net's default network on it,
+    so a broken plan file fails in `hnas grammar` exactly as it would in `hnas show`."""
+    check_plan(plan)
     return make_grammar(plan, GrammarOptions.extended() if extended else GrammarOptions())
+
+
+def check_plan(plan: Plan) -> None:
+    """Raise the compiler's error (naming the field) when no network can be built on ``plan``."""
+    from hnas.cfgunet import compile_architecture, cost
+
+    grammar = make_grammar(plan, GrammarOptions())
+    cost(compile_architecture(grammar, default_architecture(plan, GrammarOptions()), plan), plan.patch_size)
+
+
+class PriorWarning(UserWarning):
+    """A prior was asked for but the grammar cannot centre it (sampling is uniform there)."""
 
 
 def read_text(path: Path, what: str) -> str:
     if not path.is_file():
         raise HnasError(f"{what} file {str(path)!r} does not exist")
-    return path.read_text()
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise HnasError(f"{what} file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                        f"offset {exc.start}); expected a text file from `hnas {what} -o`") from None
+    except OSError as exc:
+        raise HnasError(f"{what} file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+
+
+def write_text(path: Path, text: str, what: str) -> Path:
+    """Write an output file, creating its folder; an unwritable path is an error naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise HnasError(f"cannot write the {what} to {str(path)!r}: {exc.strerror or exc}; expected a writable "
+                        "file path") from None
+    return path
 
 
 def sample(grammar: str, n: int, *, seed: int = 0, uniform: bool = False, confidence: str = "medium") -> list[str]:
-    """``n`` sentences, uniform per production or from the prior around nnU-Net's defaults."""
+    """``n`` sentences, uniform per production or from the prior around nnU-Net's defaults.
+
+    The prior's centres are the grammar's ``//@ default`` annotations; a grammar without them
+    (hand-written, or stripped) can only be sampled uniformly, which is said, not done silently.
+    """
     from hnas.sampling import Prior, PriorSampler, UniformSampler
 
     rng = np.random.default_rng(seed)
-    sampler = UniformSampler(grammar) if uniform else PriorSampler(Prior.from_grammar(grammar, confidence))
+    if uniform:
+        sampler = UniformSampler(grammar)
+    else:
+        prior = Prior.from_grammar(grammar, confidence)
+        _warn_uncentred(prior, confidence)
+        sampler = PriorSampler(prior)
     return [sampler.sample_string(rng) for _ in range(n)]
+
+
+def _warn_uncentred(prior, confidence: str) -> None:
+    """Generated grammars annotate the choices nnU-Net decides (others stay uniform by design);
+    a grammar with no annotation at all gives a uniform prior whatever the confidence."""
+    if prior.structure.choices and not prior.centres:
+        warnings.warn(f"the grammar has no '//@ default' annotations, so the {confidence!r} prior is uniform (like "
+                      "--uniform); generate the grammar with `hnas grammar` to sample around nnU-Net's defaults",
+                      PriorWarning, stacklevel=3)
 
 
 def resolve_architecture(plan: Plan, grammar: str, text: str) -> str:

@@ -11,7 +11,7 @@ from hnas.data.fingerprinting import (DatasetAnalysis, analyze_dataset, compute_
                                       nonzero_bbox)
 from hnas.data.io import ImageGeometry, ImageVolume, read_header, read_images, read_label_map, write_label_map
 from hnas.data.synthetic import SYNTHETIC_NAME, ensure_synthetic_dataset, make_synthetic_dataset
-from hnas.data.validation import validate_dataset
+from hnas.data.validation import DatasetWarning, validate_dataset
 
 __all__ = [
     "Case",
@@ -19,6 +19,7 @@ __all__ = [
     "ChannelIntensity",
     "Dataset",
     "DatasetAnalysis",
+    "DatasetWarning",
     "Fingerprint",
     "ImageGeometry",
     "ImageVolume",

@@ -7,6 +7,7 @@ channel, which file and which index of its last axis holds the channel.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hnas.data.io import NIFTI_ENDINGS, ImageGeometry, is_nifti, read_images, read_label_map
+from hnas.data.io import NIFTI_ENDINGS, ImageGeometry, file_digest, is_nifti, read_images, read_label_map
 from hnas.errors import DatasetError
 
 NNUNET = "nnunet"
@@ -278,6 +279,19 @@ def load_dataset(path: str | Path) -> Dataset:
                            "lists none; expected at least one case")
     return Dataset(name=root.name, root=root, format=fmt, channel_names=channel_names, labels=labels,
                    cases=cases, file_ending=ending, num_training=_optional_int(data, "numTraining", source))
+
+
+def content_digest(dataset: Dataset) -> str:
+    """SHA-256 over dataset.json and the bytes of every case file: the key of caches derived from the data.
+
+    Sizes and mtimes alone miss a label edited in place; each file is hashed once per process
+    (:func:`hnas.data.io.file_digest`), so asking again is cheap.
+    """
+    digest = hashlib.sha256()
+    for path in (dataset.root / "dataset.json",) + tuple(p for c in dataset.cases for p in (*c.image_files, c.label_file)):
+        if path is not None:
+            digest.update(f"{path.name}:{file_digest(path) if path.is_file() else 'missing'};".encode())
+    return digest.hexdigest()
 
 
 def as_dataset(dataset: Dataset | str | Path) -> Dataset:

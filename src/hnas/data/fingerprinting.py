@@ -18,6 +18,7 @@ import numpy as np
 
 from hnas.data.dataset import Case, Dataset, as_dataset, read_case
 from hnas.data.fingerprint import ChannelIntensity, Fingerprint
+from hnas.data.validation import warn_dataset
 from hnas.errors import DatasetError
 
 SAMPLES_PER_CASE = 10_000
@@ -33,6 +34,7 @@ class CaseAnalysis:
     shape_before_crop: tuple[int, ...]
     shape_after_crop: tuple[int, ...]
     foreground_samples: np.ndarray  # float32 [C, n]
+    constant_channels: tuple[int, ...] = ()  # channels with one value everywhere (an empty or failed export)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,14 @@ def analyze_case(dataset: Dataset, case: Case | str, samples_per_case: int | Non
         shape_before_crop=tuple(int(s) for s in data.image.shape[1:]),
         shape_after_crop=tuple(int(s) for s in image.shape[1:]),
         foreground_samples=sample_foreground(image, label, samples_per_case, seed),
+        constant_channels=constant_channels(data.image),
     )
+
+
+def constant_channels(image: np.ndarray) -> tuple[int, ...]:
+    """Channels of ``[C, ...]`` holding a single value: normalisation maps them to zeros."""
+    flat = image.reshape(image.shape[0], -1)
+    return tuple(c for c in range(flat.shape[0]) if flat.shape[1] and flat[c].min() == flat[c].max())
 
 
 def intensity_statistics(values: np.ndarray) -> ChannelIntensity:
@@ -122,6 +131,9 @@ def analyze_dataset(dataset: Dataset | str | Path, *, workers: int = 1,
     """Read every case once and summarise it (see module docstring); ``samples_per_case=None`` uses all voxels."""
     dataset = as_dataset(dataset)
     cases = _analyze_all(dataset, workers, samples_per_case, seed)
+    constant = [f"{c.case_id!r} (channel(s) {list(c.constant_channels)})" for c in cases if c.constant_channels]
+    if constant:
+        warn_dataset(dataset, "have a constant image (one value in every voxel)", constant)
     pooled = np.concatenate([c.foreground_samples for c in cases], axis=1)
     if pooled.shape[1] == 0:
         raise DatasetError(f"dataset {dataset.name!r} has no foreground voxels (label > 0) in any case; "

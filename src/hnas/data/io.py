@@ -8,6 +8,7 @@ label maps integer ``[z, y, x]``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -52,6 +53,25 @@ class HeaderInfo:
     shape: tuple[int, ...]  # spatial, (z, y, x)
     spacing: tuple[float, ...]  # (z, y, x)
     n_channels: int | None  # length of the 4th NIfTI axis, None for a 3D file
+    affine: tuple[tuple[float, ...], ...] | None = None  # voxel-to-world, NIfTI order (as stored)
+    zero_pixdim: bool = False  # the file stores pixdim 0 on a spatial axis (nibabel reads it as 1)
+
+
+#: file digests by (path, size, mtime_ns, ctime_ns, inode): each file is hashed once per process.
+#: ctime is in the key because a user can restore mtime (touch -d) after editing a file, never ctime.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, memoised by its stat: caches keyed on it (preprocessed data,
+    fingerprints) must not survive a label edited in place with the same size and mtime."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if key not in _DIGESTS:
+        with path.open("rb") as handle:
+            _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _DIGESTS[key]
 
 
 def is_nifti(path: str | Path) -> bool:
@@ -67,7 +87,7 @@ def _load(path: Path) -> nib.Nifti1Image:
     try:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise DatasetError(f"file {str(path)!r} cannot be read as NIfTI: {exc}") from exc
+        raise DatasetError(f"file {str(path)!r} cannot be read as NIfTI: {' '.join(str(exc).split())}") from exc
 
 
 def _spatial_rank_check(path: Path, shape: tuple[int, ...]) -> None:
@@ -82,7 +102,26 @@ def read_header(path: str | Path) -> HeaderInfo:
     shape = tuple(int(s) for s in img.shape)
     _spatial_rank_check(path, shape)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return HeaderInfo(shape=shape[:3][::-1], spacing=zooms[::-1], n_channels=shape[3] if len(shape) == 4 else None)
+    affine = tuple(tuple(float(v) for v in row) for row in img.affine)
+    return HeaderInfo(shape=shape[:3][::-1], spacing=zooms[::-1], n_channels=shape[3] if len(shape) == 4 else None,
+                      affine=affine, zero_pixdim=_stores_zero_pixdim(path, img))
+
+
+def _stores_zero_pixdim(path: Path, img: nib.Nifti1Image) -> bool:
+    """Whether the stored header has pixdim 0 on a spatial axis.
+
+    nibabel's header check silently sets such a pixdim to 1 on load, so a broken spacing would
+    become 1 mm unnoticed; the header is read again unchecked to see what the file says.
+    """
+    header_class = type(img.header)
+    if not hasattr(header_class, "from_fileobj"):
+        return False
+    try:
+        with nib.openers.Opener(str(path)) as handle:
+            stored = header_class.from_fileobj(handle, check=False)
+        return bool(np.any(np.asarray(stored["pixdim"][1:4]) == 0))
+    except Exception:  # the checked load above succeeded; an unreadable raw header says nothing more
+        return False
 
 
 def geometry_of(img: nib.Nifti1Image) -> ImageGeometry:
@@ -114,9 +153,28 @@ def _channel(path: Path, data: np.ndarray, index: int | None) -> np.ndarray:
     return data[..., index]
 
 
-def _voxels(img: nib.Nifti1Image) -> np.ndarray:
-    """All voxels of a file (scaled by the header's slope/intercept), in NIfTI order."""
-    return np.asanyarray(img.dataobj)
+def _voxels(path: Path, img: nib.Nifti1Image) -> np.ndarray:
+    """All voxels of a file (scaled by the header's slope/intercept), in NIfTI order.
+
+    The header may be intact while the voxels are not (a truncated download or copy): nibabel
+    then raises one of several types, each turned into an error naming the file.
+    """
+    try:
+        return np.asanyarray(img.dataobj)
+    except Exception as exc:  # OSError, EOFError, zlib.error, ValueError, ... for damaged data
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # nibabel's messages span lines
+        raise DatasetError(f"file {str(path)!r} is damaged: its voxels cannot be read ({reason}); "
+                           "expected a complete NIfTI file") from exc
+
+
+def check_finite(path: str | Path, channel: np.ndarray) -> None:
+    """Refuse NaN/inf intensities: they poison normalisation and make every prediction background."""
+    if np.issubdtype(channel.dtype, np.floating):
+        finite = np.isfinite(channel)
+        if not finite.all():
+            bad = channel[~finite]
+            raise DatasetError(f"image file {str(path)!r} holds {bad.size} non-finite voxel(s) "
+                               f"(e.g. {bad[0]}); expected finite intensities")
 
 
 def read_images(files: Sequence[str | Path], channel_in_file: Sequence[int | None] | None = None) -> ImageVolume:
@@ -138,7 +196,8 @@ def read_images(files: Sequence[str | Path], channel_in_file: Sequence[int | Non
     for path, index in zip(paths, indices):
         if path not in images:
             images[path] = _load(path)
-            voxels[path] = _voxels(images[path])
+            voxels[path] = _voxels(path, images[path])
+            check_finite(path, voxels[path])
         channels.append(_to_nnunet_axes(_channel(path, voxels[path], index)).astype(np.float32, copy=False))
     geometry = geometry_of(images[paths[0]])
     for path, channel in zip(paths, channels):
@@ -153,7 +212,7 @@ def read_label_map(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
     """Read a label map as an integer ``[z, y, x]`` array; whole-number floats are accepted."""
     path = Path(path)
     img = _load(path)
-    data = _channel(path, _voxels(img), None)
+    data = _channel(path, _voxels(path, img), None)
     return as_label_array(data, path), geometry_of(img)
 
 

@@ -3,10 +3,14 @@
 Everything except the label values is checked from NIfTI headers, so validating a few hundred
 cases takes seconds. All problems are collected and reported together (each naming its case),
 so a user fixes a broken dataset in one pass instead of one error at a time.
+
+Oddities that do not stop nnU-Net but usually mean a broken export (a label whose affine differs
+from its image's, a zero pixdim) are reported as one :class:`DatasetWarning` per kind instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,11 @@ from hnas.data.io import HeaderInfo, read_header, read_label_map
 from hnas.errors import DatasetError
 
 MAX_REPORTED_PROBLEMS = 20
+AFFINE_ATOL = 1e-3  # mm; affines of one case written by the same tool agree far closer than this
+
+
+class DatasetWarning(UserWarning):
+    """A dataset is usable but something in it is probably not what the user meant."""
 
 
 def validate_dataset(dataset: Dataset | str | Path, check_label_values: bool = True) -> Dataset:
@@ -27,11 +36,20 @@ def validate_dataset(dataset: Dataset | str | Path, check_label_values: bool = T
     """
     dataset = as_dataset(dataset)
     problems = _dataset_problems(dataset)
+    oddities: dict[str, list[str]] = {}
     for case in dataset.cases:
-        problems += [f"case {case.case_id!r}: {p}" for p in case_problems(dataset, case, check_label_values)]
+        problems += [f"case {case.case_id!r}: {p}" for p in case_problems(dataset, case, check_label_values, oddities)]
     if problems:
         raise DatasetError(_summary(dataset, problems))
+    for kind, cases in oddities.items():
+        warn_dataset(dataset, kind, cases)
     return dataset
+
+
+def warn_dataset(dataset: Dataset, kind: str, details: list[str]) -> None:
+    """One warning per kind of oddity, naming the first few cases (hundreds of lines help nobody)."""
+    shown = "; ".join(details[:5]) + (f"; ... and {len(details) - 5} more" if len(details) > 5 else "")
+    warnings.warn(f"dataset {dataset.name!r}: {len(details)} case(s) {kind}: {shown}", DatasetWarning, stacklevel=3)
 
 
 def _summary(dataset: Dataset, problems: list[str]) -> str:
@@ -91,8 +109,12 @@ def _nnunet_folder_problems(dataset: Dataset) -> list[str]:
 # ---------------------------------------------------------------- one case
 
 
-def case_problems(dataset: Dataset, case: Case, check_label_values: bool = True) -> list[str]:
-    """Problems of one case (empty when it is fine), each a sentence naming the file and what was expected."""
+def case_problems(dataset: Dataset, case: Case, check_label_values: bool = True,
+                  oddities: dict[str, list[str]] | None = None) -> list[str]:
+    """Problems of one case (empty when it is fine), each a sentence naming the file and what was expected.
+
+    Header oddities that are no error (see :func:`_header_oddities`) are added to ``oddities``.
+    """
     problems = _missing_files(dataset, case)
     if problems:
         return problems
@@ -107,6 +129,9 @@ def case_problems(dataset: Dataset, case: Case, check_label_values: bool = True)
     if problems:
         return problems
     problems += _label_grid_problems(dataset, case, headers)
+    if oddities is not None:
+        for kind, detail in _header_oddities(dataset, case, headers):
+            oddities.setdefault(kind, []).append(f"{case.case_id!r} ({detail})")
     if not problems and check_label_values:
         problems += _label_value_problems(dataset, case)
     return problems
@@ -157,6 +182,26 @@ def _label_grid_problems(dataset: Dataset, case: Case, headers: dict[Path, Heade
         problems.append(f"image/label spacing mismatch: image {image.spacing}, label {label.spacing} (z, y, x); "
                         f"expected equal within {SPACING_RTOL:g} relative")
     return problems
+
+
+def _header_oddities(dataset: Dataset, case: Case, headers: dict[Path, HeaderInfo]) -> list[tuple[str, str]]:
+    """(kind, detail) of header values nnU-Net accepts but that usually mean a broken export.
+
+    A zero pixdim means the file has no spacing (nibabel reads it as 1 mm); a label affine that differs from
+    its image's (origin or direction, the spacing is checked as an error) puts the segmentation
+    somewhere else in the world than the image.
+    """
+    found = []
+    for path in dict.fromkeys(case.image_files + (case.label_file,)):
+        if headers[path].zero_pixdim:
+            found.append(("store pixdim 0 (no spacing; read as 1 mm)",
+                          f"{_relative(dataset, path)} read as spacing {headers[path].spacing} (z, y, x)"))
+    image, label = headers[case.image_files[0]].affine, headers[case.label_file].affine
+    if image is not None and label is not None and not np.allclose(image, label, rtol=0.0, atol=AFFINE_ATOL):
+        worst = float(np.max(np.abs(np.subtract(image, label))))
+        found.append(("have a label affine that differs from the image's",
+                      f"{_relative(dataset, case.label_file)} differs by up to {worst:g}"))
+    return found
 
 
 def _label_value_problems(dataset: Dataset, case: Case) -> list[str]:

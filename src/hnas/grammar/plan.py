@@ -69,6 +69,7 @@ class Plan:
         unknown = set(data) - names
         if unknown:
             raise PlanError(f"plan has unknown fields {sorted(unknown)}; expected only {sorted(names)}")
+        _check_field_types(data)
         return cls(**{k: _as_tuples(v) for k, v in data.items()})
 
     @classmethod
@@ -77,6 +78,9 @@ class Plan:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PlanError(f"plan is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise PlanError(f"plan is JSON {type(data).__name__} {text.strip()[:40]!r}; expected an object of plan "
+                            "fields from `hnas plan -o`")
         return cls.from_dict(data)
 
     @classmethod
@@ -84,7 +88,17 @@ class Plan:
         path = Path(path)
         if not path.is_file():
             raise PlanError(f"plan file {str(path)!r} does not exist; expected a JSON file from `hnas plan`")
-        return cls.from_json(path.read_text())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise PlanError(f"plan file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                            f"{exc.start}); expected a JSON file from `hnas plan -o`") from None
+        except OSError as exc:
+            raise PlanError(f"plan file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+        try:
+            return cls.from_json(text)
+        except PlanError as exc:
+            raise PlanError(f"plan file {str(path)!r}: {exc}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
@@ -107,6 +121,28 @@ class Plan:
             residual_decoder_blocks_per_stage=self.residual_decoder_blocks_per_stage[:n_stages - 1],
         )
         return Plan.from_dict(data)
+
+
+_INT_FIELDS = ("dims", "n_stages", "batch_size", "n_input_channels", "n_classes", "base_features", "max_features")
+_TEXT_FIELDS = ("dataset_name", "planner")
+
+
+def _check_field_types(data: dict) -> None:
+    """Wrong JSON types fail here, naming the field, instead of as a TypeError deep in the generator.
+
+    Values (positive, one entry per stage, ...) are checked where they are used: the compiler's spec.
+    """
+    for name, value in data.items():
+        if name in _INT_FIELDS:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            expected = "an integer"
+        elif name in _TEXT_FIELDS:
+            ok, expected = isinstance(value, str), "a string"
+        else:
+            ok = isinstance(value, (list, tuple)) or (name == "transpose_forward" and value is None)
+            expected = "a list"
+        if not ok:
+            raise PlanError(f"plan field {name!r} is {value!r}; expected {expected}")
 
 
 def _as_tuples(value):
