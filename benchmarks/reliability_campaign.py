@@ -381,6 +381,9 @@ def data_loss_cases(b: Builder) -> None:
     run, setup = b.run_copy("forgotten_resume")
     b.add(name="search again on a finished run without --resume", group=group,
           argv=b.tiny_search("--run-dir", str(run)), protect=run, setup=setup, weight=20)
+    run, setup = b.run_copy("forgotten_resume_seed")
+    b.add(name="search again on a finished run without --resume, with another --seed", group=group,
+          argv=b.tiny_search("--run-dir", str(run), "--seed", "1"), protect=run, setup=setup, weight=20)
     for flag, value in (("--seed", "1"), ("--optimizer", "hyperband"), ("--space", "hpo"), ("--confidence", "high"),
                         ("--max-epochs", "3"), ("--eta", "2"), ("--max-stages", "2")):
         name = f"resume_changed_{flag.strip('-')}"
@@ -656,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
     parser.add_argument("--fuzz", type=int, default=160, help="fuzz invocations added to the issue's cases")
     parser.add_argument("--json", type=Path, help="write every case's details here")
+    parser.add_argument("--only", metavar="TEXT", help="run only the cases whose name contains TEXT")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args(argv)
     src = args.src.resolve()
@@ -674,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     traceback_cases(builder)
     happy_cases(builder)
     fuzz_cases(builder, args.fuzz)
+    if args.only:
+        builder.cases = [c for c in builder.cases if args.only in c.name]
     cases = sorted(builder.cases, key=lambda c: -c.weight)
     print(f"{len(cases)} cases, {args.jobs} at a time ...", file=sys.stderr)
     outcomes: list[Outcome] = []
