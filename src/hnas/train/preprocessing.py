@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from hnas.data import (Dataset, Fingerprint, compute_fingerprint, crop_to_nonzero, load_dataset, load_fingerprint,
                        read_case, save_fingerprint)
+from hnas.data.io import file_digest
 from hnas.errors import DatasetError, TrainingError
 from hnas.grammar.plan import Plan
 
@@ -400,11 +401,14 @@ def check_plan(plan: Plan) -> None:
 
 
 def _file_identity(dataset: Dataset) -> list:
-    """Case ids, file names and sizes: cheap to read, and changes when the data is replaced."""
+    """Case ids, file names, sizes and content digests: changes whenever a case file's bytes do."""
     files = []
     for case in dataset.cases:
         for path in (*case.image_files, case.label_file):
-            files.append([case.case_id, Path(path).name, Path(path).stat().st_size if Path(path).is_file() else -1])
+            path = Path(path)
+            present = path.is_file()
+            files.append([case.case_id, path.name, path.stat().st_size if present else -1,
+                          file_digest(path) if present else None])
     return files
 
 
