@@ -42,7 +42,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise TrainingError(f"checkpoint {str(path)!r} cannot be loaded safely: {exc}") from exc
+        reason = " ".join(str(exc).split())[:200]
+        raise TrainingError(f"checkpoint {str(path)!r} cannot be loaded safely ({type(exc).__name__}: {reason}); "
+                            "expected a complete checkpoint file written by hnas training (is it truncated or "
+                            "another program's file?)") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TrainingError(f"{str(path)!r} is not an hnas checkpoint (no format tag {FORMAT!r})")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -29,7 +29,7 @@ from hnas.errors import TrainingError
 from hnas.train.checkpoint import CHECKPOINT_NAME
 from hnas.train.inference import OVERLAP
 from hnas.train.postprocessing import Postprocessing
-from hnas.train.prediction import Predictor, group_cases
+from hnas.train.prediction import Predictor, group_cases, refuse_existing
 
 POSTPROCESSING_FILE = "postprocessing.json"
 
@@ -178,9 +178,12 @@ def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bo
 
 
 def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out_dir: str | Path, *,
-                 device: str = "auto", mirror: bool = False) -> tuple[Ensemble, list[Path]]:
-    """Segment ``images`` into ``out_dir`` with the ensemble of ``models``; returns it and the written files."""
+                 device: str = "auto", mirror: bool = False, overwrite: bool = False) -> tuple[Ensemble, list[Path]]:
+    """Segment ``images`` into ``out_dir`` with the ensemble of ``models``; returns it and the written files.
+
+    Label maps already in ``out_dir`` are refused before any work unless ``overwrite``."""
     ensemble = load_models(models, device=device, mirror=mirror)
     out_dir = Path(out_dir)
     cases = group_cases([Path(p) for p in images], ensemble.n_channels)
+    refuse_existing([out_dir / f"{case}.nii.gz" for case in cases], overwrite)
     return ensemble, [ensemble.predict_file(files, out_dir / f"{case}.nii.gz") for case, files in cases.items()]

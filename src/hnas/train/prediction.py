@@ -18,7 +18,7 @@ import torch
 from hnas.cfgunet import UNetSpec, build
 from hnas.data import read_images, write_label_map
 from hnas.data.dataset import split_channel_file
-from hnas.errors import DatasetError, TrainingError
+from hnas.errors import DatasetError, HnasError, TrainingError
 from hnas.grammar.plan import Plan
 from hnas.train.checkpoint import load_checkpoint
 from hnas.train.inference import OVERLAP, sliding_window_logits
@@ -27,21 +27,77 @@ from hnas.train.preprocessing import ChannelNormalization, preprocess_image, res
 ENDINGS = (".nii.gz", ".nii")
 
 
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; a device this machine lacks is an error, not a traceback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TrainingError(f"device {device!r} is unknown; expected auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TrainingError(f"device {device!r} was asked for but this machine has no CUDA GPU usable by "
+                                "torch; expected --device cpu (or auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise TrainingError(f"device {device!r} does not exist: this machine has {count} CUDA GPU(s), "
+                                f"cuda:0..cuda:{count - 1}")
+    elif resolved.type != "cpu":
+        raise TrainingError(f"device {device!r} is not supported for prediction; expected auto, cpu, cuda or cuda:N")
+    return resolved
+
+
+def check_weights(weights, where: str) -> None:
+    """Refuse NaN/inf weights: such a network predicts background everywhere without any error."""
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise TrainingError(f"{where} has no state dict of tensors under trainer.model; expected a checkpoint "
+                            "written by hnas training")
+    bad = [name for name, tensor in weights.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise TrainingError(f"{where} holds non-finite (NaN/inf) weights in {len(bad)} tensor(s), e.g. {bad[0]!r}; "
+                            "expected a checkpoint of a training that did not diverge")
+
+
+def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    """Before any work: label maps already there are kept unless ``overwrite`` (--overwrite) says otherwise."""
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        raise DatasetError(f"output {existing[0]!r} already exists" +
+                           (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "") +
+                           "; expected a new file (pass --overwrite to replace)")
+
+
 class Predictor:
     """A checkpoint's network, ready to segment images one by one."""
 
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", mirror: bool = False,
                  overlap: float = OVERLAP):
         payload = load_checkpoint(checkpoint)
-        self.plan = Plan.from_json(payload["plan"])
-        self.spec = UNetSpec.from_json(payload["spec"])
-        self.normalization = tuple(ChannelNormalization.from_dict(n) for n in payload["normalization"])
-        self.labels = tuple((str(n), int(v)) for n, v in payload["labels"])
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        where = f"checkpoint {str(checkpoint)!r}"
+        try:
+            self.plan = Plan.from_json(payload["plan"])
+            self.spec = UNetSpec.from_json(payload["spec"])
+            self.normalization = tuple(ChannelNormalization.from_dict(n) for n in payload["normalization"])
+            self.labels = tuple((str(n), int(v)) for n, v in payload["labels"])
+            weights = payload["trainer"]["model"]
+        except HnasError as exc:
+            raise TrainingError(f"{where} is inconsistent: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"{where} lacks or garbles entry {exc}; expected a checkpoint written by hnas "
+                                "training") from None
+        check_weights(weights, where)
+        self.device = resolve_device(device)
         self.network = build(self.spec, self.device)
-        self.network.load_state_dict(payload["trainer"]["model"])
+        try:
+            self.network.load_state_dict(weights)
+        except RuntimeError as exc:  # missing, unexpected or reshaped tensors
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise TrainingError(f"{where} holds weights that do not fit its own network spec ({first}); expected "
+                                "the weights saved with that spec") from None
         self.network.eval()
         self.mirror_axes = tuple(range(self.plan.dims)) if mirror else ()  # the patch's axes: in-plane for 2D
         self.overlap = overlap
@@ -77,18 +133,18 @@ class Predictor:
 
 
 def predict(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path, *, device: str = "auto",
-            mirror: bool = False) -> list[Path]:
+            mirror: bool = False, overwrite: bool = False) -> list[Path]:
     """Segment ``images`` into ``out_dir`` (one ``<case>.nii.gz`` each); returns the written files.
 
     For a one-channel model every path is a case. For a C-channel model paths are grouped by
-    nnU-Net's naming (``<case>_0000.nii.gz`` .. ``<case>_{C-1:04d}.nii.gz``).
+    nnU-Net's naming (``<case>_0000.nii.gz`` .. ``<case>_{C-1:04d}.nii.gz``). Existing label maps
+    are refused before any prediction unless ``overwrite``.
     """
     predictor = Predictor(checkpoint, device=device, mirror=mirror)
     out_dir = Path(out_dir)
-    written = []
-    for case, files in group_cases([Path(p) for p in images], predictor.n_channels).items():
-        written.append(predictor.predict_file(files, out_dir / f"{case}.nii.gz"))
-    return written
+    cases = group_cases([Path(p) for p in images], predictor.n_channels)
+    refuse_existing([out_dir / f"{case}.nii.gz" for case in cases], overwrite)
+    return [predictor.predict_file(files, out_dir / f"{case}.nii.gz") for case, files in cases.items()]
 
 
 def group_cases(paths: Sequence[Path], n_channels: int) -> dict[str, list[Path]]:
