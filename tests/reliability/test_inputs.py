@@ -160,12 +160,15 @@ def _truncate_voxels(path: Path) -> None:
     path.write_bytes(gzip.compress(raw[:-100]))
 
 
-@pytest.mark.parametrize("command", [["plan", "{ds}"], ["grammar", "--dataset", "{ds}"]])
+SEARCH = ["search", "--dataset", "{ds}", "--max-trials", "1", "--run-dir", "{run}", "--no-progress"]
+
+
+@pytest.mark.parametrize("command", [["plan", "{ds}"], ["grammar", "--dataset", "{ds}"], SEARCH])
 def test_a_truncated_image_is_named_in_one_line(capsys, tmp_path, command, monkeypatch):
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     ds = dataset(tmp_path)
     _truncate_voxels(ds / "imagesTr" / "case_b_0000.nii.gz")
-    code, _, err = run(capsys, *[a.format(ds=ds) for a in command])
+    code, _, err = run(capsys, *[a.format(ds=ds, run=tmp_path / "run") for a in command])
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "case_b_0000.nii.gz' is damaged" in err
 
@@ -177,15 +180,16 @@ def test_damaged_voxels_raise_a_dataset_error(tmp_path):
         compute_fingerprint(ds)
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_plan_refuses_non_finite_images(capsys, tmp_path, monkeypatch, bad):
+@pytest.mark.parametrize("bad, command", [(np.nan, ["plan", "{ds}"]), (np.inf, ["plan", "{ds}"]),
+                                          (-np.inf, ["plan", "{ds}"]), (np.nan, SEARCH)])
+def test_non_finite_images_are_refused(capsys, tmp_path, monkeypatch, bad, command):
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     ds = dataset(tmp_path)
     path = ds / "imagesTr" / "case_c_0000.nii.gz"
     image = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32).transpose(2, 1, 0)
     image[5, 5, 5] = bad
     write_zyx(path, image)
-    code, _, err = run(capsys, "plan", ds)
+    code, _, err = run(capsys, *[a.format(ds=ds, run=tmp_path / "run") for a in command])
     assert code == 1 and "case_c_0000.nii.gz' holds 1 non-finite voxel(s)" in err
 
 
