@@ -251,3 +251,13 @@ def test_a_constant_image_warns(tmp_path):
 def test_a_clean_dataset_gives_no_warning(tmp_path):
     ds = dataset(tmp_path)
     assert _warnings_of(lambda: (validate_dataset(ds), compute_fingerprint(ds))) == []
+
+
+def test_an_unwritable_label_map_is_named(tmp_path):
+    from hnas.data import write_label_map
+
+    reference = write_zyx(tmp_path / "ref.nii.gz", np.zeros((2, 3, 4), dtype=np.int16))
+    blocked = _blocked(tmp_path) / "out" / "case.nii.gz"  # a file where the folder must be
+    with pytest.raises(DatasetError, match="cannot write label map"):
+        write_label_map(np.zeros((2, 3, 4), dtype=np.int16), reference, blocked)
+

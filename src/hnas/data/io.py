@@ -270,8 +270,12 @@ def write_label_map(array: np.ndarray, reference: str | Path | ImageGeometry, ou
     if header is None:
         img.set_qform(affine, code=geometry.qform_code)
         img.set_sform(affine, code=geometry.sform_code)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out_path))
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(img, str(out_path))
+    except OSError as exc:  # a read-only folder, a full disk, a file where a folder should be
+        raise DatasetError(f"cannot write label map {str(out_path)!r}: {exc.strerror or exc}; expected a "
+                           "writable output folder") from None
     return out_path
 
 
