@@ -156,6 +156,9 @@ def test_a_model_folder_keeps_its_training_settings(tmp_path):
     assert cv._model_record(model_dir, choice, 4, 10)["folds"] == [0]  # resumes with the folds done
     with pytest.raises(SearchError, match="cannot add folds"):
         cv._model_record(model_dir, choice, 4, 20)  # other iterations per epoch would mix two trainings
+    (model_dir / "model.json").write_text("{damaged")
+    with pytest.raises(SearchError, match="cannot be read as JSON"):
+        cv._model_record(model_dir, choice, 4, 10)
 
 
 @pytest.mark.slow  # 15 s alone on the loaded 2-core machine (most of it torch's first optimizer and planning)

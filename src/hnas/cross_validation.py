@@ -155,7 +155,7 @@ def _model_record(model_dir: Path, choice: ModelChoice, epochs: int, iterations_
               "iterations_per_epoch": iterations_per_epoch, "folds": []}
     path = model_dir / MODEL_FILE
     if path.is_file():
-        stored = json.loads(path.read_text())
+        stored = load_model_record(model_dir)
         same = {k: stored.get(k) for k in ("config", "epochs", "iterations_per_epoch", "trial_id")}
         wanted = json.loads(json.dumps({k: record[k] for k in same}))
         if same != wanted:
