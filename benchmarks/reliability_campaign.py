@@ -299,13 +299,7 @@ def _semantic_datasets(w: dict[str, Path], work: Path) -> None:
     shifted[:3, 3] += (5.0, -3.0, 2.0)
     nib.save(nib.Nifti1Image(np.asanyarray(loaded.dataobj), shifted), str(label))
     w["ds_pixdim0"] = copy("pixdim0")
-    image = w["ds_pixdim0"] / "imagesTr" / "case_1_0000.nii.gz"
-    loaded = nib.load(str(image))
-    header = loaded.header.copy()
-    zooms = list(header.get_zooms())
-    zooms[0] = 0.0
-    header.set_zooms(zooms)
-    nib.save(nib.Nifti1Image(np.asanyarray(loaded.dataobj), None, header), str(image))
+    _zero_pixdim(w["ds_pixdim0"] / "imagesTr" / "case_1_0000.nii.gz")
     w["ds_constant"] = copy("constant")
     image = w["ds_constant"] / "imagesTr" / "case_2_0000.nii.gz"
     loaded = nib.load(str(image))
@@ -319,6 +313,17 @@ def _semantic_datasets(w: dict[str, Path], work: Path) -> None:
                              ("zero_kernel", "kernel_sizes", [[3, 3, 3], [0, 3, 3], [3, 3, 3]])):
         w[f"plan_{name}"] = work / f"plan_{name}.json"
         w[f"plan_{name}"].write_text(json.dumps({**plan, key: value}))
+
+
+def _zero_pixdim(path: Path) -> None:
+    """Store pixdim[1] = 0 in a .nii.gz header (nibabel itself refuses to write it, and reads it as 1)."""
+    import gzip
+    import struct
+
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    order = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    data[80:84] = struct.pack(f"{order}f", 0.0)  # pixdim[1]: bytes 76.. hold pixdim[0..7] as float32
+    path.write_bytes(gzip.compress(bytes(data)))
 
 
 def _nnunet_plans() -> dict:
