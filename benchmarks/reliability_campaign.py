@@ -259,6 +259,8 @@ def build_world(campaign: Campaign) -> dict[str, Path]:
     w["image_truncated"].write_bytes(w["image"].read_bytes()[: w["image"].stat().st_size // 2])
     _checkpoint_variants(w, work / "checkpoints")
     _semantic_datasets(w, work)
+    w["dir_svg"] = work / "inputs" / "drawing.svg"
+    w["dir_svg"].mkdir()
     w["plans"] = work / "nnUNetPlans.json"
     w["plans"].write_text(json.dumps(_nnunet_plans()))
     return w
@@ -601,7 +603,8 @@ def _output_cases(b: Builder, group: str) -> None:
     commands = {
         "plan -o": lambda out: ["plan", str(w["ds_ok"]), "-o", out],
         "grammar -o": lambda out: ["grammar", "--plan", str(w["plan"]), "-o", out],
-        "show --render": lambda out: ["show", "default", "--plan", str(w["plan"]), "--render", out + ".svg"],
+        "show --render": lambda out: ["show", "default", "--plan", str(w["plan"]), "--render",
+                                      out if out.endswith(".svg") else out + ".svg"],
         "predict -o": lambda out: ["predict", "--model", str(w["ckpt"]), str(w["image"]), "-o", out],
         "report -o": lambda out: ["report", str(w["master"]), "-o", out],
         "export-nnunet -o": lambda out: ["export-nnunet", str(w["master"]), "--plans", str(w["plans"]), "-o", out],
@@ -614,8 +617,9 @@ def _output_cases(b: Builder, group: str) -> None:
         if command in folder_outputs:
             b.add(name=f"{command} at an existing file", group=group, argv=make(str(w["file"])))
         else:
+            folder = w["dir_svg"] if command == "show --render" else w["dir"]  # a folder with the file's name
             b.add(name=f"{command} at an existing folder", group=group, expect="no-traceback",
-                  argv=make(str(w["dir"])))
+                  argv=make(str(folder)))
         b.add(name=f"{command} below a regular file", group=group, argv=make(str(w["file"] / "sub" / "out")))
 
 
