@@ -17,7 +17,7 @@ from scipy.stats import wilcoxon
 
 from hnas import cross_validation as cv
 from hnas.cli import main
-from hnas.errors import SearchError
+from hnas.errors import DatasetError, SearchError
 from hnas.runs import SearchSettings
 from hnas.train import fold_split
 
@@ -130,7 +130,12 @@ def test_a_labelled_test_folder_in_nnunet_layout(tmp_path, small_dataset):
     assert cases[0][2].name == "synth_000.nii.gz" and labels[0] == ("background", 0)
     assert len(cv.read_test_set(small_dataset)[0]) == 5  # a dataset folder works as a test set too
     (test_dir / "labelsTs" / "synth_001.nii.gz").unlink()
-    with pytest.raises(Exception, match="synth_001"):
+    with pytest.raises(DatasetError, match="synth_001"):
+        cv.read_test_set(test_dir)
+    (test_dir / "dataset.json").unlink()  # then the label names come from the model
+    (test_dir / "imagesTs" / "synth_001_0000.nii.gz").unlink()
+    assert cv.read_test_set(test_dir, (("background", 0), ("x", 1)))[1] == (("background", 0), ("x", 1))
+    with pytest.raises(DatasetError, match="no dataset.json"):
         cv.read_test_set(test_dir)
 
 

@@ -265,11 +265,13 @@ def _case_rows(model: str, fold: str, case_id: str, prediction_path: Path, label
             for name, m in metrics.items()]
 
 
-def read_test_set(test_dir: str | Path) -> tuple[list[tuple[str, list[Path], Path]], tuple]:
+def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None = None,
+                  n_channels: int = 1) -> tuple[list[tuple[str, list[Path], Path]], tuple]:
     """``([(case, image files, label file)], labels)`` of a labelled test folder.
 
-    Accepted: nnU-Net's imagesTs/labelsTs (labels from dataset.json beside or above them) or a
-    dataset folder (imagesTr/labelsTr with dataset.json).
+    Accepted: nnU-Net's imagesTs/labelsTs (label names and channels from a dataset.json beside them,
+    else ``labels`` and ``n_channels``: the model's) or a dataset folder (imagesTr/labelsTr with
+    dataset.json).
     """
     from hnas.data import load_dataset
     from hnas.data.dataset import parse_labels, read_dataset_json
@@ -278,11 +280,12 @@ def read_test_set(test_dir: str | Path) -> tuple[list[tuple[str, list[Path], Pat
     root = Path(test_dir)
     if (root / "imagesTs").is_dir() and (root / "labelsTs").is_dir():
         source = root / "dataset.json"
-        if not source.is_file():
+        if source.is_file():
+            data = read_dataset_json(source)
+            labels = parse_labels(data, source)
+            n_channels = len(data.get("channel_names") or data.get("modality") or {"0": ""})
+        elif labels is None:
             raise DatasetError(f"test folder {str(root)!r} has imagesTs/labelsTs but no dataset.json naming the labels")
-        data = read_dataset_json(source)
-        labels = parse_labels(data, source)
-        n_channels = len(data.get("channel_names") or data.get("modality") or {"0": ""})
         images = sorted(p for p in (root / "imagesTs").iterdir() if p.name.endswith(ENDINGS))
         cases = []
         for case_id, files in group_cases(images, n_channels).items():
@@ -308,8 +311,8 @@ def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, 
     from hnas.train.ensemble import load_models
 
     record = load_model_record(model_dir)
-    cases, labels = read_test_set(test_dir)
     ensemble = load_models([model_dir])
+    cases, labels = read_test_set(test_dir, ensemble.labels, ensemble.n_channels)
     predictions = Path(out_dir) / record["name"]
     predictions.mkdir(parents=True, exist_ok=True)
     rows = []
