@@ -83,9 +83,10 @@ def test_evaluate_validation_folds_writes_csv_json_and_table(capsys, tmp_path, s
     assert default["dice"] == {"mean": 1.0, "std": 0.0, "n": 2} and default["folds"] == ["0", "1"]
     assert trial["dice"]["mean"] == pytest.approx(0.5)  # organ 1.0, substructure 0.0 in every case
     assert trial["per_class"]["substructure"]["hd95"] == {"mean": None, "std": None, "n": 0}
-    assert summary["pairs"] == [{"baseline": "default_1ep", "model": "trial_00001_1ep", "test": summary["pairs"][0]["test"],
-                                 "n": 2, "statistic": None, "p": None,
-                                 "reason": "only 2 paired cases; the Wilcoxon test needs at least 6"}]
+    (pair,) = summary["pairs"]
+    assert pair["baseline"] == "default_1ep" and pair["model"] == "trial_00001_1ep"
+    assert (pair["n"], pair["statistic"], pair["p"]) == (2, None, None)
+    assert pair["reason"] == "only 2 paired cases; the Wilcoxon test needs at least 6"
 
     # one model by name; an unknown name is refused with the available ones
     run_cli(capsys, "evaluate", "--run", run_dir, "--models", "trial_00001_1ep", "-o", tmp_path / "one")

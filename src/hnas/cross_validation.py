@@ -303,7 +303,7 @@ def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None
 
 
 def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, log=print) -> list[dict]:
-    """Predict a labelled test folder as `hnas predict --model RUN/cv/<name>` does; metrics.csv rows (fold ``ensemble``).
+    """Predict a labelled test folder as `hnas predict --model RUN/cv/<name>` does; rows with fold ``ensemble``.
 
     That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so.
     """
