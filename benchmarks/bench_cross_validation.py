@@ -15,7 +15,8 @@
    signed-rank test over cases paired by id (`hnas evaluate`), and each model's fold-ensemble Dice on
    the held-out cases with the same test.
 
-Everything resumes: the search, finished folds and written predictions are reused on a rerun.
+Everything resumes: the search, finished folds and their validation predictions are reused on a rerun
+(the held-out cases are predicted again).
 """
 
 from __future__ import annotations
