@@ -6,7 +6,7 @@ import pytest
 from hnas.data import (SYNTHETIC_NAME, compute_fingerprint, ensure_synthetic_dataset, load_dataset,
                        make_synthetic_dataset, read_case, validate_dataset)
 from hnas.data.fingerprinting import nonzero_bbox
-from hnas.data.synthetic import DEFAULT_SHAPE, MARKER_FILE, synthetic_case
+from hnas.data.synthetic import DEFAULT_SHAPE, DEFAULT_SPACING, MARKER_FILE, synthetic_case
 from hnas.errors import DatasetError
 
 SMALL = dict(n_cases=4, shape=(24, 32, 28), spacing=(1.0, 1.0, 1.0), seed=3)
@@ -124,17 +124,26 @@ def test_a_case_is_a_function_of_its_seed():
     assert not np.array_equal(first[1], other[1])
 
 
-def test_default_size_keeps_128_voxels_per_axis_after_cropping():
-    """nnU-Net plans a 6-stage 3D U-Net (patch 128^3 at 1 mm) only if the cropped head spans >= 128."""
-    image, label = synthetic_case(DEFAULT_SHAPE, (1.0, 1.0, 1.0), np.random.default_rng([0, 0]))
+def test_default_size_plans_a_6_stage_unet_with_several_stage_counts():
+    """nnU-Net plans a 6-stage 3D U-Net only if the cropped head spans >= 128 voxels in plane; the
+    demo's `--max-stages 6` grammar then offers networks of 3..6 stages."""
+    from hnas.data import Fingerprint
+    from hnas.grammar.generator import stage_range
+    from hnas.grammar.planner import make_plan
+
+    image, label = synthetic_case(DEFAULT_SHAPE, DEFAULT_SPACING, np.random.default_rng([0, 0]))
     cropped = tuple(s.stop - s.start for s in nonzero_bbox(image[None]))
-    assert all(128 <= c < n for c, n in zip(cropped, DEFAULT_SHAPE)), cropped
-    assert {1, 2} <= set(np.unique(label))
+    assert all(128 <= c < n for c, n in zip(cropped[1:], DEFAULT_SHAPE[1:])) and cropped[0] < DEFAULT_SHAPE[0]
+    assert {1, 2} <= set(np.unique(label)) and (label > 0).mean() >= 0.05
+    fingerprint = Fingerprint(name=SYNTHETIC_NAME, spacings=(DEFAULT_SPACING,), shapes_after_crop=(cropped,),
+                              channel_names=("MRI",), labels=(("background", 0), ("organ", 1), ("substructure", 2)))
+    plan = make_plan(fingerprint, max_stages=6)
+    assert plan.n_stages == 6 and list(stage_range(plan.n_stages)) == [3, 4, 5, 6]
 
 
 @pytest.mark.slow
 def test_default_dataset_fingerprint(tmp_path):
     fp = compute_fingerprint(make_synthetic_dataset(tmp_path))
     median = np.median(np.array(fp.shapes_after_crop), axis=0)
-    assert fp.n_cases == 20 and fp.spacings[0] == (1.0, 1.0, 1.0)
-    assert np.all(median >= 128) and np.all(median < np.array(DEFAULT_SHAPE))
+    assert fp.n_cases == 20 and fp.spacings[0] == DEFAULT_SPACING
+    assert np.all(median[1:] >= 128) and np.all(median < np.array(DEFAULT_SHAPE))

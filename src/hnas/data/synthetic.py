@@ -8,9 +8,13 @@ they fill 5-10% of the volume and stand out from every tissue by several noise l
 small network trained for a few hundred iterations on a CPU segments them (the demo must show
 learning within minutes). A smooth multiplicative bias field and Rician noise make it MRI-like.
 
-The default shape is 144^3 at 1 mm: after cropping the air away the head still spans >= 128
-voxels on every axis, the size at which nnU-Net's planning rules choose a 6-stage 3D U-Net.
-Same parameters -> byte-identical files (every case has its own seeded generator).
+The built-in data is a thick-slice acquisition: 44 slices of 3 mm, 144x144 voxels of 1 mm in
+plane. After cropping the air away the head still spans >= 128 voxels in plane, the size at
+which nnU-Net's planning rules choose a 6-stage 3D U-Net; and the CPU preset's patch (24x64x64)
+then covers most of a head's ~40 slices, so every patch sees the structures' edges (with
+isotropic 144^3 volumes a 32x32x64 patch often lay wholly inside or outside them, and the demo's
+networks hardly learnt). Same parameters -> byte-identical files (every case has its own seeded
+generator).
 """
 
 from __future__ import annotations
@@ -28,18 +32,20 @@ from hnas.data.io import write_volume
 from hnas.errors import DatasetError
 
 SYNTHETIC_NAME = "Dataset900_SyntheticBrain"
-DEFAULT_SHAPE = (144, 144, 144)
+DEFAULT_SHAPE = (44, 144, 144)  # (z, y, x)
+DEFAULT_SPACING = (3.0, 1.0, 1.0)  # mm; used with DEFAULT_SHAPE, other shapes default to 1 mm isotropic
 MARKER_FILE = "hnas_synthetic.json"  # written last: its presence means the folder is complete
 GENERATOR_VERSION = 2  # bump when the images change: cached folders are rewritten
 LABELS = {"background": 0, "organ": 1, "substructure": 2}
 
 # Tissue intensities (arbitrary MRI-like units, T1-ish contrast). The labelled structures are
 # brighter than any tissue (like contrast-enhanced lesions): >= 10 noise levels apart.
-WHITE_MATTER, GREY_MATTER, CSF, SKULL, SCALP = 1000.0, 700.0, 250.0, 120.0, 1150.0
+WHITE_MATTER, GREY_MATTER, CSF, SKULL, SCALP = 1000.0, 860.0, 250.0, 120.0, 900.0
 ORGAN, SUBSTRUCTURE = 1750.0, 2600.0
-# Organ semi-axes as fractions of the brain's: large enough that the structures fill >= 5% of
-# the volume; the surface is bent by up to ORGAN_LUMPINESS of the radius.
-ORGAN_SIZE = (0.60, 0.72)
+# LESIONS organ blobs, semi-axes as fractions of the brain's: together they fill >= 5% of the
+# volume; their surfaces are bent by up to ORGAN_LUMPINESS of the radius.
+LESIONS = 30
+ORGAN_SIZE = (0.18, 0.25)
 ORGAN_LUMPINESS = 0.12
 # Head layers as fractions of the head ellipsoid's radius: brain | CSF | skull | scalp.
 BRAIN_RADIUS = 0.84
@@ -150,6 +156,33 @@ def _bias_field(axes, half_extent, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------- one case
 
 
+def _lesions(axes, shape, spacing, head_centre, brain_semi, rng: np.random.Generator):
+    """Normalised radii (< 1 inside) of LESIONS lumpy "organ" blobs spread over the brain and of
+    their cores (the substructure), plus the smallest semi-axes (for the partial-volume ramp).
+
+    Many mid-sized blobs rather than one big one: every training patch then holds a similar mix of
+    tissue and structure, as the validation windows do; a single organ larger than the patch left
+    most patches inside or outside it, and the instance-normalised networks hardly learnt.
+    """
+    min_size = 2.5 * max(spacing)
+    lumps = np.float32(1.0) + np.float32(ORGAN_LUMPINESS) * _smooth_field(shape, rng, coarseness=16)
+    organ_radius = sub_radius = None
+    smallest = np.full(3, np.inf)
+    for _ in range(LESIONS):
+        semi = np.maximum(brain_semi * rng.uniform(*ORGAN_SIZE, size=3), min_size)
+        direction = rng.standard_normal(3)
+        centre = head_centre + direction / np.linalg.norm(direction) * brain_semi * 0.75 * rng.uniform() ** (1 / 3)
+        rotation = _random_rotation(rng)
+        radius = _ellipsoid_radius(axes, centre, semi, rotation) / lumps
+        core_semi = np.maximum(semi * rng.uniform(0.5, 0.65, size=3), 0.5 * min_size)
+        core = _ellipsoid_radius(axes, centre + rotation @ (semi * rng.uniform(-0.15, 0.15, size=3)), core_semi,
+                                 rotation)
+        organ_radius = radius if organ_radius is None else np.minimum(organ_radius, radius)
+        sub_radius = core if sub_radius is None else np.minimum(sub_radius, core)
+        smallest = np.minimum(smallest, semi)
+    return organ_radius, sub_radius, smallest
+
+
 def synthetic_case(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One case: int16 image and uint8 label map, both [z, y, x]."""
     axes = _axes_mm(shape, spacing)
@@ -178,21 +211,9 @@ def synthetic_case(shape, spacing, rng: np.random.Generator) -> tuple[np.ndarray
         brain = brain * (1 - ventricle) + np.float32(CSF) * ventricle
     image = brain * brain_weight + layers * (1 - brain_weight)
 
-    min_size = 2.5 * max(spacing)
-    organ_semi = np.maximum(brain_semi * rng.uniform(*ORGAN_SIZE, size=3), min_size)
-    direction = rng.standard_normal(3)
-    direction /= np.linalg.norm(direction)
-    organ_centre = head_centre + direction * brain_semi * rng.uniform(0.0, 0.1)
-    organ_rotation = _random_rotation(rng)
-    lumps = np.float32(1.0) + np.float32(ORGAN_LUMPINESS) * _smooth_field(shape, rng, coarseness=16)
-    organ_radius = _ellipsoid_radius(axes, organ_centre, organ_semi, organ_rotation) / lumps
-
-    sub_semi = np.maximum(organ_semi * rng.uniform(0.55, 0.7, size=3), 0.5 * min_size)
-    sub_centre = organ_centre + organ_rotation @ (organ_semi * rng.uniform(-0.2, 0.2, size=3))
-    sub_radius = _ellipsoid_radius(axes, sub_centre, sub_semi, _random_rotation(rng))
-
-    organ = _soft_inside(organ_radius, organ_semi, spacing)
-    sub = _soft_inside(sub_radius, sub_semi, spacing) * organ
+    organ_radius, sub_radius, smallest = _lesions(axes, shape, spacing, head_centre, brain_semi, rng)
+    organ = _soft_inside(organ_radius, smallest, spacing)
+    sub = _soft_inside(sub_radius, 0.6 * smallest, spacing) * organ
     contrast = rng.uniform(0.9, 1.1)
     image = image * (1 - organ) + np.float32(ORGAN * contrast) * organ
     image = image * (1 - sub) + np.float32(SUBSTRUCTURE * contrast) * sub
@@ -261,17 +282,19 @@ def _marker_matches(folder: Path, params: SyntheticParameters) -> bool:
 
 
 def _parameters(n_cases, shape, spacing, seed, name) -> SyntheticParameters:
+    if spacing is None:  # the built-in data's thick slices; small test volumes stay isotropic
+        spacing = DEFAULT_SPACING if tuple(shape) == DEFAULT_SHAPE else (1.0, 1.0, 1.0)
     return SyntheticParameters(n_cases=int(n_cases), shape=tuple(int(s) for s in shape),
                                spacing=tuple(float(s) for s in spacing), seed=int(seed), name=str(name))
 
 
 def make_synthetic_dataset(out_dir: str | Path, *, n_cases: int = 20, shape=DEFAULT_SHAPE,
-                           spacing=(1.0, 1.0, 1.0), seed: int = 0, name: str = SYNTHETIC_NAME) -> Path:
+                           spacing=None, seed: int = 0, name: str = SYNTHETIC_NAME) -> Path:
     """Write the synthetic dataset to ``out_dir/name`` (nnU-Net v2 raw format) and return that folder.
 
     The folder is written under a temporary name and renamed when complete, so a crash or a
     concurrent writer never leaves a half-written dataset behind. An existing folder is only
-    replaced if this module wrote it.
+    replaced if this module wrote it. ``spacing`` None: DEFAULT_SPACING for DEFAULT_SHAPE, else 1 mm.
     """
     params = _parameters(n_cases, shape, spacing, seed, name)
     out_dir = Path(out_dir)
@@ -295,10 +318,11 @@ def make_synthetic_dataset(out_dir: str | Path, *, n_cases: int = 20, shape=DEFA
 
 
 def ensure_synthetic_dataset(cache_dir: str | Path, *, n_cases: int = 20, shape=DEFAULT_SHAPE,
-                             spacing=(1.0, 1.0, 1.0), seed: int = 0, name: str = SYNTHETIC_NAME) -> Path:
+                             spacing=None, seed: int = 0, name: str = SYNTHETIC_NAME) -> Path:
     """The synthetic dataset in ``cache_dir``: reused when complete with the same parameters, else (re)written."""
     params = _parameters(n_cases, shape, spacing, seed, name)
     target = Path(cache_dir) / name
     if _marker_matches(target, params):
         return target
-    return make_synthetic_dataset(cache_dir, n_cases=n_cases, shape=shape, spacing=spacing, seed=seed, name=name)
+    return make_synthetic_dataset(cache_dir, n_cases=n_cases, shape=shape, spacing=params.spacing, seed=seed,
+                                  name=name)
