@@ -1,20 +1,22 @@
 """A deterministic synthetic brain-MRI dataset: the built-in demo data.
 
 Each case is a head-like ellipsoid (scalp, skull, CSF, grey/white-matter texture, ventricles)
-in air that is exactly zero, so crop-to-nonzero has something to crop. A bright, lumpy
-"organ" (label 1: an ellipsoid whose surface a smooth random field bends) with a brighter
-inner "substructure" (label 2) varies in position, size and orientation per case. Together
-they fill 5-10% of the volume and stand out from every tissue by several noise levels, so a
-small network trained for a few hundred iterations on a CPU segments them (the demo must show
-learning within minutes). A smooth multiplicative bias field and Rician noise make it MRI-like.
+in air that is exactly zero, so crop-to-nonzero has something to crop. Thirty bright, lumpy
+lesions (label 1 "organ": ellipsoids whose surfaces a smooth random field bends) with brighter
+cores (label 2 "substructure") lie spread over the brain, in new positions, sizes and
+orientations per case. Together they fill ~6% of the built-in volume and stand out from every tissue by
+several noise levels, so a small network trained for a few hundred iterations on a CPU segments
+them (the demo must show learning within minutes). A smooth multiplicative bias field and
+Rician noise make it MRI-like.
 
 The built-in data is a thick-slice acquisition: 44 slices of 3 mm, 144x144 voxels of 1 mm in
 plane. After cropping the air away the head still spans >= 128 voxels in plane, the size at
-which nnU-Net's planning rules choose a 6-stage 3D U-Net; and the CPU preset's patch (24x64x64)
-then covers most of a head's ~40 slices, so every patch sees the structures' edges (with
-isotropic 144^3 volumes a 32x32x64 patch often lay wholly inside or outside them, and the demo's
-networks hardly learnt). Same parameters -> byte-identical files (every case has its own seeded
-generator).
+which nnU-Net's planning rules choose a 6-stage 3D U-Net. The CPU preset's patch (24x64x64)
+then holds tissue and several lesions, as the validation windows do. (Version 1 had one organ
+under 1% of an isotropic 144^3 volume; one organ large enough to be 5% was larger than the
+patch, so patches lay wholly inside or outside it and the networks, instance-normalised per
+patch, did not learn it in the demo's budget.) Same parameters -> byte-identical files (every
+case has its own seeded generator).
 """
 
 from __future__ import annotations
@@ -242,8 +244,8 @@ def _dataset_json(params: SyntheticParameters) -> dict:
         "numTraining": params.n_cases,
         "file_ending": ".nii.gz",
         "name": params.name.split("_", 1)[-1],
-        "description": "Synthetic brain-like MRI made by hnas.data.synthetic: a bright lumpy organ (1) with a "
-                       "brighter inner substructure (2) in a noisy head phantom. Deterministic for the parameters below.",
+        "description": "Synthetic brain-like MRI made by hnas.data.synthetic: bright lumpy lesions (1) with "
+                       "brighter cores (2) in a noisy head phantom. Deterministic for the parameters below.",
         "hnas_synthetic": json.loads(params.to_json()),
     }
 
