@@ -6,6 +6,7 @@ Layout of a run folder::
     plan.json       the plan networks are built on (the scale preset already applied)
     grammar.lark    the grammar architectures come from
     plan_2d.json, grammar_2d.lark   nnU-Net's 2d plan and its grammar (pipeline spaces only)
+    plan_resenc_m.json   nnU-Net's ResEnc M plan: residual encoders train with its patch and batch
     search.sqlite   the search engine's history (one row per trial, WAL)
     trials/NNNNN/   one folder per trial: its checkpoint
     summary.md      incumbent and Pareto front, rewritten when a search call ends
@@ -93,13 +94,14 @@ class RunSetup:
     budget: float | None
     plan_2d: Plan | None = None  # pipeline spaces: nnU-Net's 2d plan, preset applied
     grammar_2d: str | None = None
+    residual_plan: Plan | None = None  # nnU-Net's ResEnc M plan, preset applied
 
     def train_setup(self, run_dir: Path):
         from hnas.train import TrainSetup
 
         from hnas.workflow import cache_dir
 
-        return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
+        return TrainSetup(residual_plan=stored_residual_plan(run_dir, self.residual_plan),dataset=self.dataset, plan=self.plan, grammar=self.grammar,
                           cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
                           iterations_per_epoch=self.preset.iterations_per_epoch, num_workers=self.preset.num_workers,
                           max_epochs=self.max_epochs, seed=self.settings.seed, overlap=self.preset.overlap,
@@ -137,6 +139,7 @@ def resolve(settings: SearchSettings) -> RunSetup:
     fingerprint = fingerprint_of(dataset)  # read the images once, also when a 2D plan is needed
     _check_enough_cases(dataset, fingerprint.n_cases)
     plan = preset.apply(make_plan(fingerprint, settings.max_stages))
+    residual_plan = preset.apply(make_plan(fingerprint, settings.max_stages, planner="resenc_m"))
     plan_2d = grammar_2d = None
     if settings.space in PIPELINE_SPACES:
         plan_2d = preset.apply(make_plan(fingerprint, dims=2))
@@ -147,7 +150,7 @@ def resolve(settings: SearchSettings) -> RunSetup:
         budget = DEFAULT_BUDGET.get(preset.name, DEFAULT_BUDGET["nnunet"])
     return RunSetup(settings=settings, dataset=dataset, preset=preset, plan=plan, grammar=make_grammar(plan),
                     min_epochs=min_epochs, max_epochs=max_epochs, eta=preset.eta, budget=budget,
-                    plan_2d=plan_2d, grammar_2d=grammar_2d)
+                    plan_2d=plan_2d, grammar_2d=grammar_2d, residual_plan=residual_plan)
 
 
 def _check_enough_cases(dataset: Path, n_cases: int) -> None:
@@ -212,11 +215,26 @@ def _check_same_settings(run_dir: Path, stored: SearchSettings, given: SearchSet
                           "--run-dir")
 
 
+RESIDUAL_PLAN_FILE = "plan_resenc_m.json"
+
+
+def stored_residual_plan(run_dir: Path, planned: Plan | None) -> Plan | None:
+    """The ResEnc M plan a run's residual encoders train with: the run folder's own copy.
+
+    Runs written before hnas planned residual encoders separately have none, and keep training
+    them with the default plan's patch and batch, as their earlier trials did.
+    """
+    path = Path(run_dir) / RESIDUAL_PLAN_FILE
+    return Plan.load(path) if path.is_file() else None
+
+
 def check_stored_plans(run_dir: Path, setup: RunSetup) -> None:
     """Refuse to resume when the data now plans other networks than the run's trials were built on."""
     plans = [("plan.json", "grammar.lark", setup.plan, setup.grammar)]
     if setup.plan_2d is not None:
         plans.append(("plan_2d.json", "grammar_2d.lark", setup.plan_2d, setup.grammar_2d))
+    if setup.residual_plan is not None and (run_dir / RESIDUAL_PLAN_FILE).is_file():
+        plans.append((RESIDUAL_PLAN_FILE, "grammar.lark", setup.residual_plan, setup.grammar))
     for plan_name, grammar_name, plan, grammar in plans:
         stored_plan = Plan.load(run_dir / plan_name).to_dict() if (run_dir / plan_name).is_file() else {}
         stored_grammar = (run_dir / grammar_name).read_text() if (run_dir / grammar_name).is_file() else ""
@@ -243,6 +261,8 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
     if setup.plan_2d is not None:
         setup.plan_2d.save(run_dir / "plan_2d.json")
         (run_dir / "grammar_2d.lark").write_text(setup.grammar_2d)
+    if setup.residual_plan is not None:
+        setup.residual_plan.save(run_dir / RESIDUAL_PLAN_FILE)
 
 
 def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
@@ -444,7 +464,8 @@ def trial_network(run_dir: Path, trial_id: int | None = None):
     plan, grammar = Plan.load(run_dir / "plan.json"), (run_dir / "grammar.lark").read_text()
     plan_2d = Plan.load(run_dir / "plan_2d.json") if (run_dir / "plan_2d.json").is_file() else None
     grammar_2d = (run_dir / "grammar_2d.lark").read_text() if (run_dir / "grammar_2d.lark").is_file() else None
-    choice = network_choice(trial.config, plan, grammar, plan_2d=plan_2d, grammar_2d=grammar_2d)
+    choice = network_choice(trial.config, plan, grammar, plan_2d=plan_2d, grammar_2d=grammar_2d,
+                            residual_plan=stored_residual_plan(run_dir, None))
     spec = compile_architecture(choice.grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
                                 deep_supervision=True)
     return trial, spec, choice.plan

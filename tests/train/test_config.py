@@ -136,3 +136,37 @@ def test_invalid_pipeline_values_name_key_and_value(key, value):
     with pytest.raises(SearchSpaceError) as error:
         PipelineConfig.from_config({key: value})
     assert repr(key) in str(error.value) and repr(value) in str(error.value)
+
+
+def _residual_plan(plan, **changes):
+    from dataclasses import replace
+
+    return replace(plan, planner="resenc_m", **changes)
+
+
+def test_residual_encoders_train_with_the_resenc_plans_patch_and_batch():
+    plan = tiny_plan()
+    grammar = make_grammar(plan)
+    residual = _residual_plan(plan, batch_size=plan.batch_size * 8)
+    nas = network_choice({"encoder_type": "residual"}, plan, grammar, residual_plan=residual)
+    assert nas.plan.batch_size == plan.batch_size * 8 and nas.plan.patch_size == residual.patch_size
+    sentence = default_architecture(plan, encoder="residual")
+    explicit = network_choice({"architecture": sentence}, plan, grammar, residual_plan=residual)
+    assert explicit.plan.batch_size == plan.batch_size * 8
+
+
+def test_conv_encoders_keep_the_default_plan():
+    plan = tiny_plan()
+    grammar = make_grammar(plan)
+    residual = _residual_plan(plan, batch_size=plan.batch_size * 8)
+    assert network_choice({}, plan, grammar, residual_plan=residual).plan == plan
+    assert network_choice({"encoder_type": "conv"}, plan, grammar, residual_plan=residual).plan.batch_size == \
+        plan.batch_size
+
+
+def test_a_resenc_plan_of_another_topology_is_not_used():
+    plan = tiny_plan()
+    grammar = make_grammar(plan)
+    other = _residual_plan(plan, batch_size=plan.batch_size * 8, strides=tuple((1,) * plan.dims for _ in plan.strides))
+    choice = network_choice({"encoder_type": "residual"}, plan, grammar, residual_plan=other)
+    assert choice.plan.batch_size == plan.batch_size

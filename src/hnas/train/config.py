@@ -129,8 +129,12 @@ def train_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 def network_choice(config: Mapping[str, Any], plan: Plan, grammar: str, architecture: str | None = None, *,
-                   plan_2d: Plan | None = None, grammar_2d: str | None = None) -> NetworkChoice:
+                   plan_2d: Plan | None = None, grammar_2d: str | None = None,
+                   residual_plan: Plan | None = None) -> NetworkChoice:
     """The network a config asks for on ``plan`` (or on ``plan_2d`` when it asks for a 2D network).
+
+    A sentence with a residual encoder trains with ``residual_plan``'s patch and batch (nnU-Net's
+    ResEnc M planner: see :func:`residual_fit`).
 
     Pipeline keys first pick and adjust the plan (:class:`PipelineConfig`); then
 
@@ -154,10 +158,35 @@ def network_choice(config: Mapping[str, Any], plan: Plan, grammar: str, architec
     if explicit is not None:
         if not isinstance(explicit, str):
             raise SearchSpaceError(f"config key 'architecture' is {explicit!r:.80}; expected a grammar sentence")
-        return NetworkChoice(plan, explicit, settings.dropout_rate, grammar)
-    if not nas:
-        return NetworkChoice(plan, default_architecture(plan, grammar_options(grammar)), settings.dropout_rate, grammar)
-    return nas_network(nas, plan, grammar, settings.dropout_rate)
+        choice = NetworkChoice(plan, explicit, settings.dropout_rate, grammar)
+    elif not nas:
+        choice = NetworkChoice(plan, default_architecture(plan, grammar_options(grammar)), settings.dropout_rate,
+                               grammar)
+    else:
+        choice = nas_network(nas, plan, grammar, settings.dropout_rate)
+    return residual_fit(choice, residual_plan)
+
+
+RESIDUAL_ENCODER_WORD = "res_encoder"
+
+
+def residual_fit(choice: NetworkChoice, residual_plan: Plan | None) -> NetworkChoice:
+    """``choice`` with ResEnc M's patch and batch when its sentence has a residual encoder.
+
+    nnU-Net plans residual encoders with their own memory model (ResEnc M: hippocampus batch 58
+    where the default planner gives 7), so a searched residual network should train as nnU-Net
+    would train it. Only patch and batch move: the swap happens when both plans share dims, stage
+    count, strides and kernels (the grammar's sentence stays valid); otherwise the choice is kept.
+    """
+    if residual_plan is None or RESIDUAL_ENCODER_WORD not in choice.architecture.split():
+        return choice
+    plan = choice.plan
+    same_topology = (plan.dims, plan.n_stages, plan.strides, plan.kernel_sizes) == (
+        residual_plan.dims, residual_plan.n_stages, residual_plan.strides, residual_plan.kernel_sizes)
+    if not same_topology:
+        return choice
+    return replace(choice, plan=replace(plan, patch_size=residual_plan.patch_size,
+                                        batch_size=residual_plan.batch_size))
 
 
 def nas_network(nas: Mapping[str, Any], plan: Plan, grammar: str, dropout_rate: float) -> NetworkChoice:

@@ -59,6 +59,8 @@ class TrainSetup:
     # spaces, whose network_dims may choose a 2D network, need them.
     plan_2d: Plan | None = None
     grammar_2d: str | None = None
+    # nnU-Net's ResEnc M plan (preset applied): residual encoders train with its patch and batch.
+    residual_plan: Plan | None = None
 
     def __post_init__(self):
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < N_FOLDS:
@@ -145,7 +147,7 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
     """
     settings = train_config(config)
     choice = network_choice(config, setup.plan, setup.grammar, architecture, plan_2d=setup.plan_2d,
-                            grammar_2d=setup.grammar_2d)
+                            grammar_2d=setup.grammar_2d, residual_plan=setup.residual_plan)
     spec = compile_architecture(choice.grammar, choice.architecture, choice.plan, dropout_rate=choice.dropout_rate,
                                 deep_supervision=True)
     epochs = _whole_epochs(epochs)
