@@ -182,6 +182,8 @@ def classify(case: Case, result: Result, before: dict[str, str] | None, after: d
         diff = changes(before, after)
         return "lost", f"exit {result.code}; run folder changed: {', '.join(diff[:4])}" + (
             f" (+{len(diff) - 4} more)" if len(diff) > 4 else "")
+    if own is not None and own[0] == "lost":  # a case's own finding of lost data outranks how it ended
+        return own
     if has_traceback(result):
         return "traceback", f"exit {result.code}: {traceback_line(result)}"
     if result.code is None:
@@ -440,9 +442,9 @@ def _two_processes(campaign: Campaign, case: Case) -> tuple[Result, tuple[str, s
         return second, ("lost", "the second process ran a search on the same run folder as the first (exit 0)")
     searched = any(line.startswith("search:") for line in second.out.splitlines())
     message = last_line(second.err).lower()
-    if second.code == 1 and searched and not any(word in message for word in ("lock", "another", "in use", "busy")):
-        return second, ("lost", f"the second process searched the same run folder, then failed: "
-                                f"{last_line(second.err)}")
+    if searched and not any(word in message for word in ("lock", "another", "in use", "busy")):
+        ending = traceback_line(second) or last_line(second.err)
+        return second, ("lost", f"the second process searched the same run folder, then failed: {ending}")
     return second, None
 
 
