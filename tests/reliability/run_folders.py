@@ -72,3 +72,16 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``folder``: its content hash and modification time."""
     return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of `hnas ARGV`; argparse's exit 2 counts like a returned code."""
+    from hnas.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import isotropic_plan
-from hnas.cli import MAX_SEED, main
+from hnas.cli import MAX_SEED
 from hnas.data import DatasetWarning, compute_fingerprint, load_dataset, validate_dataset
 from hnas.errors import DatasetError
 from hnas.grammar import make_grammar
 from data.builders import nnunet_dataset, write_zyx
+from reliability.run_folders import run_cli as run
 
 SHAPE = (20, 20, 20)  # large enough for a 3-stage plan at 1 mm
 
@@ -27,17 +28,6 @@ def plan_file(tmp_path):
     path = tmp_path / "plan.json"
     isotropic_plan(3, patch=16, base=4, top=16).save(path)
     return path
-
-
-def run(capsys, *argv):
-    """Exit code and stderr of `hnas ARGV`; argparse's exit 2 counts like a returned code."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def dataset(tmp_path, name="ds") -> Path:

@@ -16,13 +16,13 @@ import torch
 
 from conftest import isotropic_plan
 from hnas.cfgunet import build, compile_architecture
-from hnas.cli import main
 from hnas.errors import DatasetError, TrainingError
 from hnas.grammar import default_architecture, make_grammar
 from hnas.train import predict
 from hnas.train.checkpoint import save_checkpoint
 from hnas.train.prediction import resolve_device
 from data.builders import write_zyx
+from reliability.run_folders import run_cli as run
 
 SHAPE = (10, 12, 14)
 
@@ -54,16 +54,6 @@ def image(tmp_path):
     volume = np.zeros(SHAPE, dtype=np.float32)
     volume[1:-1, 1:-1, 1:-1] = rng.normal(100.0, 10.0, size=tuple(s - 2 for s in SHAPE))
     return write_zyx(tmp_path / "case_0000.nii.gz", volume)
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def test_a_good_checkpoint_predicts(checkpoint, image, tmp_path):

@@ -9,22 +9,7 @@ from hnas import runs
 from hnas.cli import main
 from hnas.errors import SearchError
 
-from .run_folders import copy_run, fake_training, make_stored_run, settings_for, snapshot
-
-
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    return make_stored_run(tmp_path_factory.mktemp("stored"))
-
-
-@pytest.fixture
-def run_dir(stored, tmp_path):
-    return copy_run(stored[1], tmp_path / "run")
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    fake_training(monkeypatch)
+from .run_folders import settings_for, snapshot
 
 
 # field, the stored value (run_folders.settings_for), a changed one

@@ -20,31 +20,10 @@ from hnas.errors import HnasError, SearchError
 from hnas.search import make_space, run
 from hnas.search import executors
 
-from .run_folders import CHECKPOINT, copy_run, fake_training, make_stored_run, settings_for, snapshot, tiny_dataset
+from .run_folders import CHECKPOINT, settings_for, snapshot, tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
-
-
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """(dataset, run folder) of a finished search; tests work on copies of the folder."""
-    return make_stored_run(tmp_path_factory.mktemp("stored"))
-
-
-@pytest.fixture
-def dataset(stored):
-    return stored[0]
-
-
-@pytest.fixture
-def run_dir(stored, tmp_path):
-    return copy_run(stored[1], tmp_path / "run")
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    fake_training(monkeypatch)
 
 
 def checkpoints(run_dir: Path) -> dict[str, bytes]:
