@@ -123,7 +123,7 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     run_dir = Path(run_dir)
     folds = check_folds(list(folds))
     setup = _resolved(runs.SearchSettings.load(run_dir))
-    _check_grammar(run_dir, setup.grammar)
+    runs.check_rebuildable(run_dir, setup.grammar)
     base = setup.train_setup(run_dir)
     if iterations_per_epoch is not None:
         base = replace(base, iterations_per_epoch=iterations_per_epoch)
@@ -139,14 +139,6 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
             predict_validation(fold_dir, base.dataset, fold, log=log)
         model_dirs.append(model_dir)
     return model_dirs
-
-
-def _check_grammar(run_dir: Path, grammar: str) -> None:
-    from hnas.grammar import grammar_hash
-
-    if grammar_hash((run_dir / "grammar.lark").read_text()) != grammar_hash(grammar):
-        raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild its "
-                          "networks")
 
 
 def _model_record(model_dir: Path, choice: ModelChoice, epochs: int, iterations_per_epoch: int) -> dict:
@@ -422,7 +414,6 @@ def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, tes
                  out_dir: str | Path | None = None, log=print) -> tuple[dict, Path]:
     """`hnas evaluate`: metrics of the run's models on their validation folds or on ``test_dir``."""
     from hnas import runs
-    from hnas.workflow import builtin_dataset
 
     run_dir = Path(run_dir)
     folders = model_dirs(run_dir, names)
@@ -430,8 +421,7 @@ def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, tes
         out_dir = run_dir / "evaluation" / ("validation" if test_dir is None else f"test_{Path(test_dir).name}")
     out_dir = Path(out_dir)
     if test_dir is None:
-        settings = runs.SearchSettings.load(run_dir)
-        dataset = Path(settings.dataset) if settings.dataset else builtin_dataset()
+        dataset = runs.SearchSettings.load(run_dir).dataset_path()
         rows = [row for folder in folders for row in validation_rows(folder, dataset)]
     else:
         predictions = out_dir / "predictions"

@@ -136,10 +136,8 @@ def common_folds(available: dict[str, set[int]]) -> tuple[int, ...]:
 
 def run_dataset(run_dir: Path) -> Path:
     from hnas import runs
-    from hnas.workflow import builtin_dataset
 
-    settings = runs.SearchSettings.load(run_dir)
-    return Path(settings.dataset) if settings.dataset else builtin_dataset()
+    return runs.SearchSettings.load(run_dir).dataset_path()
 
 
 def find_best(run_dir: str | Path, *, top: int | None = None, log: Callable[[str], None] = print) -> dict:

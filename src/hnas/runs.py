@@ -63,6 +63,12 @@ class SearchSettings:
         if self.space not in SPACES:
             raise SearchError(f"unknown search space {self.space!r}; expected one of {list(SPACES)}")
 
+    def dataset_path(self) -> Path:
+        """The dataset the run searches: the given folder, or the built-in synthetic data."""
+        from hnas.workflow import builtin_dataset
+
+        return Path(self.dataset) if self.dataset else builtin_dataset()
+
     def save(self, run_dir: Path) -> None:
         (run_dir / RUN_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
@@ -122,9 +128,9 @@ def resolve(settings: SearchSettings) -> RunSetup:
     """Plan the dataset, pick the scale preset and build the grammar for ``settings``."""
     from hnas.grammar.planner import make_plan
     from hnas.train import preset as scale_preset
-    from hnas.workflow import builtin_dataset, fingerprint_of
+    from hnas.workflow import fingerprint_of
 
-    dataset = Path(settings.dataset) if settings.dataset else builtin_dataset()
+    dataset = settings.dataset_path()
     name = settings.preset
     if name == "auto" and settings.dataset is None:
         name = "cpu"  # the built-in data is a CPU-sized demo
@@ -491,6 +497,13 @@ def export_run(run_dir: Path, plans_json: Path, out_json: Path, *, trial_id: int
                          base_configuration=base_configuration, plan=plan, record=record)
 
 
+def check_rebuildable(run_dir: Path, grammar: str, what: str = "its networks") -> None:
+    """Refuse to train a run's configurations when the data now plans another grammar than the search's."""
+    if grammar_hash((Path(run_dir) / "grammar.lark").read_text()) != grammar_hash(grammar):
+        raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild "
+                          f"{what}")
+
+
 def retrain(run_dir: Path, epochs: int, trial_id: int | None = None):
     """Train the incumbent (or ``trial_id``) of a run from scratch for ``epochs`` (its full budget)."""
     settings = SearchSettings.load(run_dir)
@@ -498,8 +511,6 @@ def retrain(run_dir: Path, epochs: int, trial_id: int | None = None):
     from hnas.train import train_fold
 
     setup = resolve(settings)
-    if grammar_hash((run_dir / "grammar.lark").read_text()) != grammar_hash(setup.grammar):
-        raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild trial "
-                          f"{trial.trial_id}'s network")
+    check_rebuildable(run_dir, setup.grammar, f"trial {trial.trial_id}'s network")
     out = run_dir / "retrain" / f"trial_{trial.trial_id:05d}_{epochs}ep"
     return trial, train_fold(dict(trial.config), epochs, out, setup=setup.train_setup(run_dir))
