@@ -252,7 +252,7 @@ def _evaluate_command(commands) -> None:
     parser.add_argument("--test-dir", type=Path, metavar="DIR",
                         help="a labelled test set (imagesTs/labelsTs + dataset.json, or a dataset folder), predicted "
                         "by each model's fold ensemble (default: the models' validation folds)")
-    parser.add_argument("-o", "--output", type=Path, metavar="DIR",
+    parser.add_argument("-o", "--output", type=_output_dir, metavar="DIR",
                         help="where metrics.csv and summary.json go (default: RUN/evaluation/...)")
     parser.set_defaults(handler=_run_evaluate)
 

@@ -133,6 +133,8 @@ def _blocked(tmp_path: Path) -> Path:
     (["predict", "--model", "{plan}", "{plan}", "-o", "{file}"], "is an existing file"),
     (["predict", "--model", "{plan}", "{plan}", "-o", "{file}/out"], "is a file"),
     (["report", "{dir}", "-o", "{file}"], "is an existing file"),
+    (["evaluate", "--run", "{dir}", "-o", "{file}"], "is an existing file"),
+    (["evaluate", "--run", "{dir}", "-o", "{file}/out"], "is a file"),
     (["export-nnunet", "{dir}", "--plans", "{plan}", "-o", "{dir}"], "is a folder"),
 ])
 def test_impossible_output_paths_are_refused_before_any_work(capsys, tmp_path, plan_file, argv, expected):
