@@ -24,10 +24,25 @@ def test_default_and_incumbent_dice_are_shown_side_by_side(tmp_path):
         run_dir=tmp_path, seed=0)
     text = default_vs_incumbent(tmp_path)
 
-    default_line, incumbent_line = text.splitlines()[1:]
+    default_line, incumbent_line, fastest_line = text.splitlines()[1:]
     assert default_line.split()[:3] == ["nnU-Net", "default", "0.539"]  # trial 0: lr 1e-2 at 9 epochs
     assert "(trial 0, 9 epochs" in default_line
-    assert incumbent_line.startswith("  incumbent") and float(incumbent_line.split()[1]) >= 0.539
+    assert incumbent_line.split()[0] == "incumbent" and float(incumbent_line.split()[1]) >= 0.539
+    # cost = epochs here: a larger learning rate is as good as the default after fewer epochs
+    assert fastest_line.split()[:6] == ["fastest", "within", "0.01", "of", "the", "default"]
+    dice, epochs = float(fastest_line.split()[6]), int(fastest_line.split("epochs")[0].split()[-1])
+    assert dice >= 0.539 - 0.01 and epochs < 9
+
+
+def test_no_fastest_line_when_nothing_close_to_the_default_is_cheaper(tmp_path):
+    def default_is_best_and_cheapest(context) -> dict:
+        default = context.config["initial_lr"] == make_space("hpo").default_config()["initial_lr"]
+        return {"loss": 0.2 if default else 0.8, "cost": 1.0 if default else 5.0}
+
+    run(default_is_best_and_cheapest, make_space("hpo"), optimizer="priorband", max_trials=6, min_fidelity=1,
+        max_fidelity=9, eta=3, run_dir=tmp_path, seed=0)
+    lines = default_vs_incumbent(tmp_path).splitlines()
+    assert len(lines) == 3 and "fastest" not in "\n".join(lines)
 
 
 @pytest.fixture

@@ -24,24 +24,38 @@ DEMO_SEARCH_ARGS = ["--iterations-per-epoch", str(DEMO_ITERATIONS_PER_EPOCH)]
 BUDGET_NOTE = f"""
 Note: the demo is sized for minutes on a CPU: small networks (features 8..64, a patch of at
 most 48^3 voxels, batch 2) train at most 9 epochs x {DEMO_ITERATIONS_PER_EPOCH} iterations and are validated on
-two held-out cases. The built-in lesions are bright and fill ~6% of the volume, so networks
-learn them, but {9 * DEMO_ITERATIONS_PER_EPOCH} iterations are few: expect a Dice around 0.5, not nnU-Net's converged
-accuracy. Real data needs more iterations (README: 'Searching'), or a GPU with --preset nnunet."""
+two held-out cases. The built-in lesions are bright and fill ~6% of the volume, so nnU-Net's
+default network reaches a Dice of ~0.8 within {9 * DEMO_ITERATIONS_PER_EPOCH} iterations and the search has little room
+above it here; Dice after the first rung (1 epoch) is far lower. Real data needs more iterations
+(README: 'Searching'), or a GPU with --preset nnunet."""
+
+
+#: "As good as the default" for the demo's cheapest-configuration line: within this much Dice.
+DICE_TOLERANCE = 0.01
 
 
 def default_vs_incumbent(run_dir: Path) -> str:
-    """The default configuration's Dice beside the incumbent's: what the search found over nnU-Net's choice."""
+    """The default configuration's Dice beside the incumbent's, and the cheapest trial within
+    DICE_TOLERANCE of the default: the search weighs training runtime too, so its gain over nnU-Net's
+    choice can be speed rather than accuracy."""
     from hnas.search import load_run
 
     summary = load_run(run_dir)
     default = max((t for t in summary.successes if t.job.sampler == "default"), key=lambda t: t.fidelity,
                   default=None)
+    rows = [("nnU-Net default", default), ("incumbent", summary.incumbent)]
+    if default is not None:
+        close = [t for t in summary.successes if t.loss <= default.loss + DICE_TOLERANCE]
+        fastest = min(close, key=lambda t: t.cost)
+        if fastest.cost < default.cost:
+            rows.append((f"fastest within {DICE_TOLERANCE:g} of the default", fastest))
+    width = max(len(name) for name, _ in rows)
     lines = ["validation Dice (mean of the foreground labels):"]
-    for name, trial in (("nnU-Net default", default), ("incumbent", summary.incumbent)):
+    for name, trial in rows:
         if trial is None:
-            lines.append(f"  {name:<16} -")
+            lines.append(f"  {name:<{width}} -")
         else:
-            lines.append(f"  {name:<16} {1 - trial.loss:.3f}  (trial {trial.trial_id}, {trial.fidelity:g} epochs, "
+            lines.append(f"  {name:<{width}} {1 - trial.loss:.3f}  (trial {trial.trial_id}, {trial.fidelity:g} epochs, "
                          f"{trial.cost:.0f} s training)")
     return "\n".join(lines)
 
