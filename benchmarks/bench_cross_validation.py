@@ -9,8 +9,9 @@
    max-fidelity trainings at ``--iterations-per-epoch``), or an earlier run of this script is reused
    (``--run``; it must have searched this work folder's cases, else the test set would not be unseen).
 3. The default configuration and the incumbent are trained on every fold of ``--folds`` for
-   ``--epochs`` x ``--iterations-per-epoch`` iterations (`hnas train --folds`), and each fold's
-   validation cases are predicted.
+   ``--epochs`` x ``--iterations-per-epoch`` iterations (`hnas train --folds`), fold by fold (both
+   models, then the next fold), and each fold's validation cases are predicted; a line after every
+   fold gives both models' CV Dice so far, so a run stopped early still compares paired folds.
 4. Printed: mean Dice +- std per model over the cross-validation cases and over folds, the Wilcoxon
    signed-rank test over cases paired by id (`hnas evaluate`), and each model's fold-ensemble Dice on
    the held-out cases with the same test.
@@ -69,10 +70,14 @@ def main(argv=None) -> int:
 
     choices = [cv.default_choice(run_dir), cv.trial_choice(run_dir)]
     started = time.perf_counter()
-    folders = cv.cross_validate(run_dir, choices, args.folds, args.epochs,
-                                iterations_per_epoch=args.iterations_per_epoch)
+    for done, fold in enumerate(args.folds, start=1):  # fold by fold: an interrupted run still has paired folds
+        folders = cv.cross_validate(run_dir, choices, [fold], args.epochs,
+                                    iterations_per_epoch=args.iterations_per_epoch)
+        names = [f.name for f in folders]
+        so_far, _ = cv.evaluate_run(run_dir, names, out_dir=args.out / "evaluation_validation", log=lambda *a: None)
+        print(f"after fold {fold} ({done}/{len(args.folds)} folds, {time.perf_counter() - started:.0f} s): "
+              + ", ".join(f"{n} {_pm(so_far['models'][n]['dice'])}" for n in names), flush=True)
     cv_wall = time.perf_counter() - started
-    names = [f.name for f in folders]
     validation, _ = cv.evaluate_run(run_dir, names, out_dir=args.out / "evaluation_validation")
     started = time.perf_counter()
     test, _ = cv.evaluate_run(run_dir, names, test_dir=work, out_dir=args.out / "evaluation_test")
