@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -71,3 +72,13 @@ def test_paired_test_reports_no_p_for_few_cases_or_only_ties():
     assert ties["p"] is None and ties["n"] == 7 and "zero" in ties["reason"]
     with_nan = paired_test({**same, "x": math.nan}, {**same, "x": 0.3})
     assert with_nan["n"] == 7  # a nan case carries no pair
+
+
+def test_hd95_does_not_pass_monais_own_deprecation_warning_to_users():
+    truth = np.zeros((8, 8, 8), dtype=np.uint8)
+    truth[2:5, 2:5, 2:5] = 1
+    prediction = np.roll(truth, 1, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = case_metrics(prediction, truth, {"background": 0, "a": 1}, spacing=(1.0, 1.0, 1.0))
+    assert metrics["a"]["hd95"] == pytest.approx(1.0)

@@ -13,6 +13,7 @@ Built on MONAI's metric functions so the numbers match what MONAI/Auto3DSeg user
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -56,8 +57,10 @@ def _class_metrics(predicted: np.ndarray, expected: np.ndarray, spacing: Sequenc
     dice = float(compute_dice(batch_pred, batch_truth, include_background=True, ignore_empty=False)[0, 0])
     if not (has_prediction and has_truth and with_hd95):
         return {"dice": dice, "hd95": math.nan}
-    hd95 = compute_hausdorff_distance(batch_pred, batch_truth, include_background=True, percentile=95,
-                                      spacing=[float(s) for s in spacing])
+    with warnings.catch_warnings():  # MONAI 1.5-1.6 warns about an argument its own code passes
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        hd95 = compute_hausdorff_distance(batch_pred, batch_truth, include_background=True, percentile=95,
+                                          spacing=[float(s) for s in spacing])
     return {"dice": dice, "hd95": float(hd95[0, 0])}
 
 
