@@ -136,7 +136,8 @@ def resolve(settings: SearchSettings) -> RunSetup:
         name = "cpu"  # the built-in data is a CPU-sized demo
     preset = scale_preset(name)
     if settings.dataset is None and preset.validation_cases is None:
-        # The built-in cases are ~135^3 voxels: two of them keep validation within a low rung's cost.
+        # The built-in cases are 44x144x144 voxels (several CPU patches): two of them keep validation within a
+        # low rung's cost.
         preset = replace(preset, validation_cases=BUILTIN_VALIDATION_CASES)
     # Command-line fidelity settings override the preset, so the printed preset is what runs.
     preset = replace(preset, iterations_per_epoch=settings.iterations_per_epoch or preset.iterations_per_epoch,

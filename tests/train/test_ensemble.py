@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 
 import nibabel as nib
@@ -18,7 +19,7 @@ from hnas.grammar import make_grammar
 from hnas.grammar.generator import default_architecture
 from hnas.train import Predictor
 from hnas.train.checkpoint import save_checkpoint
-from hnas.train.ensemble import Ensemble, load_models, model_source, predict_with
+from hnas.train.ensemble import Ensemble, EnsembleWarning, load_models, model_source, predict_with
 from hnas.train.postprocessing import Postprocessing
 from hnas.train.preprocessing import ChannelNormalization
 
@@ -89,8 +90,15 @@ def test_a_model_folder_is_its_fold_ensemble_with_its_decision(model_folder):
     source = model_source(model_folder)
     assert [p.parent.name for p in source.checkpoints] == ["fold_0", "fold_1"]
     assert source.weights == (0.5, 0.5) and source.postprocessing.regions == ((1, 2),)
-    two = load_models([model_folder, model_folder / "fold_0"], device="cpu")
+    with pytest.warns(EnsembleWarning, match=r"post-processing of \['.*default_1ep'\] not applied"):
+        two = load_models([model_folder, model_folder / "fold_0"], device="cpu")
     assert two.weights == (0.25, 0.25, 0.5) and two.postprocessing is None  # a decision belongs to one model
+
+
+def test_an_ensemble_of_models_without_decisions_does_not_warn(checkpoints):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_models([checkpoints["fine"], checkpoints["coarse"]], device="cpu")
 
 
 def test_a_best_configuration_averages_its_members_fold_ensembles(model_folder, checkpoints):

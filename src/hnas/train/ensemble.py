@@ -13,12 +13,13 @@ What ``hnas predict --model PATH [PATH ...]`` accepts, each PATH one member of e
   post-processed as decided there.
 
 A post-processing decision was made for one model on its own, so it applies only when a single
-PATH is given.
+PATH is given; with several, an ``EnsembleWarning`` names the decisions left out.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,12 @@ from hnas.train.inference import OVERLAP
 from hnas.train.postprocessing import Postprocessing
 from hnas.train.prediction import Predictor, group_cases, refuse_existing
 
+
 POSTPROCESSING_FILE = "postprocessing.json"
+
+
+class EnsembleWarning(UserWarning):
+    """Something a user asked of an ensemble that it will not do (said once, the prediction goes on)."""
 
 
 class Ensemble:
@@ -174,6 +180,11 @@ def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bo
     checkpoints = [c for s in sources for c in s.checkpoints]
     weights = [w / len(sources) for s in sources for w in s.weights]
     decision = sources[0].postprocessing if len(sources) == 1 else None
+    ignored = [str(s.path) for s in sources if s.postprocessing is not None] if len(sources) > 1 else []
+    if ignored:
+        warnings.warn(f"post-processing of {ignored} not applied: each decision was made for that model alone, "
+                      "not for this ensemble of several --model paths (`hnas find-best` decides one for an "
+                      "ensemble)", EnsembleWarning, stacklevel=2)
     return Ensemble(checkpoints, weights=weights, postprocessing=decision, device=device, mirror=mirror)
 
 
