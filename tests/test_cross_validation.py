@@ -140,6 +140,20 @@ def test_a_labelled_test_folder_in_nnunet_layout(tmp_path, small_dataset):
         cv.read_test_set(test_dir)
 
 
+def test_an_msd_dataset_folder_with_4d_images_is_a_test_set(tmp_path):
+    from hnas.data import read_images
+
+    from data.builders import msd_dataset
+
+    root = msd_dataset(tmp_path / "Task01_Test", channel_names=("T1", "T2"))
+    cases, labels = cv.read_test_set(root)
+    assert [c.case_id for c in cases] == ["hippo_1", "hippo_2"] and labels[1] == ("left", 1)
+    case = cases[0]
+    assert case.image_files == [root / "imagesTr" / "hippo_1.nii.gz"] * 2 and case.channel_in_file == (0, 1)
+    volume = read_images(case.image_files, case.channel_in_file)
+    assert volume.array.shape == (2, 6, 7, 8)  # both channels, not the 4D file read as one 3D image
+
+
 def test_train_refuses_cross_validation_options_without_folds_and_bad_folds(capsys, tmp_path):
     assert main(["train", "--run", str(tmp_path), "--epochs", "1", "--default"]) == 1
     assert "need --folds" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -257,13 +257,22 @@ def _case_rows(model: str, fold: str, case_id: str, prediction_path: Path, label
             for name, m in metrics.items()]
 
 
+class LabelledCase(NamedTuple):
+    """One labelled case of a test folder; ``channel_in_file`` picks channels out of 4D (MSD) files."""
+
+    case_id: str
+    image_files: list[Path]
+    label_file: Path
+    channel_in_file: tuple[int | None, ...] | None = None
+
+
 def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None = None,
-                  n_channels: int = 1) -> tuple[list[tuple[str, list[Path], Path]], tuple]:
-    """``([(case, image files, label file)], labels)`` of a labelled test folder.
+                  n_channels: int = 1) -> tuple[list[LabelledCase], tuple]:
+    """``([LabelledCase], labels)`` of a labelled test folder.
 
     Accepted: nnU-Net's imagesTs/labelsTs (label names and channels from a dataset.json beside them,
-    else ``labels`` and ``n_channels``: the model's) or a dataset folder (imagesTr/labelsTr with
-    dataset.json).
+    else ``labels`` and ``n_channels``: the model's) or a dataset folder in nnU-Net or MSD layout
+    (imagesTr/labelsTr with dataset.json; MSD's 4D multi-channel files included).
     """
     from hnas.data import load_dataset
     from hnas.data.dataset import parse_labels, read_dataset_json
@@ -285,11 +294,12 @@ def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None
                           if (root / "labelsTs" / f"{case_id}{e}").is_file()), None)
             if label is None:
                 raise DatasetError(f"test case {case_id!r} has no label in {str(root / 'labelsTs')!r}")
-            cases.append((case_id, files, label))
+            cases.append(LabelledCase(case_id, files, label))
         return cases, labels
     if (root / "dataset.json").is_file():
         data = load_dataset(root)
-        return [(c.case_id, list(c.image_files), c.label_file) for c in data.cases], data.labels
+        return [LabelledCase(c.case_id, list(c.image_files), c.label_file, c.channel_in_file) for c in data.cases], \
+            data.labels
     raise DatasetError(f"test folder {str(root)!r} has neither imagesTs/labelsTs nor a dataset.json; expected a "
                        "labelled nnU-Net test set or dataset folder")
 
@@ -308,11 +318,12 @@ def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, 
     predictions = Path(out_dir) / record["name"]
     predictions.mkdir(parents=True, exist_ok=True)
     rows = []
-    for case_id, files, label_file in cases:
-        volume = read_images(files)  # always predicted: the model may have gained folds since the last call
-        path = write_label_map(ensemble.segment(volume.array, volume.spacing), files[0],
-                               predictions / f"{case_id}.nii.gz")
-        rows += _case_rows(record["name"], ENSEMBLE_FOLD, case_id, path, label_file, labels)
+    for case in cases:
+        # always predicted: the model may have gained folds since the last call
+        volume = read_images(case.image_files, case.channel_in_file)
+        path = write_label_map(ensemble.segment(volume.array, volume.spacing), case.image_files[0],
+                               predictions / f"{case.case_id}.nii.gz")
+        rows += _case_rows(record["name"], ENSEMBLE_FOLD, case.case_id, path, case.label_file, labels)
     kind = "post-processed " if ensemble.postprocessing else ""
     log(f"{record['name']}: {kind}{len(ensemble.members)}-fold ensemble predicted {len(cases)} test cases into "
         f"{predictions}")
