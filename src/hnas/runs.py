@@ -104,15 +104,15 @@ class RunSetup:
 
     def train_setup(self, run_dir: Path):
         from hnas.train import TrainSetup
-
         from hnas.workflow import cache_dir
 
-        return TrainSetup(residual_plan=stored_residual_plan(run_dir, self.residual_plan),dataset=self.dataset, plan=self.plan, grammar=self.grammar,
+        return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
                           cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
                           iterations_per_epoch=self.preset.iterations_per_epoch, num_workers=self.preset.num_workers,
                           max_epochs=self.max_epochs, seed=self.settings.seed, overlap=self.preset.overlap,
                           validation_cases=self.preset.validation_cases, plan_2d=self.plan_2d,
-                          grammar_2d=self.grammar_2d)
+                          grammar_2d=self.grammar_2d,
+                          residual_plan=stored_residual_plan(run_dir, self.residual_plan))
 
     def space(self):
         from hnas.sampling import GrammarArchitecture
