@@ -69,3 +69,11 @@ def test_progress_bar_redraws_at_most_twice_a_second_but_always_a_trials_last_st
     assert bar.bar.n == 0
     bar.iteration(IterationProgress(trial_id=0, epochs=9, iteration=72, iterations=72, budget=1.0))
     assert bar.bar.n == pytest.approx(1.0)
+
+
+def test_progress_bar_grows_for_a_last_trial_that_ends_past_the_budget(bar):
+    bar.update(SimpleNamespace(budget_used=2.9, finished=13, failed=0, incumbent=None))
+    bar.REDRAW_SECONDS = 0.0
+    bar.iteration(IterationProgress(trial_id=13, epochs=9, iteration=50, iterations=100, budget=1.0))
+
+    assert bar.bar.total == pytest.approx(3.9) and bar.bar.n == pytest.approx(3.4)  # moving, not stuck at 3.0

@@ -369,6 +369,10 @@ class _ProgressBar:
     def iteration(self, step) -> None:
         """A training step of the running trial (hnas.train.IterationProgress)."""
         share = step.budget if self.by_budget else 1.0
+        if self.bar.total and self.finished + share > self.bar.total:
+            # The search issues a last trial while budget is left, so it may end past the budget
+            # (3.33 of 3.0): the bar grows to show that trial's steps instead of sitting at 100%.
+            self.bar.total = self.finished + share
         if step.iteration < step.iterations and self.clock() - self.drawn < self.REDRAW_SECONDS:
             return
         self._draw(self.finished + share * step.iteration / step.iterations,
