@@ -26,8 +26,9 @@ Note: the demo is sized for minutes on a CPU: small networks (features 8..64, a 
 most 48^3 voxels, batch 2) train at most 9 epochs x {DEMO_ITERATIONS_PER_EPOCH} iterations and are validated on
 two held-out cases. The built-in lesions are bright and fill ~6% of the volume, so nnU-Net's
 default network reaches a Dice of ~0.8 within {9 * DEMO_ITERATIONS_PER_EPOCH} iterations and the search has little room
-above it here; Dice after the first rung (1 epoch) is far lower. Real data needs more iterations
-(README: 'Searching'), or a GPU with --preset nnunet."""
+above it; what it can find here is a configuration that gets there in fewer iterations (the
+'fastest' line above, when there is one). Real data needs more iterations (README: 'Searching'),
+or a GPU with --preset nnunet."""
 
 
 #: "As good as the default" for the demo's cheapest-configuration line: within this much Dice.
