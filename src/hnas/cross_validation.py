@@ -171,8 +171,7 @@ def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, lo
 
 def predict_validation(fold_dir: Path, dataset: str | Path, fold: int, *, log=print) -> Path:
     """Predict fold ``fold``'s validation cases from their raw files (label map + float16 softmax)."""
-    from hnas.data import load_dataset
-    from hnas.data import read_images, write_label_map
+    from hnas.data import load_dataset, read_images, write_label_map
     from hnas.train import Predictor, fold_split
 
     data = load_dataset(dataset)
