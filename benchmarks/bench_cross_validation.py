@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         print(f"after fold {fold} ({done}/{len(args.folds)} folds, {time.perf_counter() - started:.0f} s): "
               + ", ".join(f"{n} {_pm(so_far['models'][n]['dice'])}" for n in names), flush=True)
     cv_wall = time.perf_counter() - started
-    validation, _ = cv.evaluate_run(run_dir, names, out_dir=args.out / "evaluation_validation")
+    validation = so_far  # the last fold's evaluation covers every fold
     started = time.perf_counter()
     test, _ = cv.evaluate_run(run_dir, names, test_dir=work, out_dir=args.out / "evaluation_test")
     test_wall = time.perf_counter() - started

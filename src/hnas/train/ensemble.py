@@ -32,7 +32,6 @@ from hnas.train.inference import OVERLAP
 from hnas.train.postprocessing import Postprocessing
 from hnas.train.prediction import Predictor, group_cases, refuse_existing
 
-
 POSTPROCESSING_FILE = "postprocessing.json"
 
 
