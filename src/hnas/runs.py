@@ -4,6 +4,7 @@ Layout of a run folder::
 
     run.json        the settings the run was started with (dataset, preset, space, optimizer, ...)
     plan.json       the plan networks are built on (the scale preset already applied)
+    preset.json     the scale preset's resolved values (iterations, epochs, validation overlap, ...)
     grammar.lark    the grammar architectures come from
     plan_2d.json, grammar_2d.lark   nnU-Net's 2d plan and its grammar (pipeline spaces only)
     plan_resenc_m.json   nnU-Net's ResEnc M plan: residual encoders train with its patch and batch
@@ -106,11 +107,12 @@ class RunSetup:
         from hnas.train import TrainSetup
         from hnas.workflow import cache_dir
 
+        preset = stored_preset(run_dir, self.preset)
         return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
                           cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
-                          iterations_per_epoch=self.preset.iterations_per_epoch, num_workers=self.preset.num_workers,
-                          max_epochs=self.max_epochs, seed=self.settings.seed, overlap=self.preset.overlap,
-                          validation_cases=self.preset.validation_cases, plan_2d=self.plan_2d,
+                          iterations_per_epoch=preset.iterations_per_epoch, num_workers=preset.num_workers,
+                          max_epochs=self.max_epochs, seed=self.settings.seed, overlap=preset.overlap,
+                          validation_cases=preset.validation_cases, plan_2d=self.plan_2d,
                           grammar_2d=self.grammar_2d,
                           residual_plan=stored_residual_plan(run_dir, self.residual_plan))
 
@@ -223,6 +225,20 @@ def _check_same_settings(run_dir: Path, stored: SearchSettings, given: SearchSet
 
 
 RESIDUAL_PLAN_FILE = "plan_resenc_m.json"
+PRESET_FILE = "preset.json"
+
+
+def stored_preset(run_dir: Path, resolved):
+    """The scale preset values a run's trials train and validate with: the run folder's own copy.
+
+    A preset's defaults may change between hnas versions (the CPU preset's validation overlap did);
+    a resumed run keeps the values it started with, so its trials stay comparable. Runs written
+    before hnas stored them have none and take ``resolved``, today's values for the preset's name.
+    """
+    from hnas.train import ScalePreset
+
+    path = Path(run_dir) / PRESET_FILE
+    return ScalePreset.load(path) if path.is_file() else resolved
 
 
 def stored_residual_plan(run_dir: Path, planned: Plan | None) -> Plan | None:
@@ -270,6 +286,7 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
         (run_dir / "grammar_2d.lark").write_text(setup.grammar_2d)
     if setup.residual_plan is not None:
         setup.residual_plan.save(run_dir / RESIDUAL_PLAN_FILE)
+    setup.preset.save(run_dir / PRESET_FILE)
 
 
 def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
@@ -303,7 +320,11 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
 
     settings = setup.settings
     train_setup = setup.train_setup(run_dir)
-    print(setup.preset.describe(setup.plan))
+    preset = stored_preset(run_dir, setup.preset)
+    print(preset.describe(setup.plan))
+    if preset.differences(setup.preset):
+        print(f"  (this run keeps the values it started with; today's {preset.name!r} preset differs: "
+              + ", ".join(preset.differences(setup.preset)) + ")")
     print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
           f" (eta {setup.eta}), budget {_limits(setup)}, fold {settings.fold}, seed {settings.seed}, run {run_dir}")
     prepare(train_setup)

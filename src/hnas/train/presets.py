@@ -8,8 +8,10 @@ built-in data finishes in minutes on two cores.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from hnas.errors import TrainingError
 from hnas.grammar.plan import Plan
@@ -44,6 +46,28 @@ class ScalePreset:
         if batch_size is not None:
             plan = replace(plan, batch_size=batch_size)
         return plan
+
+    def save(self, path: Path) -> None:
+        """Write the resolved values, so a resumed run trains as it started even if the defaults change."""
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "ScalePreset":
+        try:
+            values = json.loads(Path(path).read_text())
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - known) if isinstance(values, dict) else None
+            if unknown:
+                raise TypeError(f"unknown keys {unknown}")
+            return cls(**values)
+        except (ValueError, TypeError) as error:  # not JSON, not an object, unknown or missing keys
+            raise TrainingError(f"{str(path)!r} is not a scale preset file ({error}); expected the preset.json "
+                                "`hnas search` writes into its run folder") from None
+
+    def differences(self, other: "ScalePreset") -> list[str]:
+        """``name: ours vs theirs`` for every value that differs."""
+        return [f"{f.name} {getattr(self, f.name)!r} vs {getattr(other, f.name)!r}" for f in fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)]
 
     def describe(self, plan: Plan | None = None) -> str:
         """The lines a search prints at its start."""
