@@ -181,6 +181,40 @@ def test_a_model_folder_keeps_its_training_settings(tmp_path):
         cv._model_record(model_dir, choice, 4, 10)
 
 
+def _record_fold_in_another_process(model_dir, fold):
+    record = {"name": model_dir.name, "trial_id": None, "config": {}, "epochs": 4, "iterations_per_epoch": 10,
+              "folds": []}  # loaded before any process had written model.json
+    cv._add_fold(model_dir, record, fold)
+
+
+def test_parallel_processes_recording_folds_of_one_model_keep_every_fold(tmp_path):
+    import multiprocessing
+
+    model_dir = tmp_path / "cv" / "default_4ep"
+    model_dir.mkdir(parents=True)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_record_fold_in_another_process, args=(model_dir, fold)) for fold in range(5)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0] * 5
+    assert cv.load_model_record(model_dir)["folds"] == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.json", "model.lock"]  # no temporary left
+
+
+def test_a_fold_being_trained_by_another_process_is_refused_with_its_pid(tmp_path):
+    import os
+
+    fold_dir = tmp_path / "cv" / "default_4ep" / "fold_1"
+    with cv._training_lock(fold_dir):
+        with pytest.raises(SearchError, match=rf"fold_1'.*another process \(pid {os.getpid()}\)"):
+            with cv._training_lock(fold_dir):  # its own open file: flock refuses it as it would another process
+                pass
+    with cv._training_lock(fold_dir):  # released at the end of the block
+        pass
+
+
 @pytest.mark.slow  # 15 s alone on the loaded 2-core machine (most of it torch's first optimizer and planning)
 def test_default_on_one_fold_follows_the_contract_and_resumes(capsys, tmp_path, small_dataset, monkeypatch):
     from hnas import runs

@@ -17,9 +17,12 @@ with both files is not predicted again, so an interrupted cross-validation resum
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +36,8 @@ from hnas.train.preprocessing import N_FOLDS
 
 CV_DIR = "cv"
 MODEL_FILE = "model.json"
+TRAIN_LOCK = "train.lock"  # in a fold folder: held while one process trains and predicts that fold
+MODEL_LOCK = "model.lock"  # in a model folder: held while one process updates model.json
 ENSEMBLE_FOLD = "ensemble"
 ENDINGS = (".nii.gz", ".nii")
 
@@ -133,12 +138,52 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
         record = _model_record(model_dir, choice, epochs, base.iterations_per_epoch)
         for fold in folds:
             fold_dir = model_dir / f"fold_{fold}"
-            _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log)
-            record["folds"] = sorted(set(record["folds"]) | {fold})
-            _write_json(model_dir / MODEL_FILE, record)
-            predict_validation(fold_dir, base.dataset, fold, log=log)
+            with _training_lock(fold_dir):
+                _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log)
+                _add_fold(model_dir, record, fold)
+                predict_validation(fold_dir, base.dataset, fold, log=log)
         model_dirs.append(model_dir)
     return model_dirs
+
+
+@contextmanager
+def _training_lock(fold_dir: Path) -> Iterator[None]:
+    """One process per fold folder, so folds can be cross-validated in parallel processes.
+
+    ``flock`` on a file in the folder: the kernel drops it when the process ends, a kill included.
+    A second process asking for the same fold is refused with the holder's pid instead of training
+    it twice into the same checkpoint.
+    """
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with open(fold_dir / TRAIN_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise SearchError(f"{str(fold_dir)!r} is being trained by another process (pid {holder}); expected "
+                              "each fold in one process: cross-validate other folds meanwhile, or wait") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _add_fold(model_dir: Path, record: dict, fold: int) -> None:
+    """Add ``fold`` to model.json, merged with the folds other processes recorded meanwhile.
+
+    Processes cross-validating other folds of the same model write the same file: the update reads
+    and replaces it under a lock, and the replacement is atomic, so no process drops another's fold.
+    """
+    with open(model_dir / MODEL_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # held for one read and one write: wait
+        path = model_dir / MODEL_FILE
+        stored = load_model_record(model_dir)["folds"] if path.is_file() else []
+        record["folds"] = sorted(set(record["folds"]) | set(stored) | {fold})
+        temporary = path.with_name(f".{MODEL_FILE}.{os.getpid()}")
+        _write_json(temporary, record)
+        os.replace(temporary, path)
 
 
 def _model_record(model_dir: Path, choice: ModelChoice, epochs: int, iterations_per_epoch: int) -> dict:
