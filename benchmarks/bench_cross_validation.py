@@ -11,7 +11,8 @@
 3. The default configuration and the incumbent are trained on every fold of ``--folds`` for
    ``--epochs`` x ``--iterations-per-epoch`` iterations (`hnas train --folds`), fold by fold (both
    models, then the next fold), and each fold's validation cases are predicted; a line after every
-   fold gives both models' CV Dice so far, so a run stopped early still compares paired folds.
+   fold gives both models' CV Dice over the folds recorded so far (on a rerun also those trained
+   before), so a run stopped early still compares paired folds.
 4. Printed: mean Dice +- std per model over the cross-validation cases and over folds, the Wilcoxon
    signed-rank test over cases paired by id (`hnas evaluate`), and each model's fold-ensemble Dice on
    the held-out cases with the same test.
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
         names = [f.name for f in folders]
         so_far, _ = cv.evaluate_run(run_dir, names, out_dir=args.out / "evaluation_validation", log=lambda *a: None)
         print(f"after fold {fold} ({done}/{len(args.folds)} folds, {time.perf_counter() - started:.0f} s): "
-              + ", ".join(f"{n} {_pm(so_far['models'][n]['dice'])}" for n in names), flush=True)
+              + ", ".join(f"{n} {_pm(so_far['models'][n]['dice'])} (folds {_recorded_folds(f)})"
+                          for n, f in zip(names, folders)), flush=True)
     cv_wall = time.perf_counter() - started
     validation = so_far  # the last fold's evaluation covers every fold
     started = time.perf_counter()
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
     test_wall = time.perf_counter() - started
 
     n_train = len(list((work / "labelsTr").iterdir()))
-    print(f"\ndataset {dataset.name}: {n_train} cases cross-validated on folds {args.folds}, {args.test_cases} held "
+    evaluated = sorted({fold for folder in folders for fold in _recorded_folds(folder)})  # a rerun may add folds
+    print(f"\ndataset {dataset.name}: {n_train} cases cross-validated on folds {evaluated}, {args.test_cases} held "
           f"out (split seed {args.split_seed}); {args.epochs} epochs x {args.iterations_per_epoch} iterations per "
           f"fold; run {run_dir}")
     print(f"wall time: search {search_wall:.0f} s, cross-validation {cv_wall:.0f} s, test prediction {test_wall:.0f} s")
@@ -106,6 +109,13 @@ def main(argv=None) -> int:
     print("\nper class (cross-validation):")
     print(cv.summary_table(validation))
     return 0
+
+
+def _recorded_folds(model_dir: Path) -> list[int]:
+    """The folds `hnas evaluate` scores for a model: every fold its model.json lists, also earlier runs' ones."""
+    from hnas import cross_validation as cv
+
+    return cv.load_model_record(model_dir)["folds"]
 
 
 def _pm(stats: dict) -> str:
