@@ -104,7 +104,7 @@ def test_dataset_without_foreground_is_refused(tmp_path):
     root = tmp_path / "Dataset011_Empty"
     write_dataset_json(root, {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1},
                               "numTraining": 1, "file_ending": ".nii.gz"})
-    write_zyx(root / "imagesTr" / "x_0000.nii.gz", np.ones((3, 3, 3), np.int16))
+    write_zyx(root / "imagesTr" / "x_0000.nii.gz", np.arange(27, dtype=np.int16).reshape(3, 3, 3))  # not constant
     write_zyx(root / "labelsTr" / "x.nii.gz", np.zeros((3, 3, 3), np.uint8))
     with pytest.raises(DatasetError, match="no foreground voxels"):
         compute_fingerprint(load_dataset(root))
