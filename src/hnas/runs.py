@@ -330,6 +330,9 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
     prepare(train_setup)
     if executor is None:
         executor = "dask" if (settings.scheduler or settings.workers > 1) else "serial"
+    worker_env = None if executor == "serial" or settings.scheduler else worker_environments(settings.workers)
+    if worker_env:
+        print(f"workers: {settings.workers} local processes, {_describe(worker_env)}")
     bar = _ProgressBar(setup.budget, settings.max_trials) if progress else None
     on_iteration = bar.iteration if bar and executor == "serial" else None  # other processes cannot call back
     try:
@@ -337,13 +340,39 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
             TrainObjective(train_setup, on_iteration), setup.space(), optimizer=settings.optimizer, budget=setup.budget,
             max_trials=settings.max_trials, time_limit=settings.time_limit, min_fidelity=setup.min_epochs,
             max_fidelity=setup.max_epochs, eta=setup.eta, run_dir=run_dir, seed=settings.seed, executor=executor,
-            workers=settings.workers, scheduler=settings.scheduler, resume=resume,
+            workers=settings.workers, scheduler=settings.scheduler, worker_env=worker_env, resume=resume,
             progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
     write_summary(summary, run_dir)
     return summary
+
+
+def worker_environments(workers: int) -> list[dict[str, str]] | None:
+    """Each local worker process's share of the machine, so parallel trials do not crowd one device.
+
+    With CUDA, worker ``i`` sees one GPU (round-robin over the visible ones; without this every
+    worker trains on GPU 0). On a CPU, each gets ``cores // workers`` torch threads (Dask starts
+    workers with one). ``None`` for a single worker: it has the machine to itself.
+    """
+    if workers < 2:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = ([d.strip() for d in visible.split(",") if d.strip()] if visible
+               else [str(i) for i in range(torch.cuda.device_count())])
+        return [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(workers)]
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(workers)]
+
+
+def _describe(worker_env: list[dict[str, str]]) -> str:
+    if "CUDA_VISIBLE_DEVICES" in worker_env[0]:
+        return "on GPUs " + ", ".join(env["CUDA_VISIBLE_DEVICES"] for env in worker_env)
+    return f"{worker_env[0]['OMP_NUM_THREADS']} torch thread(s) each"
 
 
 def _limits(setup: RunSetup) -> str:

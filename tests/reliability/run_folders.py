@@ -7,6 +7,7 @@ grammar.lark, search.sqlite, trials/*/checkpoint.pt) are all the reliability tes
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,8 @@ class FakeObjective:
     def __call__(self, context):
         checkpoint = Path(context.trial_dir) / CHECKPOINT
         checkpoint.write_bytes(f"trial {context.trial_id} at {context.fidelity:g} epochs".encode())
-        return {"loss": 1.0 / (1.0 + context.fidelity) + 0.01 * context.trial_id, "cost": float(context.fidelity)}
+        return {"loss": 1.0 / (1.0 + context.fidelity) + 0.01 * context.trial_id, "cost": float(context.fidelity),
+                "omp_threads": os.environ.get("OMP_NUM_THREADS")}  # what a worker process was started with
 
 
 def fake_training(patch: pytest.MonkeyPatch) -> None:

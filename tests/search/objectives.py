@@ -24,3 +24,8 @@ def dies_on_trial_3(context) -> dict:
 def slow_quadratic(context) -> dict:
     time.sleep(0.2)
     return quadratic(context)
+
+
+def reports_worker_tag(context) -> dict:
+    """The quadratic's result plus the HNAS_TEST_WORKER_TAG its worker process was started with."""
+    return {**quadratic(context), "tag": os.environ.get("HNAS_TEST_WORKER_TAG")}

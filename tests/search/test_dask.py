@@ -28,3 +28,25 @@ def test_dask_executor_uses_an_existing_scheduler(tmp_path):
                       min_fidelity=9, max_fidelity=9, executor="dask",
                       scheduler=cluster.scheduler_address, run_dir=tmp_path)
     assert all(t.is_success for t in summary.history) and len(summary.history) == 4
+
+
+@pytest.mark.parametrize("executor", ["dask", "processes"])
+def test_local_workers_start_with_their_own_environment(tmp_path, executor):
+    envs = [{"HNAS_TEST_WORKER_TAG": "gpu0"}, {"HNAS_TEST_WORKER_TAG": "gpu1"}]
+    summary = run(objectives.reports_worker_tag, make_space("hpo"), optimizer="random", max_trials=8,
+                  min_fidelity=9, max_fidelity=9, executor=executor, workers=2, worker_env=envs, run_dir=tmp_path)
+    tags = {}
+    for trial in summary.history:
+        assert trial.is_success
+        tags.setdefault(trial.extra["pid"], set()).add(trial.extra["tag"])
+    assert all(len(t) == 1 for t in tags.values())  # a worker keeps its environment
+    seen = set().union(*tags.values())
+    assert seen <= {"gpu0", "gpu1"} and (len(tags) == 1 or seen == {"gpu0", "gpu1"})
+
+
+def test_worker_env_needs_one_mapping_per_worker(tmp_path):
+    from hnas.errors import SearchError
+
+    with pytest.raises(SearchError, match="worker_env has 1 entries; expected one mapping of str to str per worker"):
+        run(objectives.quadratic, make_space("hpo"), optimizer="random", max_trials=1, min_fidelity=9,
+            max_fidelity=9, executor="processes", workers=2, worker_env=[{"A": "1"}], run_dir=tmp_path)

@@ -18,7 +18,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,8 @@ from hnas.errors import SearchError
 from hnas.search.storage import json_default
 
 EXECUTORS: tuple[str, ...] = ("serial", "processes", "dask")
+#: One environment per worker process (e.g. its own GPU, or its share of the CPU threads); ``None``: inherit.
+WorkerEnv = Sequence[Mapping[str, str]] | None
 
 
 @dataclass(frozen=True)
@@ -171,17 +173,33 @@ def _require_picklable(objective: Objective, executor: str) -> None:
                           f"{error}") from None
 
 
+def _check_worker_env(worker_env: WorkerEnv, workers: int) -> list[dict[str, str]] | None:
+    if worker_env is None:
+        return None
+    envs = [dict(env) for env in worker_env]
+    if len(envs) != workers or not all(isinstance(k, str) and isinstance(v, str) for e in envs for k, v in e.items()):
+        raise SearchError(f"worker_env has {len(envs)} entries; expected one mapping of str to str per worker "
+                          f"({workers})")
+    return envs
+
+
+def _set_environment(env: Mapping[str, str]) -> None:
+    """A worker's initializer: runs before the first trial imports torch, so CUDA and OpenMP read it."""
+    os.environ.update(env)
+
+
 class ProcessExecutor:
     """``workers`` local processes (spawn start method), one trial each at a time.
 
     Each worker slot is its own single-process pool, so a worker that dies (segfault,
     ``os._exit``, out-of-memory kill) fails exactly the trial it was running; the slot then
-    gets a fresh process.
+    gets a fresh process, with the slot's ``worker_env`` again.
     """
 
-    def __init__(self, objective: Objective, workers: int):
+    def __init__(self, objective: Objective, workers: int, worker_env: WorkerEnv = None):
         _require_picklable(objective, "processes")
         self.capacity = workers
+        self._worker_env = _check_worker_env(worker_env, workers)
         self._objective = objective
         self._context = multiprocessing.get_context("spawn")
         self._pools: list[concurrent.futures.ProcessPoolExecutor | None] = [None] * workers
@@ -193,8 +211,9 @@ class ProcessExecutor:
 
     def _pool(self, slot: int) -> concurrent.futures.ProcessPoolExecutor:
         if self._pools[slot] is None:
+            env = self._worker_env[slot] if self._worker_env else {}
             self._pools[slot] = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=self._context)
+                max_workers=1, mp_context=self._context, initializer=_set_environment, initargs=(env,))
         return self._pools[slot]
 
     def submit(self, context: TrialContext) -> None:
@@ -238,10 +257,13 @@ class DaskExecutor:
     """Trials as Dask tasks: on an existing scheduler, or a LocalCluster of ``workers``.
 
     The local cluster allows no task retries, so a worker that dies fails its trial at once
-    (``KilledWorker``) instead of taking other workers down with the same trial.
+    (``KilledWorker``) instead of taking other workers down with the same trial. Its workers
+    start with ``worker_env[i]`` (their GPU, their CPU threads: Dask's default is one OpenMP
+    thread per worker); an existing scheduler's workers keep the environment they were started with.
     """
 
-    def __init__(self, objective: Objective, workers: int, scheduler: str | None = None):
+    def __init__(self, objective: Objective, workers: int, scheduler: str | None = None,
+                 worker_env: WorkerEnv = None):
         try:
             import dask
             import distributed
@@ -261,9 +283,7 @@ class DaskExecutor:
             self.capacity = workers if workers > 1 else max(1, threads)
         else:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self._cluster = distributed.LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR)
+                self._cluster = _local_cluster(distributed, workers, _check_worker_env(worker_env, workers))
                 self._client = distributed.Client(self._cluster)
             self.capacity = workers
         self._running: dict[Any, TrialContext] = {}
@@ -328,9 +348,26 @@ def validate_scheduler_address(address: str) -> None:
                           f"expected one like {SCHEDULER_EXAMPLE}") from None
 
 
+def _local_cluster(distributed, workers: int, worker_env: list[dict[str, str]] | None):
+    """``workers`` one-thread worker processes on this machine, worker ``i`` with ``worker_env[i]``."""
+    if worker_env is None:
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, silence_logs=logging.ERROR)
+    # LocalCluster gives every worker the same options; a SpecCluster of the same workers can differ per worker.
+    options = {"nthreads": 1, "host": "127.0.0.1", "dashboard": False, "silence_logs": logging.ERROR,
+               "memory_limit": int(distributed.system.MEMORY_LIMIT / workers)}  # LocalCluster's share
+    specs = {i: {"cls": distributed.Nanny, "options": {**options, "env": env}} for i, env in enumerate(worker_env)}
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard": False,
+                                                           "dashboard_address": None}}
+    return distributed.SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR)
+
+
 def make_executor(name: str, objective: Objective, *, workers: int = 1,
-                  scheduler: str | None = None) -> Executor:
-    """``serial`` (default), ``processes`` (local spawn workers) or ``dask``."""
+                  scheduler: str | None = None, worker_env: WorkerEnv = None) -> Executor:
+    """``serial`` (default), ``processes`` (local spawn workers) or ``dask``.
+
+    ``worker_env`` (local worker processes only): one environment per worker, set before its first trial.
+    """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SearchError(f"workers must be a positive integer, got {workers!r}")
     if scheduler is not None:
@@ -343,7 +380,7 @@ def make_executor(name: str, objective: Objective, *, workers: int = 1,
                               f"{workers} use executor 'processes' or 'dask'")
         return SerialExecutor(objective)
     if name == "processes":
-        return ProcessExecutor(objective, workers)
+        return ProcessExecutor(objective, workers, worker_env)
     if name == "dask":
-        return DaskExecutor(objective, workers, scheduler)
+        return DaskExecutor(objective, workers, scheduler, None if scheduler else worker_env)
     raise SearchError(f"unknown executor {name!r}; expected one of {list(EXECUTORS)}")

@@ -226,7 +226,7 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
         budget: float | None = None, max_trials: int | None = None,
         time_limit: float | None = None, min_fidelity: float, max_fidelity: float, eta: int = 3,
         run_dir: str | Path, seed: int = 0, executor: str = "serial", workers: int = 1,
-        scheduler: str | None = None, resume: bool = False,
+        scheduler: str | None = None, worker_env=None, resume: bool = False,
         progress: Callable[[Progress], None] | None = None,
         optimizer_options: Mapping[str, Any] | None = None, max_attempts: int = MAX_ATTEMPTS) -> RunSummary:
     """Search ``space`` for configurations minimising ``objective``.
@@ -235,7 +235,8 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
     ``cost`` (default: the fidelity) plus JSON-able extras. ``budget`` counts max-fidelity
     evaluations (a promotion pays only for the fidelity it adds); the search stops asking
     once ``budget``, ``max_trials`` or ``time_limit`` (seconds, this call) is reached and
-    lets running trials finish. ``resume=True`` continues the run stored in ``run_dir``; a trial
+    lets running trials finish. ``worker_env`` gives each local worker process its environment
+    (one mapping per worker, e.g. its GPU). ``resume=True`` continues the run stored in ``run_dir``; a trial
     that was running each of ``max_attempts`` times the search process died is recorded failed.
     """
     if not callable(objective):
@@ -258,7 +259,7 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
     store = RunStore.create_or_resume(run_dir, metadata, resume=resume,
                                       architecture_key=metadata["architecture_key"])
     try:
-        pool = make_executor(executor, objective, workers=workers, scheduler=scheduler)
+        pool = make_executor(executor, objective, workers=workers, scheduler=scheduler, worker_env=worker_env)
         try:
             search = _Search(search_optimizer, store, pool, run_dir, seed,
                              (budget, max_trials, time_limit), progress, max_attempts)
