@@ -240,6 +240,29 @@ def test_default_on_one_fold_follows_the_contract_and_resumes(capsys, tmp_path, 
     assert (model_dir / "fold_2" / "validation" / f"{case}.npz").is_file()
 
 
+def test_parallel_folds_train_in_worker_processes_and_a_refused_fold_does_not_stop_the_others(
+        capsys, tmp_path, small_dataset, monkeypatch):
+    from hnas import runs
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    settings = SearchSettings(dataset=str(small_dataset), preset="cpu", max_stages=3, iterations_per_epoch=1,
+                              min_epochs=1, max_epochs=1)
+    run_dir = tmp_path / "run"
+    runs.prepare_run_dir(run_dir, runs.resolve(settings), resume=False)
+    model_dir = run_dir / "cv" / "default_1ep"
+    with cv._training_lock(model_dir / "fold_1"):  # as if another process were training fold 1
+        with pytest.raises(SearchError, match=r"1 cross-validation job\(s\) failed: default_1ep fold 1: SearchError: "
+                                              r".*being trained by another process"):
+            cv.cross_validate(run_dir, [cv.default_choice(run_dir)], [0, 1], 1, workers=2)
+    assert cv.load_model_record(model_dir)["folds"] == [0]
+    assert (model_dir / "fold_0" / "checkpoint.pt").is_file() and not (model_dir / "fold_1" / "checkpoint.pt").exists()
+    out = run_cli(capsys, "train", "--run", run_dir, "--folds", "0", "1", "--epochs", "1", "--default",
+                  "--workers", "2")  # the rerun trains only the missing fold
+    assert f"cross-validated: {model_dir}" in out
+    assert cv.load_model_record(model_dir)["folds"] == [0, 1]
+    assert all(len(list((model_dir / f"fold_{k}" / "validation").glob("*.nii.gz"))) == 1 for k in (0, 1))
+
+
 TINY = ["--preset", "cpu", "--space", "hpo+hnas", "--optimizer", "random", "--min-epochs", "1", "--max-epochs", "1",
         "--iterations-per-epoch", "1", "--no-progress", "--seed", "0"]
 

@@ -241,6 +241,9 @@ def _train_command(commands) -> None:
                         help="with --folds: also the first N trials of the Pareto front at the top fidelity")
     parser.add_argument("--iterations-per-epoch", type=_positive_int, metavar="I",
                         help="with --folds: iterations per epoch (default: the run's)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N",
+                        help="with --folds: train N folds at once in local processes (one GPU each, or cores // N "
+                             "CPU threads each)")
     parser.set_defaults(handler=_run_train)
 
 
@@ -393,9 +396,10 @@ def _run_train(args) -> int:
 
     if args.folds is not None:
         return _run_cross_validation(args)
-    if args.default or args.pareto or args.iterations_per_epoch or (args.trial and len(args.trial) > 1):
-        raise SearchError("--default, --pareto, --iterations-per-epoch and several --trial ids need --folds; "
-                        "expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
+    fold_options = (args.default, args.pareto, args.iterations_per_epoch, args.workers)
+    if any(fold_options) or (args.trial and len(args.trial) > 1):
+        raise SearchError("--default, --pareto, --iterations-per-epoch, --workers and several --trial ids need "
+                          "--folds; expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
     trial, result = runs.retrain(args.run, args.epochs, args.trial[0] if args.trial else None)
     print(f"retrained trial {trial.trial_id} for {args.epochs} epochs: Dice {result.mean_dice:.4f}, "
           f"training {result.runtime:.1f} s")
@@ -414,7 +418,7 @@ def _run_cross_validation(args) -> int:
         choices = [cv.trial_choice(args.run)]  # the incumbent
     unique = list({c.name(args.epochs): c for c in choices}.values())
     for folder in cv.cross_validate(args.run, unique, args.folds, args.epochs,
-                                    iterations_per_epoch=args.iterations_per_epoch):
+                                    iterations_per_epoch=args.iterations_per_epoch, workers=args.workers or 1):
         print(f"cross-validated: {folder}")
     return 0
 

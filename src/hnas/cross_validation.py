@@ -121,12 +121,20 @@ def check_folds(folds: Sequence[int]) -> list[int]:
 
 
 def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: Sequence[int], epochs: int, *,
-                   iterations_per_epoch: int | None = None, log=print) -> list[Path]:
-    """Train every choice on every fold for ``epochs`` and write its validation predictions; returns model folders."""
+                   iterations_per_epoch: int | None = None, workers: int = 1, log=print) -> list[Path]:
+    """Train every choice on every fold for ``epochs`` and write its validation predictions; returns model folders.
+
+    ``workers > 1`` trains that many (choice, fold) pairs at once in local processes, each with its
+    share of the machine (one GPU each, or its share of the CPU cores; see runs.worker_environments).
+    """
     from hnas import runs
 
     run_dir = Path(run_dir)
     folds = check_folds(list(folds))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SearchError(f"workers is {workers!r}; expected a positive integer")
+    if workers > 1:
+        return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers, log)
     setup = _resolved(runs.SearchSettings.load(run_dir))
     runs.check_rebuildable(run_dir, setup.grammar)
     base = setup.train_setup(run_dir)
@@ -144,6 +152,52 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
                 predict_validation(fold_dir, base.dataset, fold, log=log)
         model_dirs.append(model_dir)
     return model_dirs
+
+
+def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], folds: list[int], epochs: int,
+                                 iterations_per_epoch: int | None, workers: int, log) -> list[Path]:
+    """Each (choice, fold) in its own job, fold by fold, ``workers`` at a time; a failed job does not stop the others.
+
+    Every worker slot is a one-process pool started with its environment, so a job that kills its
+    process (out of memory) fails only itself; the fold locks and model.json's merge keep the
+    folders consistent.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from hnas import runs
+    from hnas.search.executors import set_environment
+
+    jobs = [(choice, fold) for fold in folds for choice in choices]
+    envs = runs.worker_environments(workers) or [{}] * workers
+    context = multiprocessing.get_context("spawn")
+    pools = [ProcessPoolExecutor(1, mp_context=context, initializer=set_environment, initargs=(env,)) for env in envs]
+    running, failures = {}, []
+    try:
+        while jobs or running:
+            for slot in sorted(set(range(workers)) - {slot for slot, _ in running.values()}):
+                if jobs:
+                    choice, fold = jobs.pop(0)
+                    future = pools[slot].submit(cross_validate, run_dir, [choice], [fold], epochs,
+                                                iterations_per_epoch=iterations_per_epoch)
+                    running[future] = (slot, f"{choice.name(epochs)} fold {fold}")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                slot, job = running.pop(future)
+                try:
+                    future.result()
+                except Exception as error:  # a refused or crashed job: report it, keep the others going
+                    failures.append(f"{job}: {type(error).__name__}: {error}")
+                    pools[slot].shutdown(wait=False, cancel_futures=True)
+                    pools[slot] = ProcessPoolExecutor(1, mp_context=context, initializer=set_environment,
+                                                      initargs=(envs[slot],))
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=not running, cancel_futures=True)
+    if failures:
+        raise SearchError(f"{len(failures)} cross-validation job(s) failed: " + "; ".join(failures)
+                          + " (the others finished; rerun to retry the failed ones)")
+    return [run_dir / CV_DIR / choice.name(epochs) for choice in choices]
 
 
 @contextmanager

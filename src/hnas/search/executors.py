@@ -183,7 +183,7 @@ def _check_worker_env(worker_env: WorkerEnv, workers: int) -> list[dict[str, str
     return envs
 
 
-def _set_environment(env: Mapping[str, str]) -> None:
+def set_environment(env: Mapping[str, str]) -> None:
     """A worker's initializer: runs before the first trial imports torch, so CUDA and OpenMP read it."""
     os.environ.update(env)
 
@@ -213,7 +213,7 @@ class ProcessExecutor:
         if self._pools[slot] is None:
             env = self._worker_env[slot] if self._worker_env else {}
             self._pools[slot] = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=self._context, initializer=_set_environment, initargs=(env,))
+                max_workers=1, mp_context=self._context, initializer=set_environment, initargs=(env,))
         return self._pools[slot]
 
     def submit(self, context: TrialContext) -> None:
