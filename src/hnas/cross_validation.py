@@ -133,13 +133,15 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     folds = check_folds(list(folds))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SearchError(f"workers is {workers!r}; expected a positive integer")
-    if workers > 1:
-        return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers, log)
     setup = _resolved(runs.SearchSettings.load(run_dir))
     runs.check_rebuildable(run_dir, setup.grammar)
     base = setup.train_setup(run_dir)
     if iterations_per_epoch is not None:
         base = replace(base, iterations_per_epoch=iterations_per_epoch)
+    if workers > 1:  # every refusal above (and a model folder of other settings) before any process starts
+        for choice in choices:
+            _model_record(run_dir / CV_DIR / choice.name(epochs), choice, epochs, base.iterations_per_epoch)
+        return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers)
     model_dirs = []
     for choice in choices:
         model_dir = run_dir / CV_DIR / choice.name(epochs)
@@ -155,12 +157,12 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
 
 
 def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], folds: list[int], epochs: int,
-                                 iterations_per_epoch: int | None, workers: int, log) -> list[Path]:
+                                 iterations_per_epoch: int | None, workers: int) -> list[Path]:
     """Each (choice, fold) in its own job, fold by fold, ``workers`` at a time; a failed job does not stop the others.
 
     Every worker slot is a one-process pool started with its environment, so a job that kills its
     process (out of memory) fails only itself; the fold locks and model.json's merge keep the
-    folders consistent.
+    folders consistent. Workers print their own progress lines.
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
