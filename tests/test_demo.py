@@ -77,3 +77,10 @@ def test_progress_bar_grows_for_a_last_trial_that_ends_past_the_budget(bar):
     bar.iteration(IterationProgress(trial_id=13, epochs=9, iteration=50, iterations=100, budget=1.0))
 
     assert bar.bar.total == pytest.approx(3.9) and bar.bar.n == pytest.approx(3.4)  # moving, not stuck at 3.0
+
+
+def test_a_grown_progress_bar_prints_its_total_rounded(bar):
+    bar.update(SimpleNamespace(budget_used=3.0 - 1 / 9, finished=13, failed=0, incumbent=None))
+    bar.REDRAW_SECONDS = 0.0
+    bar.iteration(IterationProgress(trial_id=13, epochs=9, iteration=1, iterations=100, budget=4 / 9))
+    assert bar.bar.total == 3.33 and "/3.33 " in str(bar.bar)  # not 3.333333333333333

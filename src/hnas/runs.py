@@ -422,7 +422,7 @@ class _ProgressBar:
         if self.bar.total and self.finished + share > self.bar.total:
             # The search issues a last trial while budget is left, so it may end past the budget
             # (3.33 of 3.0): the bar grows to show that trial's steps instead of sitting at 100%.
-            self.bar.total = self.finished + share
+            self.bar.total = round(self.finished + share, 2)  # tqdm prints the total as it is: 3.33, not 3.3333...
         if step.iteration < step.iterations and self.clock() - self.drawn < self.REDRAW_SECONDS:
             return
         self._draw(self.finished + share * step.iteration / step.iterations,
