@@ -50,3 +50,14 @@ def test_worker_env_needs_one_mapping_per_worker(tmp_path):
     with pytest.raises(SearchError, match="worker_env has 1 entries; expected one mapping of str to str per worker"):
         run(objectives.quadratic, make_space("hpo"), optimizer="random", max_trials=1, min_fidelity=9,
             max_fidelity=9, executor="processes", workers=2, worker_env=[{"A": "1"}], run_dir=tmp_path)
+
+
+def test_a_local_cluster_leaves_the_search_process_threads_alone(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    run(objectives.quadratic, make_space("hpo"), optimizer="random", max_trials=2, min_fidelity=9, max_fidelity=9,
+        executor="dask", workers=2, run_dir=tmp_path)
+    # Dask's Nanny sets OMP_NUM_THREADS=1 etc. in the process that spawns workers; later work here would crawl
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
