@@ -57,7 +57,7 @@ def test_a_local_cluster_leaves_the_search_process_threads_alone(tmp_path, monke
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")
-    run(objectives.quadratic, make_space("hpo"), optimizer="random", max_trials=2, min_fidelity=9, max_fidelity=9,
-        executor="dask", workers=2, run_dir=tmp_path)
+    run(objectives.dies_on_trial_3, make_space("hpo"), optimizer="random", max_trials=6, min_fidelity=9,
+        max_fidelity=9, executor="dask", workers=2, run_dir=tmp_path)  # a worker dies: its Nanny spawns another
     # Dask's Nanny sets OMP_NUM_THREADS=1 etc. in the process that spawns workers; later work here would crawl
     assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"

@@ -8,7 +8,6 @@ not a result, or whose worker process dies, becomes a failed outcome carrying th
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,8 +283,11 @@ class DaskExecutor:
             self.capacity = workers if workers > 1 else max(1, threads)
         else:
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                with _parent_environment_kept(dask):
+                self._parent_env = _spawn_environment(dask)
+                try:
                     self._cluster = _local_cluster(distributed, workers, _check_worker_env(worker_env, workers))
+                finally:
+                    _restore(self._parent_env)
                 self._client = distributed.Client(self._cluster)
             self.capacity = workers
         self._running: dict[Any, TrialContext] = {}
@@ -319,10 +321,8 @@ class DaskExecutor:
         self._running.clear()
         self._client.close()
         if self._cluster is not None:
-            import dask
-
-            with _parent_environment_kept(dask):  # a worker restarted meanwhile set them again
-                self._cluster.close()
+            self._cluster.close()
+            _restore(self._parent_env)  # a worker restarted during the search set them again
 
 
 SCHEDULER_EXAMPLE = "tcp://host:8786"
@@ -353,23 +353,22 @@ def validate_scheduler_address(address: str) -> None:
                           f"expected one like {SCHEDULER_EXAMPLE}") from None
 
 
-@contextlib.contextmanager
-def _parent_environment_kept(dask) -> Iterator[None]:
-    """Undo what Dask's Nanny sets in *this* process before spawning workers (OMP_NUM_THREADS=1, ...).
+def _spawn_environment(dask) -> dict[str, str | None]:
+    """This process's values of what Dask's Nanny sets here before spawning a worker (OMP_NUM_THREADS=1, ...).
 
     The workers need those variables at start-up; the search process does not, and left set they
     would make everything it runs later (cross-validation, a notebook's kernel) single-threaded.
     """
     keys = list(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}) + ["PYTHONHASHSEED"]
-    before = {key: os.environ.get(key) for key in keys}
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return {key: os.environ.get(key) for key in keys}
+
+
+def _restore(environment: dict[str, str | None]) -> None:
+    for key, value in environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _local_cluster(distributed, workers: int, worker_env: list[dict[str, str]] | None):
