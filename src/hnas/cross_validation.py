@@ -164,16 +164,14 @@ def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], 
     process (out of memory) fails only itself; the fold locks and model.json's merge keep the
     folders consistent. Workers print their own progress lines.
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from hnas import runs
-    from hnas.search.executors import set_environment
+    from hnas.search.executors import single_process_pool
 
     jobs = [(choice, fold) for fold in folds for choice in choices]
     envs = runs.worker_environments(workers) or [{}] * workers
-    context = multiprocessing.get_context("spawn")
-    pools = [ProcessPoolExecutor(1, mp_context=context, initializer=set_environment, initargs=(env,)) for env in envs]
+    pools = [single_process_pool(env) for env in envs]
     running, failures = {}, []
     try:
         while jobs or running:
@@ -191,8 +189,7 @@ def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], 
                 except Exception as error:  # a refused or crashed job: report it, keep the others going
                     failures.append(f"{job}: {type(error).__name__}: {error}")
                     pools[slot].shutdown(wait=False, cancel_futures=True)
-                    pools[slot] = ProcessPoolExecutor(1, mp_context=context, initializer=set_environment,
-                                                      initargs=(envs[slot],))
+                    pools[slot] = single_process_pool(envs[slot])
     finally:
         for pool in pools:
             pool.shutdown(wait=not running, cancel_futures=True)

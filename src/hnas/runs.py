@@ -322,9 +322,10 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
     train_setup = setup.train_setup(run_dir)
     preset = stored_preset(run_dir, setup.preset)
     print(preset.describe(setup.plan))
-    if preset.differences(setup.preset):
+    changed = preset.differences(setup.preset)
+    if changed:
         print(f"  (this run keeps the values it started with; today's {preset.name!r} preset differs: "
-              + ", ".join(preset.differences(setup.preset)) + ")")
+              + ", ".join(changed) + ")")
     print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
           f" (eta {setup.eta}), budget {_limits(setup)}, fold {settings.fold}, seed {settings.seed}, run {run_dir}")
     prepare(train_setup)

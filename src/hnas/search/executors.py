@@ -188,6 +188,12 @@ def set_environment(env: Mapping[str, str]) -> None:
     os.environ.update(env)
 
 
+def single_process_pool(env: Mapping[str, str]) -> concurrent.futures.ProcessPoolExecutor:
+    """One spawned worker process started with ``env``: a slot whose death fails only its own job."""
+    return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=set_environment, initargs=(dict(env),))
+
+
 class ProcessExecutor:
     """``workers`` local processes (spawn start method), one trial each at a time.
 
@@ -201,7 +207,6 @@ class ProcessExecutor:
         self.capacity = workers
         self._worker_env = _check_worker_env(worker_env, workers)
         self._objective = objective
-        self._context = multiprocessing.get_context("spawn")
         self._pools: list[concurrent.futures.ProcessPoolExecutor | None] = [None] * workers
         self._running: dict[concurrent.futures.Future, tuple[int, TrialContext]] = {}
 
@@ -211,9 +216,7 @@ class ProcessExecutor:
 
     def _pool(self, slot: int) -> concurrent.futures.ProcessPoolExecutor:
         if self._pools[slot] is None:
-            env = self._worker_env[slot] if self._worker_env else {}
-            self._pools[slot] = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=self._context, initializer=set_environment, initargs=(env,))
+            self._pools[slot] = single_process_pool(self._worker_env[slot] if self._worker_env else {})
         return self._pools[slot]
 
     def submit(self, context: TrialContext) -> None:
