@@ -56,7 +56,7 @@ def main(argv=None) -> int:
                         help="for the search and the cross-validation (30 x 100 = 3,000 iterations)")
     args = parser.parse_args(argv)
 
-    from hnas.workflow import builtin_dataset
+    from hnas.data.cache import builtin_dataset
 
     if args.dataset is not None and str(args.dataset) == "builtin":
         args.out.mkdir(parents=True, exist_ok=True)
@@ -70,22 +70,23 @@ def main(argv=None) -> int:
     run_dir = search_run(args, work)
     search_wall = time.perf_counter() - started
 
-    from hnas import cross_validation as cv
+    from hnas.pipeline.cross_validate import cross_validate, default_choice, trial_choice
+    from hnas.pipeline.evaluate import evaluate_run, summary_table
 
-    choices = [cv.default_choice(run_dir), cv.trial_choice(run_dir)]
+    choices = [default_choice(run_dir), trial_choice(run_dir)]
     started = time.perf_counter()
     for done, fold in enumerate(args.folds, start=1):  # fold by fold: an interrupted run still has paired folds
-        folders = cv.cross_validate(run_dir, choices, [fold], args.epochs,
-                                    iterations_per_epoch=args.iterations_per_epoch, workers=args.workers)
+        folders = cross_validate(run_dir, choices, [fold], args.epochs,
+                                 iterations_per_epoch=args.iterations_per_epoch, workers=args.workers)
         names = [f.name for f in folders]
-        so_far, _ = cv.evaluate_run(run_dir, names, out_dir=args.out / "evaluation_validation", log=lambda *a: None)
+        so_far, _ = evaluate_run(run_dir, names, out_dir=args.out / "evaluation_validation", log=lambda *a: None)
         print(f"after fold {fold} ({done}/{len(args.folds)} folds, {time.perf_counter() - started:.0f} s): "
               + ", ".join(f"{n} {_pm(so_far['models'][n]['dice'])} (folds {_recorded_folds(f)})"
                           for n, f in zip(names, folders)), flush=True)
     cv_wall = time.perf_counter() - started
     validation = so_far  # the last fold's evaluation covers every fold
     started = time.perf_counter()
-    test, _ = cv.evaluate_run(run_dir, names, test_dir=work, out_dir=args.out / "evaluation_test")
+    test, _ = evaluate_run(run_dir, names, test_dir=work, out_dir=args.out / "evaluation_test")
     test_wall = time.perf_counter() - started
 
     n_train = len(list((work / "labelsTr").iterdir()))
@@ -110,15 +111,15 @@ def main(argv=None) -> int:
                       else f"no test: {pair['reason']}")
             print(f"Wilcoxon ({label}, {pair['model']} - {pair['baseline']}, n = {pair['n']}): {result}")
     print("\nper class (cross-validation):")
-    print(cv.summary_table(validation))
+    print(summary_table(validation))
     return 0
 
 
 def _recorded_folds(model_dir: Path) -> list[int]:
     """The folds `hnas evaluate` scores for a model: every fold its model.json lists, also earlier runs' ones."""
-    from hnas import cross_validation as cv
+    from hnas.pipeline.layout import load_model_record
 
-    return cv.load_model_record(model_dir)["folds"]
+    return load_model_record(model_dir)["folds"]
 
 
 def _pm(stats: dict) -> str:
@@ -161,21 +162,22 @@ def _link(source: Path, target: Path) -> None:
 
 def search_run(args, work: Path) -> Path:
     """The given run (checked to be on the work folder's cases) or this script's own, searched or resumed."""
-    from hnas import runs
+    from hnas.pipeline.run import SearchSettings
+    from hnas.pipeline.search import search
 
     if args.run is not None:
-        searched = runs.SearchSettings.load(args.run).dataset
+        searched = SearchSettings.load(args.run).dataset
         if searched is None or Path(searched).resolve() != work.resolve():
             raise SystemExit(f"--run {args.run} searched on {searched}, not on {work}: its folds may hold the "
                              "held-out cases; leave --run out to search on the remaining cases")
         return args.run
-    settings = runs.SearchSettings(dataset=str(work), space="hpo+hnas", optimizer="regularized-priorband",
-                                   preset="cpu", budget=args.budget, seed=args.seed, max_stages=args.max_stages,
-                                   iterations_per_epoch=args.iterations_per_epoch, min_epochs=args.min_epochs,
-                                   max_epochs=args.max_epochs)
+    settings = SearchSettings(dataset=str(work), space="hpo+hnas", optimizer="regularized-priorband",
+                              preset="cpu", budget=args.budget, seed=args.seed, max_stages=args.max_stages,
+                              iterations_per_epoch=args.iterations_per_epoch, min_epochs=args.min_epochs,
+                              max_epochs=args.max_epochs)
     run_dir = args.out / (f"run_b{args.budget:g}_s{args.seed}_i{args.iterations_per_epoch}"
                           f"_e{args.min_epochs or 0}-{args.max_epochs or 0}")
-    runs.search(settings, run_dir, resume=(run_dir / "search.sqlite").exists(), progress=False)
+    search(settings, run_dir, resume=(run_dir / "search.sqlite").exists(), progress=False)
     return run_dir
 
 

@@ -38,12 +38,12 @@ def main(argv=None) -> int:
     if dataset is None:
         return 0
 
-    from hnas import runs
-    from hnas.search import make_space
+    from hnas.pipeline.run import SearchSettings, resolve
+    from hnas.pipeline.spaces import make_space
     from hnas.train import checkpoint_path, evaluate
 
-    settings = runs.SearchSettings(dataset=str(dataset), space="hpo", preset="cpu", fold=args.fold, seed=args.seed)
-    setup = runs.resolve(settings)
+    settings = SearchSettings(dataset=str(dataset), space="hpo", preset="cpu", fold=args.fold, seed=args.seed)
+    setup = resolve(settings)
     train_setup = replace(setup.train_setup(args.out), iterations_per_epoch=args.iterations_per_epoch,
                           max_epochs=args.epochs, validation_cases=args.validation_cases)
     config = make_space("hpo").default_config()

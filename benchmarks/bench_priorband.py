@@ -1,6 +1,6 @@
 """PriorBand on the multi-fidelity Hartmann functions, side by side with NePS 0.17.
 
-For Hartmann-3 and -6 (``hnas.search.hartmann``; fidelity z in 1..100, eta 3) and the good,
+For Hartmann-3 and -6 (``hnas.testing.hartmann``; fidelity z in 1..100, eta 3) and the good,
 medium and bad priors it runs, per seed, random search, Hyperband and our PriorBand through the
 engine's ask/tell protocol in-process, and NePS 0.17.0's PriorBand in NePS's own virtualenv
 (``benchmarks/.neps-venv``, created on first use; ``neps_runner.py`` runs there and returns
@@ -50,7 +50,7 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 from hnas.search import Float, SearchSpace, Trial, hypervolume, make_optimizer  # noqa: E402
-from hnas.search.hartmann import (  # noqa: E402
+from hnas.testing.hartmann import (  # noqa: E402
     BIAS_NOISE,
     FIDELITY_MAX,
     FIDELITY_MIN,
@@ -64,15 +64,18 @@ PRIOR_FREE = [("random", "random search"), ("hyperband", "Hyperband"), ("bohb", 
 WITH_PRIOR = [("priorband", "PriorBand (ours)"), ("priorband-bo", "PriorBand+BO")]
 BUDGET_POINTS = (1, 2, 5, 10, 20)
 MO_BUDGET_POINTS = (5, 10, 20)
-#: Our "medium" numeric prior is a truncated normal with std 0.25 x range (FACTS §4); NePS
-#: 0.17 maps confidence c to std 1 - c, so its "high" (0.75) is the same distribution.
+#: Our "medium" numeric prior is a truncated normal with std 0.25 x range (the PriorBand paper's
+#: NePS <= 0.12, ``neps/search_spaces/hyperparameters/float.py``: FLOAT_CONFIDENCE_SCORES
+#: medium = 0.25, std = range x score); NePS 0.17 maps confidence c to std 1 - c, so its "high"
+#: (0.75) is the same distribution.
 OUR_CONFIDENCE, NEPS_CONFIDENCE = "medium", "high"
 NEPS_VERSION = "0.17.0"
 TORCH_PIN = "torch==2.13.0+cpu"  # the local CPU wheel; PyPI's plain torch would pull CUDA
 ALPHA = 0.05
 
-#: FACTS §7: NePS 0.17 on Hartmann-3 (median regret at 1x/2x/5x/10x/20x, 10 seeds).
-FACTS_REFERENCE = {
+#: Measured with NePS 0.17.0 (neural-pipeline-search) on Hartmann-3, fidelity 1..100, eta 3:
+#: median regret at 1x/2x/5x/10x/20x the max-fidelity budget over 10 seeds.
+NEPS_REFERENCE = {
     "random search": (3.24, 3.08, 1.65, 0.93, 0.33),
     "Hyperband": (3.41, 2.51, 0.52, 0.49, 0.34),
     "PriorBand, medium prior": (0.059, 0.059, 0.059, 0.059, 0.059),
@@ -374,10 +377,10 @@ def print_regret_tables(args, functions, curves) -> None:
                 cells = " | ".join(summary(rows[:, i]) for i in range(len(BUDGET_POINTS)))
                 print(f"| {label} | {shown_prior} | {cells} |")
     if "hartmann3" in functions:
-        print("\nFor context, FACTS.md §7 (NePS 0.17, Hartmann-3, 10 seeds, medians):\n")
+        print("\nFor context, NePS 0.17.0 measured on Hartmann-3 (10 seeds, medians):\n")
         print("| optimizer | " + " | ".join(f"{b}x" for b in BUDGET_POINTS) + " |")
         print("|---|" + "---|" * len(BUDGET_POINTS))
-        for label, values in FACTS_REFERENCE.items():
+        for label, values in NEPS_REFERENCE.items():
             print(f"| {label} | " + " | ".join(f"{v:g}" for v in values) + " |")
 
 

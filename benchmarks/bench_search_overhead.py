@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hnas.search import OPTIMIZERS, RunStore, Trial, make_optimizer, make_space, run
+from hnas.pipeline.spaces import make_space
+from hnas.search import OPTIMIZERS, RunStore, Trial, make_optimizer, run
 
 MIN_FIDELITY, MAX_FIDELITY, ETA, SEED = 1, 81, 3, 0
 TARGET_MS = 20.0

@@ -36,13 +36,13 @@ if str(SRC) not in sys.path:
 import torch  # noqa: E402
 
 from hnas.cfgunet import build, compile_architecture  # noqa: E402
+from hnas.data.cache import builtin_dataset, fingerprint_of  # noqa: E402
 from hnas.grammar import default_architecture, make_grammar  # noqa: E402
-from hnas.grammar.planner import make_plan  # noqa: E402
+from hnas.planning import make_plan  # noqa: E402
 from hnas.train import TrainSetup, prepare, preset  # noqa: E402
 from hnas.train.config import train_config  # noqa: E402
 from hnas.train.loader import PatchSampler, batch_loader  # noqa: E402
 from hnas.train.trainer import Trainer, synchronize  # noqa: E402
-from hnas.workflow import builtin_dataset, fingerprint_of  # noqa: E402
 from real_data import hippocampus  # noqa: E402
 
 TARGET_OVERHEAD = 0.10

@@ -38,20 +38,22 @@ def main(argv=None) -> int:
     if dataset is None:
         return 0
 
-    from hnas import runs
-    from hnas.search import make_space
+    from hnas.pipeline.run import SearchSettings, resolve
+    from hnas.pipeline.search import search
+    from hnas.pipeline.status import describe_trial
+    from hnas.pipeline.spaces import make_space
     from hnas.train import train_fold
 
-    settings = runs.SearchSettings(dataset=str(dataset), space="hpo+hnas", optimizer="regularized-priorband",
-                                   preset="cpu", budget=args.budget, fold=args.fold, seed=args.seed,
-                                   iterations_per_epoch=args.iterations_per_epoch, min_epochs=args.min_epochs,
-                                   max_epochs=args.max_epochs)
+    settings = SearchSettings(dataset=str(dataset), space="hpo+hnas", optimizer="regularized-priorband",
+                              preset="cpu", budget=args.budget, fold=args.fold, seed=args.seed,
+                              iterations_per_epoch=args.iterations_per_epoch, min_epochs=args.min_epochs,
+                              max_epochs=args.max_epochs)
     run_dir = args.out / (f"run_b{args.budget:g}_f{args.fold}_s{args.seed}_i{args.iterations_per_epoch or 0}"
                           f"_e{args.min_epochs or 0}-{args.max_epochs or 0}")
     start = time.perf_counter()
-    summary = runs.search(settings, run_dir, resume=(run_dir / "search.sqlite").exists(), progress=False)
+    summary = search(settings, run_dir, resume=(run_dir / "search.sqlite").exists(), progress=False)
     search_wall = time.perf_counter() - start
-    setup = runs.resolve(settings)
+    setup = resolve(settings)
     by_id = {t.trial_id: t for t in summary.history}
     search_epochs = summary.budget_used * setup.max_epochs
     search_runtime = sum(t.cost - (by_id[t.parent_id].cost if t.parent_id is not None else 0.0)
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     print(f"| -> the default inside the search (trial 0, {default_trial.fidelity:g} epochs) | "
           f"{default_trial.fidelity:g} | {default_trial.cost or 0:.0f} | - | "
           f"{'-' if default_trial.loss is None else f'{1 - default_trial.loss:.4f}'} |")
-    print(f"\nincumbent: {runs.describe_trial(incumbent)}")
+    print(f"\nincumbent: {describe_trial(incumbent)}")
     return 0
 
 

@@ -6,7 +6,7 @@ Executed by ``bench_priorband.py`` with the interpreter of NePS's own virtualenv
 
 ``TASKS.json`` holds ``{"src": <path of hnas' src>, "tasks": [task, ...]}``; each task names a
 function, a prior, a seed and a budget (in max-fidelity evaluations). The function itself is
-loaded from ``src/hnas/search/hartmann.py`` (numpy only) so NePS sees exactly the function our
+loaded from ``src/hnas/testing/hartmann.py`` (numpy only) so NePS sees exactly the function our
 optimizers see. ``RESULTS.json`` gets, per task, every evaluation in order
 (``config``, ``fidelity``, ``value``, ``cost``); the benchmark computes regret from them with the
 same code it uses for our optimizers.
@@ -46,12 +46,12 @@ def _search_space(function, prior: dict[str, float], confidence: str):
 
 
 def _hartmann_module(src: str):
-    """Load ``hnas/search/hartmann.py`` by path: ``hnas.search``'s ``__init__`` pulls in the
-    whole engine (lark, scipy, ...), which NePS's venv need not have; the module itself needs
-    only numpy and ``hnas.errors``."""
+    """Load ``hnas/testing/hartmann.py`` by path, so that no package ``__init__`` beyond
+    ``hnas``'s runs in NePS's venv (which need not have hnas' dependencies); the module itself
+    needs only numpy and ``hnas.errors``."""
     sys.path.insert(0, src)
     spec = importlib.util.spec_from_file_location(
-        "hnas_hartmann", Path(src) / "hnas" / "search" / "hartmann.py")
+        "hnas_hartmann", Path(src) / "hnas" / "testing" / "hartmann.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

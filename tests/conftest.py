@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hnas.grammar.plan import RESENC_M_BLOCKS, Plan
+from hnas.planning.plan import RESENC_M_BLOCKS, Plan
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,7 @@ ANISOTROPIC = {"spacing": (3.0, 1.0, 1.0), "patch_size": (24, 160, 128), "median
 
 def _space_hashes() -> dict[str, str]:
     from hnas.grammar import make_grammar
-    from hnas.search import make_space
+    from hnas.pipeline.spaces import make_space
     from hnas.sampling import GrammarArchitecture
 
     grammar = make_grammar(isotropic_plan(5))
@@ -45,7 +45,7 @@ def _space_hashes() -> dict[str, str]:
 
 def _cache_keys(root: Path) -> dict[str, str]:
     from hnas.data import load_dataset
-    from hnas.data.dataset import content_digest
+    from hnas.data.cache import fingerprint_key
     from hnas.train.preprocessing import ChannelNormalization, preprocessing_key
 
     dataset = load_dataset(nii_dataset(root / "Dataset001_Golden"))
@@ -53,12 +53,12 @@ def _cache_keys(root: Path) -> dict[str, str]:
     return {"preprocessing": preprocessing_key(dataset, plan, (ChannelNormalization("zscore"),)),
             "preprocessing_2d": preprocessing_key(dataset, isotropic_plan(3, dims=2, patch=16, base=4, top=16),
                                                   (ChannelNormalization("zscore"),)),
-            "fingerprint": content_digest(dataset)[:16]}
+            "fingerprint": fingerprint_key(dataset)}
 
 
 def _descriptions() -> dict[str, str]:
-    from hnas.workflow import describe_plan
-    from hnas.grammar.plan import Plan
+    from hnas.pipeline.plan import describe_plan
+    from hnas.planning import Plan
     from hnas.train.presets import preset
 
     plans = {"isotropic": isotropic_plan(5), "anisotropic": Plan(**{**isotropic_plan(5).to_dict(), **ANISOTROPIC})}

@@ -103,7 +103,7 @@ def test_pipeline_search_trains_2d_and_3d_networks_on_their_own_preprocessing(ca
                                                                               monkeypatch):
     import torch
 
-    from hnas.grammar.plan import Plan
+    from hnas.planning.plan import Plan
 
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
@@ -144,13 +144,13 @@ def json_config(row) -> dict:
 
 
 def test_a_pipeline_run_reads_the_dataset_once_for_both_plans(tmp_path, tiny_dataset, monkeypatch):
-    import hnas.data
-    from hnas import runs
+    import hnas.data.cache
+    from hnas.pipeline.run import SearchSettings, resolve
 
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     calls = []
-    compute = hnas.data.compute_fingerprint
-    monkeypatch.setattr(hnas.data, "compute_fingerprint", lambda *a, **k: calls.append(1) or compute(*a, **k))
-    setup = runs.resolve(runs.SearchSettings(dataset=str(tiny_dataset), space="pipeline", preset="cpu"))
+    compute = hnas.data.cache.compute_fingerprint
+    monkeypatch.setattr(hnas.data.cache, "compute_fingerprint", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    setup = resolve(SearchSettings(dataset=str(tiny_dataset), space="pipeline", preset="cpu"))
     assert (setup.plan.dims, setup.plan_2d.dims) == (3, 2)
     assert len(calls) == 1

@@ -1,19 +1,18 @@
-"""The `hnas` command: each subcommand is a few lines over the library.
+"""The `hnas` command: each subcommand is a few lines over its step in :mod:`hnas.pipeline`.
 
-Bad arguments exit 2 with usage (argparse); an HnasError prints its message and exits 1.
+Bad arguments exit 2 with usage (argparse); an HnasError prints its message and exits 1. A
+handler imports its step when it runs, so `hnas --help` and the light commands load no torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
 from hnas.errors import HnasError
-
-CONFIDENCES = ("low", "medium", "high")
+from hnas.priors import CONFIDENCES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +183,7 @@ def _positive_float(text: str) -> float:
 
 
 def _search_command(commands) -> None:
-    from hnas.runs import OPTIMIZERS, SPACES
+    from hnas.pipeline.spaces import SEARCH_OPTIMIZERS, SPACES
 
     parser = commands.add_parser(
         "search", help="search hyperparameters and architectures with (Regularized) PriorBand",
@@ -194,7 +193,7 @@ def _search_command(commands) -> None:
     parser.add_argument("--dataset", type=Path, metavar="DIR", help="dataset folder (nnU-Net raw or MSD)")
     parser.add_argument("--max-stages", type=_positive_int, metavar="N", help="stage count N of the grammar")
     parser.add_argument("--space", choices=SPACES, default="hpo+hnas", help="search space (default hpo+hnas)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="regularized-priorband",
+    parser.add_argument("--optimizer", choices=SEARCH_OPTIMIZERS, default="regularized-priorband",
                         help="optimizer (default regularized-priorband: Dice and training runtime)")
     parser.add_argument("--confidence", choices=CONFIDENCES, default="medium", help="prior confidence")
     parser.add_argument("--preset", choices=("auto", "cpu", "nnunet"), default="auto",
@@ -315,23 +314,26 @@ def _export_command(commands) -> None:
 # --- handlers -------------------------------------------------------------------------------------
 
 def _run_plan(args) -> int:
-    from hnas import workflow
+    from hnas.pipeline.plan import describe_plan, plan_for
+    from hnas.pipeline.text import write_text
 
-    plan = workflow.plan_for(args.dataset, max_stages=args.max_stages, dims=args.dims, planner=args.planner)
-    print(workflow.describe_plan(plan))
+    plan = plan_for(args.dataset, max_stages=args.max_stages, dims=args.dims, planner=args.planner)
+    print(describe_plan(plan))
     if args.output:
-        workflow.write_text(args.output, plan.to_json() + "\n", "plan")
+        write_text(args.output, plan.to_json() + "\n", "plan")
         print(f"plan written to {args.output}")
     return 0
 
 
 def _run_grammar(args) -> int:
-    from hnas import workflow
+    from hnas.pipeline.grammar import grammar_for
+    from hnas.pipeline.plan import resolve_plan
+    from hnas.pipeline.text import write_text
 
-    plan = workflow.resolve_plan(args.dataset, args.plan, args.max_stages)
-    grammar = workflow.grammar_for(plan, extended=args.extended)
+    plan = resolve_plan(args.dataset, args.plan, args.max_stages)
+    grammar = grammar_for(plan, extended=args.extended)
     if args.output:
-        workflow.write_text(args.output, grammar, "grammar")
+        write_text(args.output, grammar, "grammar")
         print(f"grammar for {plan.n_stages} stages written to {args.output}")
     else:
         print(grammar, end="")
@@ -339,59 +341,65 @@ def _run_grammar(args) -> int:
 
 
 def _run_sample(args) -> int:
-    from hnas import workflow
+    from hnas.pipeline.grammar import grammar_for
+    from hnas.pipeline.plan import resolve_plan
+    from hnas.pipeline.sample import sample
+    from hnas.pipeline.text import read_text
 
     if args.grammar:
         if args.dataset or args.plan:
             raise HnasError("give either --grammar or --dataset/--plan, not both")
-        grammar = workflow.read_text(args.grammar, "grammar")
+        grammar = read_text(args.grammar, "grammar")
     else:
-        plan = workflow.resolve_plan(args.dataset, args.plan, args.max_stages)
-        grammar = workflow.grammar_for(plan, extended=args.extended)
-    for sentence in workflow.sample(grammar, args.num, seed=args.seed, uniform=args.uniform,
+        plan = resolve_plan(args.dataset, args.plan, args.max_stages)
+        grammar = grammar_for(plan, extended=args.extended)
+    for sentence in sample(grammar, args.num, seed=args.seed, uniform=args.uniform,
                                     confidence=args.confidence):
         print(sentence)
     return 0
 
 
 def _run_show(args) -> int:
-    from hnas import workflow
+    from hnas.pipeline.grammar import grammar_for
+    from hnas.pipeline.plan import resolve_plan
+    from hnas.pipeline.show import describe_architecture, render_architecture
 
-    plan = workflow.resolve_plan(args.dataset, args.plan, args.max_stages)
-    grammar = workflow.grammar_for(plan, extended=args.extended)
-    print(workflow.describe_architecture(grammar, plan, args.architecture, dropout_rate=args.dropout_rate))
+    plan = resolve_plan(args.dataset, args.plan, args.max_stages)
+    grammar = grammar_for(plan, extended=args.extended)
+    print(describe_architecture(grammar, plan, args.architecture, dropout_rate=args.dropout_rate))
     if args.render:
-        for path in workflow.render_architecture(grammar, plan, args.architecture, args.render):
+        for path in render_architecture(grammar, plan, args.architecture, args.render):
             print(f"wrote {path}")
     return 0
 
 
 def _run_search(args) -> int:
-    from hnas import runs
+    from hnas.pipeline.layout import RunFolder
+    from hnas.pipeline.run import SearchSettings
+    from hnas.pipeline.search import default_run_dir, search, summary_text
 
-    settings = runs.SearchSettings(
+    settings = SearchSettings(
         dataset=str(args.dataset) if args.dataset else None, max_stages=args.max_stages, space=args.space,
         optimizer=args.optimizer, confidence=args.confidence, preset=args.preset, budget=args.budget,
         time_limit=args.time_limit, max_trials=args.max_trials, min_epochs=args.min_epochs,
         max_epochs=args.max_epochs, eta=args.eta, iterations_per_epoch=args.iterations_per_epoch, fold=args.fold,
         workers=args.workers, scheduler=args.scheduler, seed=args.seed)
-    run_dir = args.run_dir or runs.default_run_dir(settings)
-    summary = runs.search(settings, run_dir, resume=args.resume, progress=not args.no_progress)
+    run_dir = args.run_dir or default_run_dir(settings)
+    summary = search(settings, run_dir, resume=args.resume, progress=not args.no_progress)
     print()
-    print(runs.summary_text(summary))
-    print(f"report: {run_dir / 'summary.md'} (status: hnas status {run_dir})")
+    print(summary_text(summary))
+    print(f"report: {RunFolder(run_dir).summary} (status: hnas status {run_dir})")
     return 0
 
 
 def _run_status(args) -> int:
-    from hnas import runs
+    from hnas.pipeline.status import status_text
 
-    print(runs.status_text(args.run))
+    print(status_text(args.run))
     return 0
 
 
 def _run_train(args) -> int:
-    from hnas import runs
     from hnas.errors import SearchError
 
     if args.folds is not None:
@@ -400,7 +408,9 @@ def _run_train(args) -> int:
     if any(fold_options) or (args.trial and len(args.trial) > 1):
         raise SearchError("--default, --pareto, --iterations-per-epoch, --workers and several --trial ids need "
                           "--folds; expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
-    trial, result = runs.retrain(args.run, args.epochs, args.trial[0] if args.trial else None)
+    from hnas.pipeline.retrain import retrain
+
+    trial, result = retrain(args.run, args.epochs, args.trial[0] if args.trial else None)
     print(f"retrained trial {trial.trial_id} for {args.epochs} epochs: Dice {result.mean_dice:.4f}, "
           f"training {result.runtime:.1f} s")
     print(f"checkpoint: {result.checkpoint}")
@@ -408,7 +418,7 @@ def _run_train(args) -> int:
 
 
 def _run_cross_validation(args) -> int:
-    from hnas import cross_validation as cv
+    from hnas.pipeline import cross_validate as cv
 
     cv.check_folds(args.folds)  # before planning and loading the run: a typo fails at once
     choices = [cv.default_choice(args.run)] if args.default else []
@@ -424,17 +434,18 @@ def _run_cross_validation(args) -> int:
 
 
 def _run_evaluate(args) -> int:
-    from hnas import cross_validation as cv
+    from hnas.pipeline.evaluate import evaluate_run, summary_table
+    from hnas.pipeline.layout import EVALUATION_SUMMARY_FILE, METRICS_FILE
 
-    summary, out_dir = cv.evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output)
-    print(cv.summary_table(summary))
-    print(f"wrote {out_dir / 'metrics.csv'} and {out_dir / 'summary.json'}")
+    summary, out_dir = evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output)
+    print(summary_table(summary))
+    print(f"wrote {out_dir / METRICS_FILE} and {out_dir / EVALUATION_SUMMARY_FILE}")
     return 0
 
 
 def _run_predict(args) -> int:
     from hnas.data.io import is_nifti
-    from hnas.train.ensemble import predict_with
+    from hnas.pipeline.predict import predict_with
 
     # --model takes several paths, so images written right after it land there; a model is never NIfTI
     models = [p for p in args.model if not is_nifti(p)]
@@ -450,23 +461,25 @@ def _run_predict(args) -> int:
 
 
 def _run_find_best(args) -> int:
-    from hnas.find_best import BEST_FILE, best_table, find_best
+    from hnas.pipeline.find_best import best_table, find_best
+    from hnas.pipeline.layout import RunFolder
 
     result = find_best(args.run, top=args.top)
     print(best_table(result))
-    print(f"wrote {args.run / 'cv' / BEST_FILE} (hnas predict --model {args.run / 'cv' / BEST_FILE} IMAGES -o DIR)")
+    best = RunFolder(args.run).best_configuration
+    print(f"wrote {best} (hnas predict --model {best} IMAGES -o DIR)")
     return 0
 
 
 def _run_report(args) -> int:
-    from hnas.viz.report import write_report
+    from hnas.pipeline.report import default_report_dir, write_report
 
-    print(f"report: {write_report(args.runs, args.output or args.runs[0] / 'report')}")
+    print(f"report: {write_report(args.runs, args.output or default_report_dir(args.runs[0]))}")
     return 0
 
 
 def _run_export(args) -> int:
-    from hnas.runs import export_run
+    from hnas.pipeline.export import export_run
 
     out = export_run(args.run, args.plans, args.output, trial_id=args.trial,
                      configuration_name=args.configuration_name, base_configuration=args.base_configuration)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from hnas.cli import main as cli
+from hnas.pipeline.layout import RunFolder
+from hnas.search import load_run
 
 #: What `make demo` asks of `hnas search` beyond --max-stages: the CPU preset's networks, epochs
 #: 1..9 and budget (3 max-fidelity trainings), with twice its iterations per epoch so networks
@@ -39,8 +41,6 @@ def default_vs_incumbent(run_dir: Path) -> str:
     """The default configuration's Dice beside the incumbent's, and the cheapest trial within
     DICE_TOLERANCE of the default: the search weighs training runtime too, so its gain over nnU-Net's
     choice can be speed rather than accuracy."""
-    from hnas.search import load_run
-
     summary = load_run(run_dir)
     default = max((t for t in summary.successes if t.job.sampler == "default"), key=lambda t: t.fidelity,
                   default=None)
@@ -63,21 +63,20 @@ def default_vs_incumbent(run_dir: Path) -> str:
 
 def run(out: Path, max_stages: int = 6, extra: list[str] | None = None) -> int:
     start = time.perf_counter()
-    run_dir = out / "run"
+    folder = RunFolder(out / "run")
+    run_dir = folder.root
     argv = ["search", "--max-stages", str(max_stages), "--run-dir", str(run_dir), *DEMO_SEARCH_ARGS, *(extra or [])]
-    if (run_dir / "search.sqlite").exists():
+    if folder.database.exists():
         argv.append("--resume")  # a second `make demo` continues (or just reports) the same run
     print(f"$ hnas {' '.join(argv)}", flush=True)
     code = cli(argv)
     if code:
         return code
-    from hnas.search import load_run
-
     print(f"\n{default_vs_incumbent(run_dir)}", flush=True)
     incumbent = load_run(run_dir).incumbent
     if incumbent is not None:
         architecture = incumbent.config.get("architecture") or "default"
-        show = ["show", architecture, "--plan", str(run_dir / "plan.json"), "--render", str(out / "incumbent.svg")]
+        show = ["show", architecture, "--plan", str(folder.plan), "--render", str(out / "incumbent.svg")]
         print(f"\n$ hnas {' '.join(show[:1])} <incumbent> {' '.join(show[2:])}", flush=True)
         code = cli(show)
     if not code:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hnas.grammar import Plan, grammar_info
-from hnas.grammar.plan import RESENC_M_BLOCKS
+from hnas.grammar import grammar_info
+from hnas.planning import RESENC_M_BLOCKS, Plan
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -21,8 +21,8 @@ from hnas.cfgunet.nnunet_export import (
     spec_from_arch_kwargs,
 )
 from hnas.errors import SearchError, SpecError
-from hnas.runs import export_run, trial_network
 from hnas.grammar import default_architecture, make_grammar
+from hnas.pipeline.export import export_run, trial_network
 
 PLAN = isotropic_plan(4, patch=64, base=8, top=64, name="Dataset004_Hippocampus")
 GRAMMAR = make_grammar(PLAN)
@@ -155,7 +155,8 @@ def objective(context) -> dict:
 @pytest.fixture
 def run_dir(tmp_path):
     from hnas.sampling import GrammarArchitecture
-    from hnas.search import make_space, run
+    from hnas.pipeline.spaces import make_space
+    from hnas.search import run
 
     path = tmp_path / "run"
     run(objective, make_space("hpo+hnas", GrammarArchitecture(GRAMMAR)), optimizer="random", max_trials=4,

@@ -5,7 +5,7 @@ import pytest
 
 from hnas.data import (SYNTHETIC_NAME, compute_fingerprint, ensure_synthetic_dataset, load_dataset,
                        make_synthetic_dataset, read_case, validate_dataset)
-from hnas.data.fingerprinting import nonzero_bbox
+from hnas.data.fingerprint import nonzero_bbox
 from hnas.data.synthetic import DEFAULT_SHAPE, DEFAULT_SPACING, MARKER_FILE, synthetic_case
 from hnas.errors import DatasetError
 
@@ -129,7 +129,7 @@ def test_default_size_plans_a_6_stage_unet_with_several_stage_counts():
     demo's `--max-stages 6` grammar then offers networks of 3..6 stages."""
     from hnas.data import Fingerprint
     from hnas.grammar.generator import stage_range
-    from hnas.grammar.planner import make_plan
+    from hnas.planning import make_plan
 
     image, label = synthetic_case(DEFAULT_SHAPE, DEFAULT_SPACING, np.random.default_rng([0, 0]))
     cropped = tuple(s.stop - s.start for s in nonzero_bbox(image[None]))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hnas import runs
+from hnas.pipeline import search as search_module
+from hnas.pipeline.run import RunSetup, SearchSettings
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -25,8 +26,8 @@ def tiny_dataset(root: Path, n_cases: int = 5) -> Path:
     return make_synthetic_dataset(root, n_cases=n_cases, shape=(24, 28, 26), seed=1)
 
 
-def settings_for(dataset: Path, **changes) -> runs.SearchSettings:
-    base = runs.SearchSettings(dataset=str(dataset), max_stages=2, space="hpo+hnas", optimizer="random",
+def settings_for(dataset: Path, **changes) -> SearchSettings:
+    base = SearchSettings(dataset=str(dataset), max_stages=2, space="hpo+hnas", optimizer="random",
                                confidence="medium", preset="cpu", max_trials=3, min_epochs=1, max_epochs=3, eta=3,
                                iterations_per_epoch=1, fold=0, seed=0)
     return replace(base, **changes)
@@ -46,13 +47,10 @@ class FakeObjective:
 
 
 def fake_training(patch: pytest.MonkeyPatch) -> None:
-    """No torch, no preprocessing: `runs.search` trains FakeObjective."""
-    import hnas.train
-
-    names = vars(hnas.train)  # not setattr: reading the old value would import torch
-    patch.setitem(names, "TrainObjective", FakeObjective)
-    patch.setitem(names, "prepare", lambda setup: None)
-    patch.setattr(runs.RunSetup, "train_setup", lambda self, run_dir: None)
+    """No training, no preprocessing: `hnas.pipeline.search.search` trains FakeObjective."""
+    patch.setattr(search_module, "TrainObjective", FakeObjective)
+    patch.setattr(search_module, "prepare", lambda setup: None)
+    patch.setattr(RunSetup, "train_setup", lambda self, run_dir: None)
 
 
 def make_stored_run(root: Path) -> tuple[Path, Path]:
@@ -61,7 +59,7 @@ def make_stored_run(root: Path) -> tuple[Path, Path]:
     run_dir = root / "run"
     with pytest.MonkeyPatch.context() as patch:
         fake_training(patch)
-        runs.search(settings_for(dataset), run_dir, progress=False)
+        search_module.search(settings_for(dataset), run_dir, progress=False)
     return dataset, run_dir
 
 

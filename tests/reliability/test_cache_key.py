@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from conftest import isotropic_plan
-from hnas import workflow
 from hnas.data import load_dataset
+from hnas.data.cache import fingerprint_key, fingerprint_of
 from hnas.data import io as data_io
 from hnas.train.preprocessing import ChannelNormalization, _file_identity, preprocessing_key
 from data.builders import case_arrays, write_dataset_json, write_zyx
@@ -55,19 +55,19 @@ def test_preprocessing_key_changes_when_a_label_is_edited_in_place(tmp_path):
 
 def test_the_fingerprint_cache_key_changes_when_a_label_is_edited_in_place(tmp_path):
     root = nii_dataset(tmp_path / "Dataset001_Edit")
-    before = _file_identity(load_dataset(root))
+    before = fingerprint_key(load_dataset(root))
     edit_label_in_place(root / "labelsTr" / "case_0.nii")
-    assert _file_identity(load_dataset(root)) != before
+    assert fingerprint_key(load_dataset(root)) != before
 
 
 def test_the_builtin_datas_fingerprint_is_recomputed_after_an_edit(tmp_path, monkeypatch):
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     root = nii_dataset(tmp_path / "cache" / "synthetic")
-    first = workflow.fingerprint_of(root)
-    assert workflow.fingerprint_of(root) == first  # served from the cache file
+    first = fingerprint_of(root)
+    assert fingerprint_of(root) == first  # served from the cache file
     assert len(list(root.glob("hnas_fingerprint_*.json"))) == 1
     edit_label_in_place(root / "labelsTr" / "case_2.nii")  # a background voxel inside the image becomes label 2
-    second = workflow.fingerprint_of(root)
+    second = fingerprint_of(root)
     assert second.intensity != first.intensity
     assert len(list(root.glob("hnas_fingerprint_*.json"))) == 2
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from hnas import runs
 from hnas.cli import main
 from hnas.errors import SearchError
+from hnas.pipeline.run import SearchSettings
+from hnas.pipeline.search import search
 
 from .run_folders import settings_for, snapshot
 
@@ -32,7 +33,7 @@ CHANGES = [
 def test_resume_refuses_a_changed_setting_and_changes_nothing(stored, run_dir, fake, field, stored_value, given):
     before = snapshot(run_dir)
     with pytest.raises(SearchError, match="cannot resume") as error:
-        runs.search(settings_for(stored[0], max_trials=6, **{field: given}), run_dir, resume=True, progress=False)
+        search(settings_for(stored[0], max_trials=6, **{field: given}), run_dir, resume=True, progress=False)
     message = str(error.value)
     assert field in message and repr(stored_value) in message and repr(given) in message
     assert snapshot(run_dir) == before
@@ -40,18 +41,18 @@ def test_resume_refuses_a_changed_setting_and_changes_nothing(stored, run_dir, f
 
 def test_resume_names_every_changed_setting(stored, run_dir, fake):
     with pytest.raises(SearchError) as error:
-        runs.search(settings_for(stored[0], fold=2, iterations_per_epoch=5), run_dir, resume=True, progress=False)
+        search(settings_for(stored[0], fold=2, iterations_per_epoch=5), run_dir, resume=True, progress=False)
     assert "fold: stored 0, given 2" in str(error.value)
     assert "iterations_per_epoch: stored 1, given 5" in str(error.value)
 
 
 def test_resume_with_the_same_settings_and_larger_limits_continues(stored, run_dir, fake):
     kept = {p: p.read_bytes() for p in run_dir.glob("trials/*/checkpoint.pt")}
-    settings = runs.SearchSettings.load(run_dir)
-    summary = runs.search(settings_for(stored[0], max_trials=5), run_dir, resume=True, progress=False)
+    settings = SearchSettings.load(run_dir)
+    summary = search(settings_for(stored[0], max_trials=5), run_dir, resume=True, progress=False)
     assert len(summary.history) == 5
     assert {p: p.read_bytes() for p in kept} == kept  # earlier trials' checkpoints untouched
-    assert runs.SearchSettings.load(run_dir) == settings  # run.json still holds what the run started with
+    assert SearchSettings.load(run_dir) == settings  # run.json still holds what the run started with
 
 
 def test_cli_resume_with_another_fold_exits_1_naming_the_field(capsys, stored, run_dir, fake):
@@ -71,7 +72,7 @@ def test_resume_refuses_a_dataset_that_plans_other_networks(stored, run_dir, fak
     other = make_synthetic_dataset(tmp_path / "other", n_cases=5, shape=(40, 20, 32), seed=2)
     before = snapshot(run_dir)
     with pytest.raises(SearchError, match="plan.json and grammar.lark differ.*patch_size"):
-        runs.search(settings_for(other, max_trials=6), run_dir, resume=True, progress=False)
+        search(settings_for(other, max_trials=6), run_dir, resume=True, progress=False)
     assert snapshot(run_dir) == before
 
 
@@ -80,6 +81,6 @@ def test_resume_names_a_broken_run_json(stored, run_dir, fake, content):
     (run_dir / "run.json").write_text(content)
     before = snapshot(run_dir)
     with pytest.raises(SearchError, match="is not the run.json of an hnas search") as error:
-        runs.search(settings_for(stored[0], max_trials=6), run_dir, resume=True, progress=False)
+        search(settings_for(stored[0], max_trials=6), run_dir, resume=True, progress=False)
     assert str(run_dir / "run.json") in str(error.value)
     assert snapshot(run_dir) == before

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hnas import runs
 from hnas.cli import main
 from hnas.errors import HnasError, SearchError
-from hnas.search import make_space, run
-from hnas.search import executors
+from hnas.pipeline.search import search
+from hnas.pipeline.spaces import make_space
+from hnas.search import executors, run
 
 from .run_folders import CHECKPOINT, settings_for, snapshot, tiny_dataset
 
@@ -35,7 +35,7 @@ def checkpoints(run_dir: Path) -> dict[str, bytes]:
 def test_search_without_resume_on_a_stored_run_is_refused_and_changes_nothing(dataset, run_dir, fake):
     before = snapshot(run_dir)
     with pytest.raises(SearchError, match="already holds a search.*--resume"):
-        runs.search(settings_for(dataset, max_stages=None, seed=4), run_dir, progress=False)
+        search(settings_for(dataset, max_stages=None, seed=4), run_dir, progress=False)
     assert snapshot(run_dir) == before
 
 
@@ -43,7 +43,7 @@ def test_a_new_search_refuses_a_folder_with_checkpoints_but_no_database(dataset,
     (run_dir / "search.sqlite").unlink()
     before = snapshot(run_dir)
     with pytest.raises(SearchError, match="trials") as error:
-        runs.search(settings_for(dataset), run_dir, progress=False)
+        search(settings_for(dataset), run_dir, progress=False)
     assert str(run_dir) in str(error.value)
     assert snapshot(run_dir) == before
 
@@ -58,7 +58,7 @@ def test_resume_refuses_a_folder_without_a_run(dataset, run_dir, tmp_path, fake,
         shutil.copy(run_dir / "run.json", target / "run.json")
     before = snapshot(target) if target.exists() else None
     with pytest.raises(SearchError, match="no search to resume") as error:
-        runs.search(settings_for(dataset), target, resume=True, progress=False)
+        search(settings_for(dataset), target, resume=True, progress=False)
     assert str(target) in str(error.value)
     assert (snapshot(target) if target.exists() else None) == before
 
@@ -89,7 +89,7 @@ def test_resume_refuses_a_broken_database_and_keeps_the_checkpoints(dataset, run
     break_database(database, how)
     before, kept = snapshot(run_dir), checkpoints(run_dir)
     with pytest.raises(SearchError, match="not an hnas run database") as error:
-        runs.search(settings_for(dataset, max_trials=6), run_dir, resume=True, progress=False)
+        search(settings_for(dataset, max_trials=6), run_dir, resume=True, progress=False)
     assert str(database) in str(error.value)
     assert snapshot(run_dir) == before and len(kept) == 3
 
@@ -152,7 +152,7 @@ LIVE_SEARCH = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import pytest
-    from hnas import runs
+    from hnas.pipeline import search as search_module
     from reliability import run_folders
 
     class Hangs(run_folders.FakeObjective):
@@ -164,10 +164,9 @@ LIVE_SEARCH = textwrap.dedent("""
 
     with pytest.MonkeyPatch.context() as patch:
         run_folders.fake_training(patch)
-        import hnas.train
-        patch.setitem(vars(hnas.train), "TrainObjective", Hangs)
+        patch.setattr(search_module, "TrainObjective", Hangs)
         settings = run_folders.settings_for(Path(sys.argv[1]), max_trials=4)
-        runs.search(settings, Path(sys.argv[2]), resume=True, progress=False)
+        search_module.search(settings, Path(sys.argv[2]), resume=True, progress=False)
 """)
 
 
@@ -182,23 +181,23 @@ def test_a_second_search_on_a_live_run_is_refused_and_a_killed_one_frees_the_fol
                 break  # the live search is inside trial 3
         before = snapshot(run_dir)
         with pytest.raises(SearchError, match="in use") as error:
-            runs.search(settings_for(dataset, max_trials=5), run_dir, resume=True, progress=False)
+            search(settings_for(dataset, max_trials=5), run_dir, resume=True, progress=False)
         assert str(run_dir) in str(error.value) and f"pid {live.pid}" in str(error.value)
         assert snapshot(run_dir) == before
     finally:
         live.send_signal(signal.SIGKILL)
         live.wait()
     assert lock_is_free(run_dir)
-    summary = runs.search(settings_for(dataset, max_trials=4), run_dir, resume=True, progress=False)
+    summary = search(settings_for(dataset, max_trials=4), run_dir, resume=True, progress=False)
     assert len(summary.history) == 4 and all(t.is_success for t in summary.history)
 
 
 def test_the_lock_is_released_after_a_search_and_after_an_error(dataset, run_dir, fake):
-    runs.search(settings_for(dataset, max_trials=4), run_dir, resume=True, progress=False)
+    search(settings_for(dataset, max_trials=4), run_dir, resume=True, progress=False)
     assert lock_is_free(run_dir)
     with pytest.raises(HnasError, match="serial executor"):  # fails inside the search, with the lock held
-        runs.search(settings_for(dataset, max_trials=5, workers=2), run_dir, resume=True, progress=False,
-                    executor="serial")
+        search(settings_for(dataset, max_trials=5, workers=2), run_dir, resume=True, progress=False,
+               executor="serial")
     assert lock_is_free(run_dir)
 
 
@@ -245,7 +244,7 @@ def test_a_scheduler_that_is_not_an_address_is_refused_before_anything_is_create
                                                                                   address):
     pytest.importorskip("distributed")
     with pytest.raises(SearchError, match="scheduler") as error:
-        runs.search(settings_for(dataset, scheduler=address), tmp_path / "new", progress=False)
+        search(settings_for(dataset, scheduler=address), tmp_path / "new", progress=False)
     assert repr(address) in str(error.value)
     assert not (tmp_path / "new").exists()
     with pytest.raises(SearchError, match="scheduler"):
@@ -262,7 +261,7 @@ def test_scheduler_addresses_dask_can_reach_are_accepted(address):
 def test_a_dataset_with_fewer_cases_than_folds_is_refused_before_anything_is_created(tmp_path, fake):
     small = tiny_dataset(tmp_path / "data", n_cases=3)
     with pytest.raises(HnasError, match="3 cases.*5 folds") as error:
-        runs.search(settings_for(small), tmp_path / "new", progress=False)
+        search(settings_for(small), tmp_path / "new", progress=False)
     assert str(small) in str(error.value)
     assert not (tmp_path / "new").exists()
 
@@ -273,7 +272,7 @@ def test_a_run_dir_that_is_a_file_or_under_a_file_is_refused(dataset, tmp_path, 
     for target in (a_file, a_file / "run"):
         for resume in (False, True):
             with pytest.raises(SearchError, match="file") as error:
-                runs.search(settings_for(dataset), target, resume=resume, progress=False)
+                search(settings_for(dataset), target, resume=resume, progress=False)
             assert str(a_file) in str(error.value)
     assert a_file.read_text() == "mine"
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import isotropic_plan
 from hnas.errors import InvalidArchitecture, SamplingError
 from hnas.grammar import default_architecture, parse
-from hnas.sampling import GrammarArchitecture, Prior
+from hnas.sampling import GrammarArchitecture, Prior, ProductionDistribution
 
 from .helpers import grammar_for
 
@@ -32,6 +32,20 @@ def test_matches_the_search_engines_protocol(architecture):
     rng = np.random.default_rng(0)
     assert parameter.check(parameter.sample_prior(rng)) and parameter.check(parameter.sample_uniform(rng))
     assert math.isfinite(parameter.log_prior(architecture.default))
+
+
+def test_fits_production_densities_for_the_search_engines_model(architecture):
+    model = pytest.importorskip("hnas.search.model")
+    assert isinstance(architecture, model.FittableArchitectureDistribution)
+    rng = np.random.default_rng(0)
+    sentences = [architecture.sample(rng, uniform=True) for _ in range(30)]
+    density = architecture.fit_density(sentences)
+    assert isinstance(density, model.ArchitectureDensity)
+    reference = ProductionDistribution.fitted(GRAMMAR, sentences)
+    for rule in density.structure.choice_rules:
+        np.testing.assert_array_equal(density.probabilities(rule), reference.probabilities(rule))
+    assert density.log_prob(sentences[1]) == reference.log_prob(sentences[1])
+    architecture.validate(density.sample(rng))
 
 
 def test_default_is_nnunets_network_and_identity_is_the_priors(architecture):

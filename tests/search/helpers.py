@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hnas.search import Job, Trial, make_optimizer, make_space
+from hnas.pipeline.spaces import make_space
+from hnas.search import Job, Trial, make_optimizer
 
 from .fakes import WordArchitecture
 

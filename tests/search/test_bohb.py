@@ -13,6 +13,7 @@ from scipy import stats
 from conftest import isotropic_plan
 from hnas.errors import SearchError
 from hnas.grammar import make_grammar
+from hnas.pipeline.spaces import make_space
 from hnas.sampling import GrammarArchitecture
 from hnas.search import (
     Categorical,
@@ -20,7 +21,6 @@ from hnas.search import (
     Float,
     SearchSpace,
     load_run,
-    make_space,
     run,
 )
 

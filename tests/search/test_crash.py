@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hnas.search import make_space, run
+from hnas.pipeline.spaces import make_space
+from hnas.search import run
 from hnas.search.storage import database_path
 
 from .fakes import WordArchitecture
@@ -37,7 +38,8 @@ KILLED = ["priorband"] + [pytest.param(name, marks=pytest.mark.slow) for name in
 SCRIPT = """
 import sys, time
 from pathlib import Path
-from hnas.search import make_space, run
+from hnas.pipeline.spaces import make_space
+from hnas.search import run
 from search.fakes import WordArchitecture
 from search.test_crash import objective
 

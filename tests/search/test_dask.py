@@ -1,6 +1,7 @@
 import pytest
 
-from hnas.search import make_space, run
+from hnas.pipeline.spaces import make_space
+from hnas.search import run
 
 from . import objectives
 

@@ -1,7 +1,8 @@
 import pytest
 
 from hnas.errors import SearchError
-from hnas.search import OPTIMIZERS, make_optimizer, make_space
+from hnas.pipeline.spaces import make_space
+from hnas.search import OPTIMIZERS, make_optimizer
 from hnas.search.fidelity import FidelitySchedule
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from hnas.errors import SearchError
-from hnas.search import budget_spent, dominates, load_run, make_space, run
+from hnas.pipeline.spaces import make_space
+from hnas.search import budget_spent, dominates, load_run, run
 
 from . import objectives
 from .fakes import WordArchitecture

@@ -3,8 +3,10 @@ architecture parameters."""
 
 from __future__ import annotations
 
+import ast
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,13 @@ from hnas.errors import SearchError
 from hnas.grammar import make_grammar
 from hnas.sampling import GrammarArchitecture
 from hnas.search import Architecture, Categorical, Condition, Float, Int, Ordinal, SearchSpace
-from hnas.search.model import DensityModel, Observation, ProductionDistribution
+from hnas.search import model as model_module
+from hnas.search.model import (
+    ArchitectureDensity,
+    DensityModel,
+    FittableArchitectureDistribution,
+    Observation,
+)
 
 from .fakes import WordArchitecture
 
@@ -125,7 +133,7 @@ def test_production_density_ranks_good_productions_above_bad_ones():
     good_ratio, bad_ratio = model.log_ratio([{"x": 0.5, "architecture": good},
                                              {"x": 0.5, "architecture": bad}])
     assert good_ratio > bad_ratio
-    elu = model.architecture.good.tables.alternative_index["enc_nonlin"][("ELU",)]
+    elu = model.architecture.good.structure.production_index["enc_nonlin"][("ELU",)]
     assert model.architecture.good.probabilities("enc_nonlin")[elu] \
         > model.architecture.bad.probabilities("enc_nonlin")[elu]
     proposals = [model.propose(np.random.default_rng(s))["architecture"] for s in range(30)]
@@ -134,37 +142,8 @@ def test_production_density_ranks_good_productions_above_bad_ones():
     assert np.mean([p.split().count("elu") for p in proposals]) > 2 * 2 / 5  # uniform: 2 x 1/5
 
 
-def test_production_distribution_fits_samples_and_scores_derivations():
-    distribution = grammar_architecture()
-    grammar = distribution.grammar
-    rng = np.random.default_rng(0)
-    sentences = [distribution.sample(rng, uniform=True) for _ in range(50)]
-    fitted = ProductionDistribution.fitted(grammar, sentences, smoothing=1.0)
-    tables = fitted.tables
-    counts = np.ones(2)
-    for sentence in sentences:
-        for rule, alternative in tables.productions(sentence):
-            if rule == "enc_norm":
-                counts[alternative] += 1
-    np.testing.assert_allclose(fitted.probabilities("enc_norm"), counts / counts.sum())
-    sentence = sentences[0]
-    expected = sum(math.log(fitted.probabilities(rule)[alternative])
-                   for rule, alternative in tables.productions(sentence))
-    assert fitted.log_prob(sentence) == pytest.approx(expected)
-
-    always_batch = ProductionDistribution(grammar, {"enc_norm": [0.0, 1.0]})
-    draws = [always_batch.sample(np.random.default_rng(s)) for s in range(20)]
-    for draw in draws:
-        distribution.validate(draw)
-        assert draw.split()[2] == "batch_norm"
-    assert always_batch.log_prob(distribution.default) == -math.inf
-    with pytest.raises(SearchError, match="enc_norm"):
-        ProductionDistribution(grammar, {"enc_norm": [1.0, 2.0, 3.0]})
-    with pytest.raises(SearchError, match="not rules"):
-        ProductionDistribution(grammar, {"no_such_rule": [1.0]})
-
-
 def test_architectures_without_a_grammar_use_word_frequencies():
+    assert not isinstance(WordArchitecture(), FittableArchitectureDistribution)
     space = SearchSpace([Float("x", 0.0, 1.0, 0.5), Architecture(WordArchitecture())])
     model = DensityModel(space).fit(
         observe(space, lambda c: c["architecture"].split().count("b") + c["x"], 40))
@@ -173,6 +152,59 @@ def test_architectures_without_a_grammar_use_word_frequencies():
     assert mostly_a > mostly_b
     for seed in range(10):
         space.validate(model.propose(np.random.default_rng(seed)))
+
+
+class _FirstWordDensity:
+    """Scores architectures by how often their first word starts the fitted ones."""
+
+    def __init__(self, architectures):
+        self.first = [a.split()[0] for a in architectures]
+
+    def log_prob(self, architecture):
+        return math.log((self.first.count(architecture.split()[0]) + 1) / (len(self.first) + 3))
+
+    def sample(self, rng):
+        return " ".join([self.first[int(rng.integers(len(self.first)))], "a", "a"])
+
+
+class FittableWords(WordArchitecture):
+    """A non-grammar distribution that fits its own densities through the protocol."""
+
+    def __init__(self):
+        super().__init__()
+        self.fitted = []
+
+    def fit_density(self, architectures):
+        self.fitted.append(list(architectures))
+        return _FirstWordDensity(architectures)
+
+
+def test_the_model_uses_the_distributions_own_density_when_it_has_one():
+    distribution = FittableWords()
+    assert isinstance(distribution, FittableArchitectureDistribution)
+    space = SearchSpace([Float("x", 0.0, 1.0, 0.5), Architecture(distribution)])
+    model = DensityModel(space).fit(
+        observe(space, lambda c: (c["architecture"][0] != "c") + c["x"], 40))
+    assert isinstance(model.architecture.good, ArchitectureDensity)
+    good = [o.config["architecture"] for o in model.good.observations]
+    bad = [o.config["architecture"] for o in model.bad.observations]
+    assert distribution.fitted == [good, bad]
+    c_first, a_first = model.log_ratio([{"x": 0.5, "architecture": "c a a"},
+                                        {"x": 0.5, "architecture": "a a a"}])
+    assert c_first > a_first
+    for seed in range(10):
+        proposal = model.propose(np.random.default_rng(seed))["architecture"]
+        assert proposal.endswith(" a a") and proposal.split()[0] in {a.split()[0] for a in good}
+
+
+def test_the_engines_model_imports_no_grammar_code():
+    """The grammar's density comes through the protocol, so the engine stays grammar-agnostic."""
+    tree = ast.parse(Path(model_module.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m.split(".")[0] == "lark"
+                or m.startswith(("hnas.grammar", "hnas.sampling"))}
 
 
 # -- thresholds and the good/bad split ------------------------------------------------------------

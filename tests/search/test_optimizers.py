@@ -5,7 +5,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from hnas.errors import SearchError
-from hnas.search import NO_BRACKET, OPTIMIZERS, Optimizer, Trial, make_optimizer, make_space
+from hnas.pipeline.spaces import make_space
+from hnas.search import NO_BRACKET, OPTIMIZERS, Optimizer, Trial, make_optimizer
 from hnas.search.fidelity import FidelitySchedule
 
 from .helpers import build, simulate

@@ -10,7 +10,7 @@ from conftest import isotropic_plan
 
 from hnas.data import make_synthetic_dataset
 from hnas.grammar import make_grammar
-from hnas.grammar.plan import Plan
+from hnas.planning.plan import Plan
 
 
 def tiny_plan(**overrides) -> Plan:

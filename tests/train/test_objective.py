@@ -147,10 +147,10 @@ def test_setup_validates_its_fields(tiny_setup):
 
 @pytest.mark.slow
 def test_hippocampus_fold_trains_and_validates(hippocampus_dir, tmp_path):
+    from hnas.data.cache import fingerprint_of
     from hnas.grammar import make_grammar
-    from hnas.grammar.planner import make_plan
+    from hnas.planning import make_plan
     from hnas.train import cpu_preset
-    from hnas.workflow import fingerprint_of
 
     plan = make_plan(fingerprint_of(hippocampus_dir))
     setup = TrainSetup.from_preset(cpu_preset(), dataset=hippocampus_dir, plan=plan, grammar=make_grammar(plan),

@@ -12,7 +12,7 @@ from hnas.data import load_dataset, read_case
 from hnas.errors import HnasError, TrainingError
 from hnas.train import preprocessing
 from hnas.train.config import with_features
-from hnas.train.preprocessing import (NORMALIZATION_SCHEMES, ChannelNormalization, check_plan, fold_split,
+from hnas.train.preprocessing import (NORMALIZATION_SCHEMES, ChannelNormalization, check_plan,
                                       preprocess_dataset, preprocess_image, restore_label, separate_axis,
                                       target_shape)
 
@@ -113,30 +113,6 @@ def test_dataset_cache_is_reused_and_invalidated_by_spacing(tiny_dataset, tmp_pa
         assert coarser.shapes[case_id] == target_shape(shape, (1.0, 1.0, 1.0), (1.5, 1.5, 1.5))
 
 
-def test_split_is_deterministic_and_partitions_the_cases():
-    ids = [f"case_{i:03d}" for i in range(23)]
-    folds = [fold_split(ids, f) for f in range(5)]
-    assert folds[2] == fold_split(list(reversed(ids)), 2)  # order of the input does not matter
-    validation = [set(v) for _, v in folds]
-    assert set().union(*validation) == set(ids)
-    assert sum(len(v) for v in validation) == len(ids)
-    assert sorted(len(v) for v in validation) == [4, 4, 5, 5, 5]
-    for train, val in folds:
-        assert not set(train) & set(val) and len(train) + len(val) == len(ids)
-    assert folds[0][1] != tuple(sorted(ids)[:5])  # shuffled, not the first five
-
-
-@pytest.mark.parametrize("fold", [-1, 5, 1.5, "0"])
-def test_split_names_a_bad_fold(fold):
-    with pytest.raises(TrainingError, match=f"fold {fold!r}"):
-        fold_split(["a", "b", "c", "d", "e"], fold)
-
-
-def test_split_needs_five_cases():
-    with pytest.raises(TrainingError, match="4 cases"):
-        fold_split(["a", "b", "c", "d"], 0)
-
-
 def test_ct_dataset_is_clipped_with_a_cached_fingerprint(tiny_dataset, tmp_path, monkeypatch):
     ct_dataset = tmp_path / "Dataset901_CT"
     shutil.copytree(tiny_dataset, ct_dataset)
@@ -146,14 +122,14 @@ def test_ct_dataset_is_clipped_with_a_cached_fingerprint(tiny_dataset, tmp_path,
     data = preprocess_dataset(ct_dataset, plan, tmp_path / "cache")
     ct = data.normalization[0]
     assert ct.scheme == "ct" and ct.lower < ct.mean < ct.upper
-    assert len(list((tmp_path / "cache" / "Dataset901_CT").glob("fingerprint_*.json"))) == 1
+    assert len(list((tmp_path / "cache" / "Dataset901_CT").glob("hnas_fingerprint_*.json"))) == 1
     image = data.load(data.case_ids[0]).image
     assert image.min() >= (ct.lower - ct.mean) / ct.std - 1e-4 and image.max() <= (ct.upper - ct.mean) / ct.std + 1e-4
 
     def refuse(*args, **kwargs):
         raise AssertionError("the fingerprint should come from the cache")
 
-    monkeypatch.setattr(preprocessing, "compute_fingerprint", refuse)
+    monkeypatch.setattr("hnas.data.cache.compute_fingerprint", refuse)  # where cached_fingerprint looks it up
     assert preprocess_dataset(ct_dataset, plan, tmp_path / "cache").root == data.root
 
 

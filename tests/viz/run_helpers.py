@@ -11,9 +11,10 @@ from pathlib import Path
 
 from conftest import isotropic_plan
 from hnas.grammar import make_grammar
-from hnas.runs import SearchSettings
+from hnas.pipeline.run import SearchSettings
+from hnas.pipeline.spaces import make_space
 from hnas.sampling import GrammarArchitecture
-from hnas.search import make_space, run
+from hnas.search import run
 
 PLAN = isotropic_plan(4, patch=64, base=8, top=64)
 GRAMMAR = make_grammar(PLAN)
@@ -34,7 +35,7 @@ def make_run(run_dir: Path, *, optimizer: str = "priorband", space: str = "hpo+h
     architecture = GrammarArchitecture(GRAMMAR, "medium") if space in ("hpo+hnas", "hnas") else None
     run(objective, make_space(space, architecture), optimizer=optimizer, max_trials=max_trials, min_fidelity=1,
         max_fidelity=9, eta=3, run_dir=run_dir, seed=seed)
-    if settings_file:  # what hnas.runs.prepare_run_dir writes beside the history
+    if settings_file:  # what hnas.pipeline.search.prepare_run_dir writes beside the history
         SearchSettings(space=space, optimizer=optimizer, max_trials=max_trials, min_epochs=1, max_epochs=9, eta=3,
                        seed=seed).save(run_dir)
         PLAN.save(run_dir / "plan.json")

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from hnas.pipeline.spaces import make_space
 from hnas.sampling import GrammarArchitecture
-from hnas.search import Job, Trial, make_space
+from hnas.search import Job, Trial
 from hnas.viz.importance import (
     ARCHITECTURE_FEATURES,
     MIN_TRIALS,

@@ -1,4 +1,7 @@
-"""`write_report`: a self-contained folder whose HTML shows every image and the best trials."""
+"""The report's rendering: a self-contained folder whose HTML shows every image and the best trials.
+
+Reading run folders (`hnas report`'s `load_report_run`, `write_report`) is tested in tests/pipeline/test_report.py.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import sys
 import pytest
 
 from hnas.errors import SearchError
+from hnas.pipeline.report import load_report_run, write_report
 from hnas.search import load_run
 from hnas.viz import diagrams
-from hnas.viz.report import best_trials, default_config, default_trial, load_report_run, write_report
+from hnas.viz.report import best_trials, default_config, default_trial, render_report
 
-from .run_helpers import make_run, synthetic_objective
+from .run_helpers import make_run
 from .test_plots import assert_picture
 
 
@@ -85,22 +89,6 @@ def test_default_configuration_is_found_by_sampler_or_by_value(two_runs):
     assert trial.job.sampler in ("default", "promotion") and dict(trial.config) == default
 
 
-def failing_objective(context):
-    if context.trial_id % 4 == 1:
-        raise RuntimeError("out of memory (synthetic)")
-    return synthetic_objective(context)
-
-
-def test_bare_engine_run_and_failed_trials(tmp_path):
-    run_dir = make_run(tmp_path / "bare", optimizer="random", max_trials=8, objective=failing_objective,
-                       settings_file=False)
-    html = write_report([run_dir], tmp_path / "report").read_text()
-    assert "No diagrams: the run folder has no plan.json/grammar.lark" in html
-    assert "2 failed trial(s)" in html and "trial 1: RuntimeError: out of memory (synthetic)" in html
-    assert "architecture: no grammar.lark/plan.json" in html  # excluded from the importance, with the reason
-    assert "random search</td>" in html  # labelled by optimizer only (no run.json)
-
-
 def test_report_without_optuna_says_how_to_get_importance(tmp_path, two_runs, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     html = write_report([two_runs[1]], tmp_path / "report").read_text()
@@ -113,14 +101,10 @@ def test_report_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_report_errors(tmp_path, two_runs):
-    with pytest.raises(SearchError, match="at least one run"):
-        write_report([], tmp_path / "report")
-    with pytest.raises(SearchError, match="holds no search"):
-        write_report([tmp_path], tmp_path / "report")
+def test_a_report_folder_that_is_a_file_is_refused(tmp_path, two_runs):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SearchError, match="is a file"):
-        write_report([two_runs[0]], tmp_path / "file")
+        render_report([load_report_run(two_runs[0])], tmp_path / "file")
 
 
 @pytest.mark.slow

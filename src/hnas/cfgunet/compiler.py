@@ -26,7 +26,7 @@ from lark import Lark, Transformer, Tree
 from hnas.cfgunet.spec import DEFAULT_DROPOUT_RATE, DecoderSpec, EncoderSpec, UNetSpec
 from hnas.errors import HnasError, InvalidArchitecture, SpecError
 from hnas.grammar.parsing import WordLexer, load_grammar, parse  # the same word lexer as parse()
-from hnas.grammar.plan import Plan
+from hnas.planning.plan import Plan
 
 # grammar word -> UNetSpec value, where the two differ
 _NORMS = {"instance_norm": "instance", "batch_norm": "batch"}

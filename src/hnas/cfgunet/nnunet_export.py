@@ -21,12 +21,11 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from hnas.cfgunet.compiler import compile_architecture
 from hnas.cfgunet.network import HnasUNet
 from hnas.cfgunet.spec import UNetSpec
 from hnas.errors import PlanError, SpecError
-from hnas.grammar.plan import Plan
-from hnas.grammar.planner import resolve_nnunet_configuration
+from hnas.planning.plan import Plan
+from hnas.planning.nnunet_plans import resolve_nnunet_configuration
 
 NETWORK_CLASS_NAME = "hnas.cfgunet.nnunet_export.HnasNnUNet"
 #: UNetSpec fields nnU-Net passes to the network class itself (from the dataset, the trainer).

@@ -18,7 +18,7 @@ NONLINS = ("leaky_relu", "relu", "elu", "prelu", "gelu")
 KINDS = ("conv", "residual")
 POOLS = ("conv", "max", "avg")
 BLOCKS = ("basic", "bottleneck")
-DEFAULT_DROPOUT_RATE = 0.2  # the HNAS space's dropout rate (FACTS.md §1)
+DEFAULT_DROPOUT_RATE = 0.2  # the HNAS space's dropout rate (docs/references.md, "Search spaces": 0.2)
 BOTTLENECK_EXPANSION = 4  # ResNet convention: bottleneck width = features / 4 (as DNA's ResNet50)
 
 

@@ -1,4 +1,4 @@
-"""Fingerprint -> Plan -> Lark grammar text; architecture strings <-> derivation trees.
+"""Plan -> Lark grammar text; architecture strings <-> derivation trees.
 
 No torch here: the grammar side stays fast to import and testable without a GPU.
 """
@@ -13,10 +13,9 @@ from hnas.grammar.generator import (
     stage_range,
 )
 from hnas.grammar.parsing import load_grammar, parse, unparse
-from hnas.grammar.plan import Plan
 
 __all__ = [
-    "Choice", "GrammarInfo", "GrammarOptions", "Plan", "Symbol", "default_architecture",
+    "Choice", "GrammarInfo", "GrammarOptions", "Symbol", "default_architecture",
     "grammar_hash", "grammar_options", "grammar_info", "load_grammar", "make_grammar", "parse", "stage_range",
     "unparse",
 ]

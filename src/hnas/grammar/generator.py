@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from hnas.errors import GrammarError
-from hnas.grammar.plan import RESENC_M_BLOCKS, Plan
+from hnas.planning.plan import RESENC_M_BLOCKS, Plan
 
 NORMS = ("instance_norm", "batch_norm")
 NONLINS = ("leaky_relu", "relu", "elu", "prelu", "gelu")

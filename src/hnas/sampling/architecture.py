@@ -7,6 +7,7 @@ package and hands strings back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -15,6 +16,7 @@ from lark import Tree
 from hnas.errors import SamplingError
 from hnas.grammar.parsing import parse, unparse
 from hnas.sampling.prior import UNIFORM, Prior
+from hnas.sampling.productions import ProductionDistribution
 from hnas.sampling.samplers import PriorSampler, UniformSampler, crossover, mutate
 
 #: Incumbent-centred priors kept per distribution (PriorBand asks for the same few repeatedly).
@@ -77,6 +79,14 @@ class GrammarArchitecture:
     def crossover(self, a: str, b: str, rng: np.random.Generator) -> str:
         """``a`` with one subtree replaced by a same-head subtree of ``b``."""
         return unparse(crossover(self.tree(a), self.tree(b), rng))
+
+    def fit_density(self, architectures: Sequence[str]) -> ProductionDistribution:
+        """Add-one smoothed production frequencies of ``architectures`` (BOHB's density over them).
+
+        This is the optional member of the engine's ``ArchitectureDistribution``: with it, the
+        model scores and derives whole derivations instead of counting words per position.
+        """
+        return ProductionDistribution.fitted(self.grammar, architectures)
 
     def _sampler(self, centered_on: str | None) -> PriorSampler:
         if centered_on is None:

@@ -1,4 +1,4 @@
-"""Priors over a grammar's productions (paper-era PriorBand / NePS constants, FACTS §4).
+"""Priors over a grammar's productions (docs/references.md, "Prior constants"; values in hnas.priors).
 
 A `Prior` gives every nonterminal a probability vector over its alternatives. It is centred
 on one alternative per choice (nnU-Net's default from the grammar's ``//@ default``
@@ -28,14 +28,19 @@ from lark import Tree
 
 from hnas.errors import SamplingError
 from hnas.grammar.choices import Choice
+from hnas.priors import CATEGORICAL_CENTRE_WEIGHT, CONFIDENCES, STD_FRACTION
 from hnas.sampling.structure import Cumulative, GrammarStructure, structure_of
 
-CONFIDENCES: tuple[str, ...] = ("low", "medium", "high")
-#: Weight of the centre of a categorical choice; every other alternative weighs 1.
-CATEGORICAL_CENTRE_WEIGHT = {"low": 2.0, "medium": 4.0, "high": 6.0}
-#: Std of an ordinal choice as a fraction of its value range.
-ORDINAL_STD_FRACTION = {"low": 0.5, "medium": 0.25, "high": 0.125}
 UNIFORM = "uniform"
+
+
+def rule_vector(vectors: Mapping[str, np.ndarray], rule: str) -> np.ndarray:
+    """``vectors[rule]``; a name that is no nonterminal is refused with the grammar's rules."""
+    try:
+        return vectors[rule]
+    except KeyError:
+        raise SamplingError(f"{rule!r} is not a nonterminal of the grammar; expected one of "
+                            f"{sorted(vectors)}") from None
 
 
 def categorical_probabilities(size: int, centre: int | None, confidence: str | None) -> np.ndarray:
@@ -53,7 +58,7 @@ def ordinal_probabilities(values: tuple[float, ...], centre: int | None, confide
     if centre is None or confidence is None or upper == lower:
         return np.full(len(values), 1.0 / len(values))
     low_edges, high_edges = _bucket_edges(values_array)
-    std = (upper - lower) * ORDINAL_STD_FRACTION[confidence]
+    std = (upper - lower) * STD_FRACTION[confidence]
     mean = values_array[centre]
     mass = _normal_cdf((high_edges - mean) / std) - _normal_cdf((low_edges - mean) / std)
     return mass / mass.sum()
@@ -136,11 +141,7 @@ class Prior:
 
     def probabilities(self, rule: str) -> np.ndarray:
         """Read-only probability vector over ``rule``'s alternatives (grammar order)."""
-        try:
-            return self._probabilities[rule]
-        except KeyError:
-            raise SamplingError(f"{rule!r} is not a nonterminal of the grammar; expected one of "
-                                f"{sorted(self._probabilities)}") from None
+        return rule_vector(self._probabilities, rule)
 
     def centered_on(self, tree: Tree) -> "Prior":
         """The same family re-centred on the alternatives ``tree`` uses.

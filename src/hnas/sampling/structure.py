@@ -132,6 +132,15 @@ class GrammarStructure:
             if isinstance(child, Tree):
                 self._collect_alternatives(child, out)
 
+    def choices_made(self, tree: Tree) -> list[tuple[str, int]]:
+        """(rule, alternative index) of every real choice (> 1 alternative) a derivation makes, in preorder.
+
+        A production distribution's likelihood and its fitted counts depend only on these: a rule
+        with one alternative contributes log 1 and is no choice to count.
+        """
+        is_choice = self.choice_id.__contains__
+        return [(rule, alternative) for rule, alternative in self.used_alternatives(tree) if is_choice(rule)]
+
     def productions(self, tree: Tree):
         """(rule, alternative index, path) of every node of a derivation, in preorder."""
         self.check_derivation_root(tree)

@@ -10,7 +10,7 @@ from hnas.search.bohb import BOHB, PriorBandBO  # also registers "bohb" and "pri
 from hnas.search.executors import EXECUTORS, Outcome, TrialContext, make_executor
 from hnas.search.fidelity import FidelitySchedule
 from hnas.search.loop import Progress, RunSummary, budget_spent, load_run, run, trial_dir
-from hnas.search.model import DensityModel, ProductionDistribution
+from hnas.search.model import DensityModel
 from hnas.search.optimizers import (
     OPTIMIZERS,
     PROMOTIONS,
@@ -31,7 +31,6 @@ from hnas.search.pareto import (
     pareto_front,
 )
 from hnas.search.space import (
-    PRESETS,
     Architecture,
     ArchitectureDistribution,
     Categorical,
@@ -40,19 +39,18 @@ from hnas.search.space import (
     Int,
     Ordinal,
     SearchSpace,
-    make_space,
 )
 from hnas.search.storage import RunStore
 from hnas.search.types import NO_BRACKET, Job, Optimizer, Trial
 
 __all__ = [
-    "EXECUTORS", "NO_BRACKET", "OPTIMIZERS", "PRESETS", "PROMOTIONS",
+    "EXECUTORS", "NO_BRACKET", "OPTIMIZERS", "PROMOTIONS",
     "BOHB", "Architecture", "ArchitectureDistribution", "Categorical", "Condition",
     "DensityModel", "FidelitySchedule", "Float", "Hyperband", "Int", "Job", "Optimizer", "Ordinal",
-    "Outcome", "PriorBand", "PriorBandBO", "ProductionDistribution", "Progress", "RandomSearch",
+    "Outcome", "PriorBand", "PriorBandBO", "Progress", "RandomSearch",
     "RegularizedPriorBand", "RunStore", "RunSummary", "SearchSpace", "SuccessiveHalving",
     "Trial", "TrialContext",
     "area_incumbent", "budget_spent", "crowding_distance", "dominates", "final_incumbent",
-    "hypervolume", "load_run", "make_executor", "make_optimizer", "make_space",
+    "hypervolume", "load_run", "make_executor", "make_optimizer",
     "non_dominated_sort", "pareto_front", "run", "trial_dir",
 ]

@@ -1,4 +1,4 @@
-"""The Hyperband fidelity schedule: rungs, bracket shapes and their budgets (FACTS §5).
+"""The Hyperband fidelity schedule: rungs, bracket shapes and their budgets (docs/references.md, "PriorBand").
 
 With eta = 3, b_min = 1 and b_max = 81 there are five rungs (1, 3, 9, 27, 81) and five bracket
 shapes with [81, 27, 9, 3, 1], [27, 9, 3, 1], [9, 3, 1], [6, 2] and [5] configurations per rung.

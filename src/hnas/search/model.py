@@ -17,11 +17,12 @@ The space is split by kind:
 * categorical parameters get add-one smoothed frequencies among their active observations
   (statsmodels' unordered kernel infers the number of levels from the data, which breaks for
   choices that no good configuration uses yet);
-* the architecture gets a derivation-aware density: for a grammar distribution, per-rule
-  production frequencies among the good and the bad derivations (two smoothed PCFGs,
-  :class:`ProductionDistribution`), candidates derived top-down from the good one; for any
-  other :class:`~hnas.search.space.ArchitectureDistribution`, word-per-position frequencies,
-  candidates from good architectures, each mutated with probability 0.5.
+* the architecture gets the distribution's own density when it can fit one
+  (:class:`FittableArchitectureDistribution`; for a grammar, per-rule production frequencies
+  among the good and the bad derivations: two smoothed PCFGs, candidates derived top-down
+  from the good one); for any other :class:`~hnas.search.space.ArchitectureDistribution`,
+  word-per-position frequencies, candidates from good architectures, each mutated with
+  probability 0.5.
 
 ``log l(x) - log g(x)`` is the sum of the three parts' log ratios.
 """
@@ -29,22 +30,19 @@ The space is split by kind:
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from lark import Token, Tree
 from scipy import special
 
 from hnas.errors import SearchError
-from hnas.grammar import grammar_info, parse
-from hnas.sampling.prior import cumulative_edges
 from hnas.search.space import (
     MUTATION_PROBABILITY,
     Architecture,
+    ArchitectureDistribution,
     Categorical,
     Float,
     Int,
@@ -58,11 +56,10 @@ TOP_FRACTION = 0.15
 CANDIDATES = 64
 BANDWIDTH_FACTOR = 3.0
 MIN_BANDWIDTH = 1e-3
-#: Add-one (Laplace) smoothing of categorical and production frequencies.
+#: Add-one (Laplace) smoothing of categorical and word frequencies.
 SMOOTHING = 1.0
 _IMPUTATION_STREAM = 2
 _FIT_MEMO_SIZE = 8
-_PRODUCTIONS_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -75,166 +72,45 @@ class Observation:
 
 
 # -- the architecture part ---------------------------------------------------------------------
-class _GrammarTables:
-    """A grammar's choices laid out for counting and top-down sampling."""
+@runtime_checkable
+class ArchitectureDensity(Protocol):
+    """A density over a distribution's architectures, fitted to some of them."""
 
-    def __init__(self, grammar: str):
-        info = grammar_info(grammar)
-        self.grammar = grammar
-        self.start = str(info.start)
-        self.sizes = {str(rule): choice.size for rule, choice in info.choices.items()}
-        #: rule -> alternatives, each a tuple of (is_rule, rule name or word)
-        self.alternatives = {
-            str(rule): tuple(tuple((not s.is_terminal, str(s.name) if not s.is_terminal
-                                    else info.words[str(s.name)]) for s in alternative)
-                             for alternative in choice.alternatives)
-            for rule, choice in info.choices.items()}
-        #: rule -> {child symbol names: alternative index}, to read choices off a parse tree
-        self.alternative_index = {
-            str(rule): {tuple(str(s.name) for s in alternative): i
-                        for i, alternative in enumerate(choice.alternatives)}
-            for rule, choice in info.choices.items()}
-        self._productions: OrderedDict[str, tuple[tuple[str, int], ...]] = OrderedDict()
+    def log_prob(self, architecture: str) -> float: ...
 
-    def productions(self, architecture: str) -> tuple[tuple[str, int], ...]:
-        """(rule, alternative) of every real choice (> 1 alternative) the derivation makes."""
-        cached = self._productions.get(architecture)
-        if cached is None:
-            used: list[tuple[str, int]] = []
-            self._collect(parse(self.grammar, architecture), used)
-            cached = self.remember(architecture, tuple(used))
-        return cached
-
-    def remember(self, architecture: str, productions: tuple[tuple[str, int], ...]
-                 ) -> tuple[tuple[str, int], ...]:
-        """Cache a derivation's choices (samplers know them without parsing)."""
-        self._productions[architecture] = productions
-        if len(self._productions) > _PRODUCTIONS_MEMO_SIZE:
-            self._productions.popitem(last=False)
-        return productions
-
-    def _collect(self, node: Tree, used: list[tuple[str, int]]) -> None:
-        rule = str(node.data)
-        if self.sizes[rule] > 1:
-            names = tuple(c.type if isinstance(c, Token) else str(c.data) for c in node.children)
-            used.append((rule, self.alternative_index[rule][names]))
-        for child in node.children:
-            if isinstance(child, Tree):
-                self._collect(child, used)
+    def sample(self, rng: np.random.Generator) -> str: ...
 
 
-_TABLES: OrderedDict[str, _GrammarTables] = OrderedDict()
+@runtime_checkable
+class FittableArchitectureDistribution(ArchitectureDistribution, Protocol):
+    """An :class:`~hnas.search.space.ArchitectureDistribution` that fits its own densities.
 
-
-def _tables(grammar: str) -> _GrammarTables:
-    tables = _TABLES.get(grammar)
-    if tables is None:
-        tables = _TABLES[grammar] = _GrammarTables(grammar)
-        if len(_TABLES) > 16:
-            _TABLES.popitem(last=False)
-    return tables
-
-
-class ProductionDistribution:
-    """A probabilistic grammar: one probability vector per rule over its alternatives.
-
-    Unlike :class:`hnas.sampling.Prior` (centred on one alternative per rule) the vectors are
-    arbitrary, e.g. production frequencies fitted from derivations (:meth:`fitted`). Rules not
-    given are uniform. Sentences are derived top-down, so every sample is in the grammar.
+    ``fit_density`` is that protocol's optional member (``GrammarArchitecture`` fits a smoothed
+    PCFG to the derivations); distributions without it get :class:`_WordDensity`.
     """
 
-    def __init__(self, grammar: str, probabilities: Mapping[str, Sequence[float]] | None = None):
-        self.tables = _tables(grammar)
-        self.grammar = grammar
-        self._probabilities: dict[str, np.ndarray] = {}
-        for rule, size in self.tables.sizes.items():
-            vector = (probabilities or {}).get(rule)
-            self._probabilities[rule] = (np.full(size, 1.0 / size) if vector is None
-                                         else self._checked(rule, vector, size))
-        unknown = sorted(set(probabilities or {}) - set(self.tables.sizes))
-        if unknown:
-            raise SearchError(f"production probabilities name {unknown}, which are not rules of "
-                              f"the grammar; expected some of {sorted(self.tables.sizes)}")
-        with np.errstate(divide="ignore"):  # a zero probability is a log of -inf, as it should
-            self._log = {rule: np.log(v) for rule, v in self._probabilities.items()}
-        self._cumulative = {rule: cumulative_edges(vector) for rule, vector in self._probabilities.items()}
-
-    @staticmethod
-    def _checked(rule: str, vector: Sequence[float], size: int) -> np.ndarray:
-        values = np.asarray(vector, dtype=float)
-        if values.shape != (size,) or not np.all(np.isfinite(values)) or np.any(values < 0) \
-                or values.sum() <= 0:
-            raise SearchError(f"rule {rule!r} needs {size} non-negative probabilities with a "
-                              f"positive sum, got {list(np.atleast_1d(values))}")
-        return values / values.sum()
-
-    @classmethod
-    def fitted(cls, grammar: str, architectures: Sequence[str],
-               smoothing: float = SMOOTHING) -> "ProductionDistribution":
-        """Production frequencies among ``architectures`` plus ``smoothing`` per alternative."""
-        tables = _tables(grammar)
-        counts = {rule: np.full(size, float(smoothing)) for rule, size in tables.sizes.items()}
-        for architecture in architectures:
-            for rule, alternative in tables.productions(architecture):
-                counts[rule][alternative] += 1.0
-        return cls(grammar, {rule: c for rule, c in counts.items() if c.sum() > 0})
-
-    def probabilities(self, rule: str) -> np.ndarray:
-        return self._probabilities[rule]
-
-    def log_prob(self, architecture: str) -> float:
-        """Log probability of ``architecture``'s derivation (InvalidArchitecture if none)."""
-        return self.log_prob_of(self.tables.productions(architecture))
-
-    def log_prob_of(self, productions: Sequence[tuple[str, int]]) -> float:
-        log = self._log
-        return math.fsum(log[rule][alternative] for rule, alternative in productions)
-
-    def sample(self, rng: np.random.Generator) -> str:
-        return self.sample_with_productions(rng)[0]
-
-    def sample_with_productions(self, rng: np.random.Generator
-                                ) -> tuple[str, tuple[tuple[str, int], ...]]:
-        """A sentence derived top-down and the choices its derivation made."""
-        words: list[str] = []
-        used: list[tuple[str, int]] = []
-        self._derive(self.tables.start, rng, words, used)
-        sentence = " ".join(words)
-        return sentence, self.tables.remember(sentence, tuple(used))
-
-    def _derive(self, rule: str, rng: np.random.Generator, words: list[str],
-                used: list[tuple[str, int]]) -> None:
-        edges = self._cumulative[rule]
-        alternative = 0
-        if edges is not None:
-            alternative = min(bisect_right(edges, rng.random()), len(edges) - 1)
-            used.append((rule, alternative))
-        for is_rule, item in self.tables.alternatives[rule][alternative]:
-            if is_rule:
-                self._derive(item, rng, words, used)
-            else:
-                words.append(item)
+    def fit_density(self, architectures: Sequence[str]) -> ArchitectureDensity: ...
 
 
-class _GrammarDensity:
-    """Good and bad PCFGs of one grammar; candidates are derived from the good one."""
+class _FittedDensity:
+    """The distribution's own densities of the good and the bad architectures; candidates are
+    drawn from the good one."""
 
-    def __init__(self, parameter: Architecture, good: Sequence[str], bad: Sequence[str]):
-        grammar = parameter.distribution.grammar
-        self.good = ProductionDistribution.fitted(grammar, good)
-        self.bad = ProductionDistribution.fitted(grammar, bad)
+    def __init__(self, distribution: FittableArchitectureDistribution, good: Sequence[str],
+                 bad: Sequence[str]):
+        self.good = distribution.fit_density(good)
+        self.bad = distribution.fit_density(bad)
 
     def candidates(self, rng: np.random.Generator, count: int) -> list[str]:
         return [self.good.sample(rng) for _ in range(count)]
 
     def log_ratio(self, architectures: Sequence[str]) -> np.ndarray:
-        productions = [self.good.tables.productions(a) for a in architectures]
-        return np.array([self.good.log_prob_of(p) - self.bad.log_prob_of(p) for p in productions])
+        return np.array([self.good.log_prob(a) - self.bad.log_prob(a) for a in architectures])
 
 
 class _WordDensity:
-    """For architecture distributions without a grammar: word-per-position frequencies;
-    candidates are good architectures, each mutated with probability 0.5."""
+    """For architecture distributions that fit no density of their own: word-per-position
+    frequencies; candidates are good architectures, each mutated with probability 0.5."""
 
     def __init__(self, parameter: Architecture, good: Sequence[str], bad: Sequence[str]):
         self.distribution = parameter.distribution
@@ -273,9 +149,9 @@ def _word_counts(architectures: Sequence[str]) -> tuple[Counter, int]:
 
 
 def _architecture_density(parameter: Architecture, good: Sequence[str], bad: Sequence[str]):
-    """Derivation-aware when the distribution exposes its grammar text (GrammarArchitecture)."""
-    if isinstance(getattr(parameter.distribution, "grammar", None), str):
-        return _GrammarDensity(parameter, good, bad)
+    """The distribution's own densities when it can fit them (a grammar's PCFGs), else words."""
+    if isinstance(parameter.distribution, FittableArchitectureDistribution):
+        return _FittedDensity(parameter.distribution, good, bad)
     return _WordDensity(parameter, good, bad)
 
 

@@ -4,9 +4,9 @@
 * ``successive-halving``: repeated brackets of the most exploratory shape.
 * ``hyperband``: brackets cycling from the most exploratory shape to the max-fidelity-only one.
 * ``priorband``: Hyperband whose new configurations mix uniform, prior and incumbent-mutation
-  sampling (Mallik et al. 2023; FACTS §5), the default configuration first at b_max.
+  sampling (Mallik et al. 2023; docs/references.md, "PriorBand"), the default configuration first at b_max.
 * ``regularized-priorband``: PriorBand with multi-objective promotions (non-dominated sorting
-  + crowding distance) and an area-maximising incumbent (Auto-nnU-Net; FACTS §6).
+  + crowding distance) and an area-maximising incumbent (Auto-nnU-Net; docs/references.md, "Regularized PriorBand").
 * ``bohb``, ``priorband-bo``: Hyperband / PriorBand with new configurations from BOHB's
   density model (``hnas.search.bohb``).
 
@@ -95,7 +95,7 @@ def final_incumbent(history: Sequence[Trial]) -> Trial | None:
     """The reported incumbent: best loss among successes at the highest fidelity reached.
 
     Losses at lower fidelities are not comparable with full-fidelity ones, so they never
-    win once a higher fidelity has a result (FACTS §6).
+    win once a higher fidelity has a result (docs/references.md, "Regularized PriorBand").
     """
     successes = [t for t in history if t.is_success]
     if not successes:
@@ -240,7 +240,8 @@ class SuccessiveHalving(_Optimizer):
             rng = np.random.default_rng([self.seed, _PROMOTION_STREAM, *stream])
             return [ordered[i] for i in rank_by_fronts_randomly(points, rng)]
         ranked = [ordered[i] for i in rank_by_fronts_and_crowding(points)]
-        # FACTS §6: the most accurate config is always promoted (a cheaper twin wins a tie)
+        # the most accurate config is always promoted, a cheaper twin winning a tie
+        # (docs/references.md, "Regularized PriorBand")
         best = min(ordered, key=lambda t: (t.loss, t.cost, t.trial_id))
         return [best] + [t for t in ranked if t is not best]
 
@@ -255,7 +256,7 @@ class Hyperband(SuccessiveHalving):
 
 
 class PriorBand(Hyperband):
-    """Hyperband with prior- and incumbent-guided sampling of new configurations (FACTS §5).
+    """Hyperband with prior- and incumbent-guided sampling of new configurations (docs/references.md, "PriorBand").
 
     A new configuration at rung ``r`` is uniform with probability ``1 / (1 + eta**r)``,
     otherwise from the prior, or, once incumbent sampling is active, a mutation of the
@@ -357,7 +358,7 @@ class PriorBand(Hyperband):
 
 class RegularizedPriorBand(PriorBand):
     """PriorBand for (loss, cost): non-dominated sorting + crowding distance in promotions,
-    the area-maximising Pareto point as the local-search incumbent (FACTS §6)."""
+    the area-maximising Pareto point as the local-search incumbent (docs/references.md, "Regularized PriorBand")."""
 
     name = "regularized-priorband"
 

@@ -10,7 +10,8 @@ from numpy.typing import ArrayLike
 
 from hnas.errors import SearchError
 
-#: Reference value of the area-maximising incumbent on min-max normalised objectives (FACTS §6).
+#: Reference value of the area-maximising incumbent on min-max normalised objectives
+#: (docs/references.md, "Regularized PriorBand").
 AREA_REFERENCE = 1.1
 
 
@@ -128,7 +129,8 @@ def rank_by_fronts_randomly(points: ArrayLike, rng: np.random.Generator) -> np.n
 
 
 def area_incumbent(points: ArrayLike, reference: float = AREA_REFERENCE) -> int:
-    """Index of the front point maximising ``prod_j (reference - minmax(y_j))`` (FACTS §6).
+    """Index of the front point maximising ``prod_j (reference - minmax(y_j))``
+    (docs/references.md, "Regularized PriorBand").
 
     Objectives are min-max normalised over the Pareto front (an objective on which the front
     agrees normalises to 0). Ties go to the better primary objective.

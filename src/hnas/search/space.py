@@ -1,11 +1,11 @@
 """Search spaces: typed parameters with a default and a prior confidence.
 
-Every parameter carries a prior centred on its default (FACTS §4: categorical default weight
-2/4/6 against 1 for every other choice; numeric truncated normal with std = range x
+Every parameter carries a prior centred on its default (docs/references.md, "Prior constants",
+values in hnas.priors: categorical default weight 2/4/6 against 1 for every other choice; numeric truncated normal with std = range x
 0.5/0.25/0.125, in log space for log parameters; integers and ordinals get the mass of
 unit-wide buckets). ``SearchSpace.centered_on(config)`` gives the same family re-centred on an
 incumbent, which PriorBand needs to weigh prior against incumbent sampling; ``mutate`` is its
-local search (FACTS §5). One parameter may be an architecture drawn from a grammar; the space
+local search (docs/references.md, "PriorBand"). One parameter may be an architecture drawn from a grammar; the space
 only talks to it through :class:`ArchitectureDistribution`, so it knows nothing of U-Nets.
 """
 
@@ -17,20 +17,15 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 from scipy import special
 
 from hnas.errors import SearchSpaceError
+from hnas.priors import CATEGORICAL_CENTRE_WEIGHT, CONFIDENCES, STD_FRACTION, Confidence
 
-Confidence = Literal["low", "medium", "high"]
-CONFIDENCES: tuple[str, ...] = ("low", "medium", "high")
-#: Weight of a categorical default; every other choice weighs 1 (paper-era NePS constants).
-CATEGORICAL_DEFAULT_WEIGHT = {"low": 2.0, "medium": 4.0, "high": 6.0}
-#: Std of the numeric prior as a fraction of the (log-)range.
-NUMERIC_STD_FRACTION = {"low": 0.5, "medium": 0.25, "high": 0.125}
-#: Local mutation (FACTS §5): per-parameter probability and std in the normalised space.
+#: Local mutation (docs/references.md, "PriorBand"): per-parameter probability and std in the normalised space.
 MUTATION_PROBABILITY = 0.5
 MUTATION_STD = 0.25
 #: A space whose mutation keeps returning the parent has (almost) a single configuration.
@@ -44,6 +39,14 @@ class ArchitectureDistribution(Protocol):
     """A prior-weighted distribution over architecture strings (a grammar plus its Prior).
 
     ``hnas.sampling`` implements it; the search engine only needs these members.
+
+    Optionally it may also provide ``fit_density(architectures) -> ArchitectureDensity``: a
+    density over its architectures fitted to the given ones, with ``log_prob(architecture)``
+    and ``sample(rng)`` (for a grammar, add-one smoothed production frequencies). BOHB's model
+    (:class:`hnas.search.model.FittableArchitectureDistribution`, where both protocols live)
+    fits one to the good and one to the bad architectures when it is there, and falls back to
+    word-per-position frequencies when it is not. It is not a required member, so that a
+    distribution without a structure to model still satisfies this protocol.
     """
 
     default: str
@@ -116,7 +119,7 @@ class _Numeric:
     @property
     def _prior_std(self) -> float:
         lo, hi = self._axis_bounds
-        return (hi - lo) * NUMERIC_STD_FRACTION[self.confidence]
+        return (hi - lo) * STD_FRACTION[self.confidence]
 
     def _mutated_unit(self, value: float, rng: np.random.Generator) -> float:
         """A normal step in the unit space, redrawn until it lands inside the bounds."""
@@ -299,7 +302,7 @@ class Categorical:
 
     @functools.cached_property
     def _pmf(self) -> np.ndarray:
-        weights = np.array([CATEGORICAL_DEFAULT_WEIGHT[self.confidence] if c == self.default
+        weights = np.array([CATEGORICAL_CENTRE_WEIGHT[self.confidence] if c == self.default
                             else 1.0 for c in self.choices])
         return weights / weights.sum()
 
@@ -511,7 +514,7 @@ class SearchSpace:
         return SearchSpace(moved)
 
     def mutate(self, config: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """A local neighbour of ``config`` (FACTS §5), never ``config`` itself.
+        """A local neighbour of ``config`` (docs/references.md, "PriorBand"), never ``config`` itself.
 
         Each active parameter mutates with probability 0.5; a parameter that a mutated parent
         switches on is drawn from the prior. Redrawn until the child differs from ``config``.
@@ -604,86 +607,3 @@ def _parameter_from_description(entry: Mapping[str, Any],
                                    f"{entry['identity']!r}")
         return Architecture(architecture, name=entry["name"])
     raise SearchSpaceError(f"parameter {entry.get('name')!r}: unknown type {kind!r}")
-
-
-# -- presets (FACTS §1, the paper's Table 4) ----------------------------------------------------
-PRESETS: tuple[str, ...] = ("hpo", "hpo+nas", "hpo+hnas", "hnas", "pipeline", "hpo+pipeline")
-
-
-def _hpo_parameters(confidence: Confidence) -> list[Parameter]:
-    c = confidence
-    return [
-        Categorical("optimizer", ("SGD", "Adam", "AdamW"), "SGD", c),
-        Float("momentum", 0.5, 0.999, 0.99, log=True, confidence=c,
-              condition=Condition("optimizer", ("SGD",))),
-        Float("initial_lr", 1e-5, 1e-1, 1e-2, log=True, confidence=c),
-        Categorical("lr_scheduler", ("PolyLR", "CosineAnnealing", "None"), "PolyLR", c),
-        Float("weight_decay", 1e-6, 1e-2, 3e-5, log=True, confidence=c),
-        Float("foreground_oversampling", 0.0, 1.0, 0.33, confidence=c),
-        Categorical("loss", ("Dice", "DiceCE", "CE", "TopK"), "DiceCE", c),
-        Float("aug_factor", 0.0, 3.0, 1.0, confidence=c),
-    ]
-
-
-def _nas_parameters(confidence: Confidence) -> list[Parameter]:
-    c = confidence
-    return [
-        Categorical("encoder_type", ("conv", "residual"), "conv", c),
-        Ordinal("model_scale", (0.5, 1.0, 1.5, 2.0), 1.0, c),
-        Int("base_features", 16, 64, 32, confidence=c),
-        Int("max_features", 160, 640, 320, confidence=c),
-        Categorical("activation", ("LeakyReLU", "ReLU", "ELU", "GELU", "PReLU"), "LeakyReLU", c),
-        Categorical("normalization", ("BatchNorm", "InstanceNorm"), "InstanceNorm", c),
-        Float("dropout_rate", 0.0, 0.5, 0.0, confidence=c),
-    ]
-
-
-def _pipeline_parameters(confidence: Confidence) -> list[Parameter]:
-    """The AutoMONAI thesis's pipeline choices around nnU-Net's 3d_fullres defaults.
-
-    network_dims: a 2D (nnU-Net's 2d plan) or 3D network on the same data; intensity_normalization:
-    nnU-Net's scheme (z-score per image, CT statistics for CT), percentile clipping + z-score, or
-    min-max; spacing_factor: the target spacing times this factor (ordinal: each value is one
-    preprocessed copy of the data).
-    """
-    c = confidence
-    return [
-        Categorical("network_dims", ("3d", "2d"), "3d", c),
-        Categorical("intensity_normalization", ("nnunet", "percentile_zscore", "minmax"), "nnunet", c),
-        Ordinal("spacing_factor", (0.75, 1.0, 1.25, 1.5, 2.0), 1.0, c),
-    ]
-
-
-def make_space(preset: str, architecture: ArchitectureDistribution | None = None, *,
-               confidence: Confidence = "medium") -> SearchSpace:
-    """The paper's spaces: ``hpo``, ``hpo+nas``, ``hpo+hnas``, ``hnas`` (FACTS §1), and the thesis's
-    ``pipeline`` (loss + pipeline choices) and ``hpo+pipeline``.
-
-    ``hpo+hnas`` and ``hnas`` need ``architecture`` (the grammar's prior-weighted distribution).
-    """
-    if preset not in PRESETS:
-        raise SearchSpaceError(f"unknown search-space preset {preset!r}; expected one of "
-                               f"{list(PRESETS)}")
-    _check_confidence("<preset>", confidence)
-    needs_architecture = preset in ("hpo+hnas", "hnas")
-    if needs_architecture and architecture is None:
-        raise SearchSpaceError(f"preset {preset!r} searches architectures and needs a grammar "
-                               "distribution (architecture=...)")
-    if not needs_architecture and architecture is not None:
-        raise SearchSpaceError(f"preset {preset!r} has no architecture parameter; use 'hpo+hnas' "
-                               "or 'hnas' to search grammar architectures")
-    hnas_dropout = Float("dropout_rate", 0.0, 0.5, 0.2, confidence=confidence)
-    if preset == "hpo":
-        parameters = _hpo_parameters(confidence)
-    elif preset == "hpo+nas":
-        parameters = _hpo_parameters(confidence) + _nas_parameters(confidence)
-    elif preset == "hpo+hnas":
-        parameters = _hpo_parameters(confidence) + [hnas_dropout, Architecture(architecture)]
-    elif preset == "hnas":
-        parameters = [hnas_dropout, Architecture(architecture)]
-    elif preset == "pipeline":
-        loss = next(p for p in _hpo_parameters(confidence) if p.name == "loss")
-        parameters = [loss] + _pipeline_parameters(confidence)
-    else:
-        parameters = _hpo_parameters(confidence) + _pipeline_parameters(confidence)
-    return SearchSpace(parameters)

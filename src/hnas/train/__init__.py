@@ -14,8 +14,8 @@ Typical use (what ``hnas search`` does)::
 
 from hnas.train.config import (NetworkChoice, PipelineConfig, TrainConfig, nas_network, network_choice, train_config,
                                with_features)
-from hnas.train.preprocessing import (PreprocessedDataset, fold_split, load_preprocessed, preprocess_dataset,
-                                      preprocess_image, restore_label)
+from hnas.train.preprocessing import (PreprocessedDataset, load_preprocessed, preprocess_dataset, preprocess_image,
+                                      restore_label)
 from hnas.train.presets import CPU, NNUNET, ScalePreset, cpu_preset, gpu_preset, preset
 
 _TORCH_EXPORTS = {
@@ -28,7 +28,7 @@ _TORCH_EXPORTS = {
 
 __all__ = [
     "CPU", "NNUNET", "NetworkChoice", "PipelineConfig", "PreprocessedDataset", "Predictor", "Result", "ScalePreset", "TrainConfig",
-    "TrainObjective", "TrainSetup", "Trainer", "checkpoint_path", "cpu_preset", "evaluate", "fold_split",
+    "TrainObjective", "TrainSetup", "Trainer", "checkpoint_path", "cpu_preset", "evaluate",
     "gpu_preset", "load_checkpoint", "load_preprocessed", "nas_network", "network_choice", "predict", "prepare",
     "preprocess_dataset", "preprocess_image", "preset", "restore_label", "train_config", "train_fold", "validate",
     "with_features",

@@ -5,7 +5,7 @@ large enough that the rotated patch has no empty corners), then intensity (noise
 brightness, contrast, low resolution, inverted gamma, gamma), then mirroring on every axis.
 A 2-entry patch (nnU-Net's 2d) rotates in the plane by one angle, +-180 deg, or +-15 deg when
 the patch is elongated (longest/shortest side > 1.5), as nnU-Net's 2d configuration does.
-Every probability is ``min(1, base * aug_factor)`` (FACTS §1); ``aug_factor = 0`` switches
+Every probability is ``min(1, base * aug_factor)`` (docs/references.md, "Search spaces"); ``aug_factor = 0`` switches
 augmentation off entirely, mirroring included.
 
 All randomness comes from the ``numpy.random.Generator`` handed in, so a batch is a pure
@@ -33,7 +33,8 @@ from monai.transforms import (
 )
 from monai.transforms.utils import create_rotate, create_scale
 
-#: FACTS §1: nnU-Net's augmentation probabilities, each multiplied by aug_factor (capped at 1).
+#: nnU-Net's augmentation probabilities, each multiplied by aug_factor (capped at 1)
+#: (docs/references.md, "Search spaces").
 BASE_PROBABILITIES = {
     "scale": 0.2, "rotation": 0.2, "noise": 0.1, "blur": 0.2, "brightness": 0.15, "contrast": 0.15,
     "low_resolution": 0.25, "inverted_gamma": 0.1, "gamma": 0.3,

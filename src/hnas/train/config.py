@@ -1,7 +1,7 @@
 """Search configurations -> validated training settings and the network to train.
 
-Config keys are the search space's names (FACTS §1). The HPO keys set the trainer; the NAS keys
-of the ``hpo+nas`` space (encoder_type, model_scale, base_features, max_features, activation,
+Config keys are the search space's names (docs/references.md, "Search spaces"). The HPO keys set
+the trainer; the NAS keys of the ``hpo+nas`` space (encoder_type, model_scale, base_features, max_features, activation,
 normalization) change the Plan's features and the architecture string; ``architecture`` (the
 ``hpo+hnas``/``hnas`` spaces) is a grammar sentence used as is; the pipeline keys of the
 ``pipeline`` spaces (network_dims, intensity_normalization, spacing_factor) choose the 2D or 3D
@@ -17,15 +17,15 @@ from typing import Any, Mapping
 from hnas.errors import SearchSpaceError
 from hnas.grammar import default_architecture, grammar_options
 from hnas.grammar.generator import DROPOUTS, NONLINS, NORMS
-from hnas.grammar.plan import Plan
+from hnas.planning.plan import Plan
 
-OPTIMIZERS = ("SGD", "Adam", "AdamW")
+TRAINING_OPTIMIZERS = ("SGD", "Adam", "AdamW")
 SCHEDULERS = ("PolyLR", "CosineAnnealing", "None")
 LOSSES = ("Dice", "DiceCE", "CE", "TopK")
 ENCODER_TYPES = ("conv", "residual")
 MODEL_SCALES = (0.5, 1.0, 1.5, 2.0)
 ACTIVATIONS = {"LeakyReLU": "leaky_relu", "ReLU": "relu", "ELU": "elu", "GELU": "gelu", "PReLU": "prelu"}
-NORMALIZATIONS = {"InstanceNorm": "instance_norm", "BatchNorm": "batch_norm"}
+NORMALIZATIONS = {"BatchNorm": "batch_norm", "InstanceNorm": "instance_norm"}
 NAS_KEYS = ("encoder_type", "model_scale", "base_features", "max_features", "activation", "normalization")
 ARCHITECTURE_KEY = "architecture"
 NETWORK_DIMS = ("3d", "2d")
@@ -33,13 +33,20 @@ NETWORK_DIMS = ("3d", "2d")
 INTENSITY_NORMALIZATIONS = ("nnunet", "percentile_zscore", "minmax")
 SPACING_FACTORS = (0.75, 1.0, 1.25, 1.5, 2.0)
 PIPELINE_KEYS = ("network_dims", "intensity_normalization", "spacing_factor")
-#: nnU-Net's features (3D) that the NAS feature ranges of FACTS §1 are expressed against.
+#: nnU-Net's features (3D) that the NAS feature ranges are expressed against (docs/references.md, "nnU-Net defaults").
 NNUNET_BASE_FEATURES, NNUNET_MAX_FEATURES = 32, 320
+#: nnU-Net's network, in the NAS keys of the ``hpo+nas`` space (a plain conv encoder at scale 1).
+NAS_DEFAULTS = {"encoder_type": "conv", "model_scale": 1.0, "base_features": NNUNET_BASE_FEATURES,
+                "max_features": NNUNET_MAX_FEATURES, "activation": "LeakyReLU", "normalization": "InstanceNorm"}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The hyperparameters a trial trains with; defaults are nnU-Net's (FACTS §1 and §3)."""
+    """The hyperparameters a trial trains with; defaults are nnU-Net's.
+
+    docs/references.md, "Search spaces" and "nnU-Net defaults". The search vocabulary (the choices
+    above and these defaults) is defined here once; hnas.pipeline.spaces builds the spaces from it.
+    """
 
     optimizer: str = "SGD"
     momentum: float = 0.99
@@ -52,7 +59,7 @@ class TrainConfig:
     dropout_rate: float = 0.0
 
     def __post_init__(self):
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optimizer", self.optimizer, TRAINING_OPTIMIZERS)
         _number("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _number("initial_lr", self.initial_lr, 0.0, math.inf, low_open=True)
         _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
@@ -190,20 +197,21 @@ def residual_fit(choice: NetworkChoice, residual_plan: Plan | None) -> NetworkCh
 
 
 def nas_network(nas: Mapping[str, Any], plan: Plan, grammar: str, dropout_rate: float) -> NetworkChoice:
-    """FACTS §1's NAS parameters as a plan with new features and a grammar sentence.
+    """The NAS parameters (docs/references.md, "Search spaces") as a plan with new features and a grammar sentence.
 
     Feature ranges are nnU-Net's (base 32, max 320); a plan with other features (the CPU preset)
     scales the choice by the same ratio, so a search space means the same on every preset.
     Blocks per stage become ``max(1, round(model_scale * default))`` for encoder and decoder.
     """
-    encoder = _choice("encoder_type", nas.get("encoder_type", "conv"), ENCODER_TYPES)
-    scale = nas.get("model_scale", 1.0)
+    nas = {**NAS_DEFAULTS, **nas}
+    encoder = _choice("encoder_type", nas["encoder_type"], ENCODER_TYPES)
+    scale = nas["model_scale"]
     if isinstance(scale, bool) or scale not in MODEL_SCALES:
         raise SearchSpaceError(f"config key 'model_scale' is {scale!r}; expected one of {list(MODEL_SCALES)}")
-    base = _integer("base_features", nas.get("base_features", NNUNET_BASE_FEATURES), 1)
-    top = _integer("max_features", nas.get("max_features", NNUNET_MAX_FEATURES), 1)
-    nonlin = ACTIVATIONS[_choice("activation", nas.get("activation", "LeakyReLU"), tuple(ACTIVATIONS))]
-    norm = NORMALIZATIONS[_choice("normalization", nas.get("normalization", "InstanceNorm"), tuple(NORMALIZATIONS))]
+    base = _integer("base_features", nas["base_features"], 1)
+    top = _integer("max_features", nas["max_features"], 1)
+    nonlin = ACTIVATIONS[_choice("activation", nas["activation"], tuple(ACTIVATIONS))]
+    norm = NORMALIZATIONS[_choice("normalization", nas["normalization"], tuple(NORMALIZATIONS))]
     new_plan = with_features(plan, max(1, round(base * plan.base_features / NNUNET_BASE_FEATURES)),
                              max(1, round(top * plan.max_features / NNUNET_MAX_FEATURES)))
     sentence = default_architecture(new_plan, grammar_options(grammar), encoder=encoder)

@@ -42,7 +42,7 @@ class TopKCrossEntropy(nn.Module):
 
 
 def base_loss(name: str) -> nn.Module:
-    """One of FACTS §1's losses: Dice, DiceCE, CE, TopK."""
+    """One of the searched losses (docs/references.md, "Search spaces"): Dice, DiceCE, CE, TopK."""
     dice = {"include_background": False, "to_onehot_y": True, "softmax": True, "smooth_nr": SMOOTH,
             "smooth_dr": SMOOTH, "batch": True}
     if name == "Dice":

@@ -20,12 +20,13 @@ import torch
 from hnas.cfgunet import build, compile_architecture, cost
 from hnas.data import Fingerprint
 from hnas.errors import TrainingError
-from hnas.grammar.plan import Plan
+from hnas.planning.plan import Plan
 from hnas.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from hnas.train.config import ARCHITECTURE_KEY, NetworkChoice, TrainConfig, network_choice, train_config
 from hnas.train.inference import OVERLAP, validate
 from hnas.train.loader import PatchSampler
-from hnas.train.preprocessing import N_FOLDS, PreprocessedDataset, preprocess_dataset
+from hnas.data.splits import N_FOLDS
+from hnas.train.preprocessing import PreprocessedDataset, preprocess_dataset
 from hnas.train.presets import ScalePreset
 from hnas.train.trainer import IterationCallback, Trainer
 

@@ -1,4 +1,6 @@
-"""Optimizers and learning-rate schedules of the search space (FACTS §1, §3).
+"""Optimizers and learning-rate schedules of the search space.
+
+docs/references.md, "Search spaces" and "nnU-Net defaults".
 
 The schedule is a pure function of (epoch, max_epochs): it runs over the *maximum* fidelity, so
 training continued from a checkpoint at epoch e uses exactly the rates an uninterrupted run

@@ -19,7 +19,7 @@ from hnas.cfgunet import UNetSpec, build
 from hnas.data import read_images, write_label_map
 from hnas.data.dataset import split_channel_file
 from hnas.errors import DatasetError, HnasError, TrainingError
-from hnas.grammar.plan import Plan
+from hnas.planning.plan import Plan
 from hnas.train.checkpoint import load_checkpoint
 from hnas.train.inference import OVERLAP, sliding_window_logits
 from hnas.train.preprocessing import ChannelNormalization, preprocess_image, restore_probabilities

@@ -1,4 +1,4 @@
-"""nnU-Net's preprocessing for one Plan, cached on disk, and the deterministic 5-fold split.
+"""nnU-Net's preprocessing for one Plan, cached on disk.
 
 Per case, in nnU-Net's order: transpose to the plan's axis order, crop to the bounding box of
 non-zero voxels, normalise each channel (:data:`NORMALIZATION_SCHEMES`; CT: clip to the
@@ -34,17 +34,15 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from hnas.data import (Dataset, Fingerprint, compute_fingerprint, crop_to_nonzero, load_dataset, load_fingerprint,
-                       read_case, save_fingerprint)
+from hnas.data import Dataset, Fingerprint, crop_to_nonzero, load_dataset, read_case
+from hnas.data.cache import cached_fingerprint
 from hnas.data.io import file_digest
+from hnas.data.splits import fold_split
 from hnas.errors import DatasetError, TrainingError
-from hnas.grammar.plan import Plan
+from hnas.planning import ANISOTROPY_THRESHOLD, Plan
 
 PREPROCESSING_VERSION = 1
 MANIFEST = "manifest.json"
-N_FOLDS = 5
-SPLIT_SEED = 12345  # nnU-Net's KFold seed: same cases per fold as nnU-Net's splits_final.json
-ANISOTROPY_THRESHOLD = 3.0  # nnU-Net resamples the out-of-plane axis separately above this ratio
 FOREGROUND_SAMPLES = 10_000  # foreground positions kept per label (nnU-Net's class_locations)
 FOREGROUND_SEED = 1234
 #: Per-channel intensity normalisations a plan may name (AutoMONAI's choices plus nnU-Net's own:
@@ -191,30 +189,6 @@ class PreprocessedDataset:
 
     def split(self, fold: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return fold_split(self.case_ids, fold)
-
-
-# ---------------------------------------------------------------- the split
-
-
-def fold_split(case_ids: Sequence[str], fold: int, n_folds: int = N_FOLDS,
-               seed: int = SPLIT_SEED) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(training ids, validation ids) of ``fold``: nnU-Net's split (sklearn KFold, shuffled, seed 12345).
-
-    Case ids are sorted first, so the split depends only on the set of ids.
-    """
-    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
-        raise TrainingError(f"fold {fold!r} does not exist; expected an integer in 0..{n_folds - 1}")
-    ids = sorted(case_ids)
-    if len(ids) < n_folds:
-        raise TrainingError(f"{len(ids)} cases cannot be split into {n_folds} folds; expected at least {n_folds}")
-    order = np.arange(len(ids))
-    np.random.RandomState(seed).shuffle(order)
-    sizes = np.full(n_folds, len(ids) // n_folds)
-    sizes[: len(ids) % n_folds] += 1
-    start = int(sizes[:fold].sum())
-    validation = set(order[start:start + sizes[fold]].tolist())
-    return (tuple(c for i, c in enumerate(ids) if i not in validation),
-            tuple(c for i, c in enumerate(ids) if i in validation))
 
 
 # ---------------------------------------------------------------- per-array steps
@@ -412,20 +386,6 @@ def _file_identity(dataset: Dataset) -> list:
     return files
 
 
-def cached_fingerprint(dataset: Dataset, cache_dir: str | Path, workers: int = 1) -> Fingerprint:
-    """The dataset's fingerprint, computed once per set of files and kept beside the preprocessed data."""
-    digest = hashlib.sha256(json.dumps(_file_identity(dataset)).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / dataset.name / f"fingerprint_{digest}.json"
-    if path.is_file():
-        return load_fingerprint(path)
-    fingerprint = compute_fingerprint(dataset, workers=max(1, workers))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_fingerprint(fingerprint, temporary)
-    os.replace(temporary, path)
-    return fingerprint
-
-
 def preprocessing_key(dataset: Dataset, plan: Plan, normalization: Sequence[ChannelNormalization]) -> str:
     """Hash of everything that changes the preprocessed voxels (not features, patch or batch)."""
     identity = {
@@ -443,7 +403,7 @@ def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str
     """The dataset preprocessed for ``plan`` under ``cache_dir`` (reused when the key matches).
 
     The fingerprint is only needed for CT channels; when not given it is computed once and
-    cached (:func:`cached_fingerprint`). Concurrent
+    cached (:func:`hnas.data.cache.cached_fingerprint`). Concurrent
     callers (search workers) serialise on a lock file; every file is written atomically.
     """
     check_plan(plan)
@@ -452,7 +412,7 @@ def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str
         raise TrainingError(f"plan {plan.dataset_name!r} normalises {len(plan.normalization)} channels but dataset "
                             f"{dataset.name!r} has {dataset.n_channels}; expected the plan made for this dataset")
     if "ct" in plan.normalization and fingerprint is None:
-        fingerprint = cached_fingerprint(dataset, cache_dir, workers)
+        fingerprint = cached_fingerprint(dataset, Path(cache_dir) / dataset.name, workers=workers)
     normalization = normalization_for(plan, fingerprint)
     key = preprocessing_key(dataset, plan, normalization)
     root = Path(cache_dir) / dataset.name / key[:16]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from hnas.errors import TrainingError
-from hnas.grammar.plan import Plan
+from hnas.planning.plan import Plan
 from hnas.train.config import with_features
 
 
@@ -94,7 +94,7 @@ NNUNET = ScalePreset(name="nnunet", base_features=None, max_features=None, max_p
 # default network's Dice after 144 iterations was 0.52 instead of 0.81 (lesion class 0.34 instead of 0.71).
 CPU = ScalePreset(name="cpu", base_features=8, max_features=64, max_patch_voxels=48 ** 3, batch_size=2,
                   iterations_per_epoch=8, num_workers=0, min_epochs=1, max_epochs=9, overlap=0.5, batch_size_2d=32)
-PRESETS = {"nnunet": NNUNET, "gpu": NNUNET, "cpu": CPU}
+SCALE_PRESETS = {"nnunet": NNUNET, "gpu": NNUNET, "cpu": CPU}
 
 
 def gpu_preset() -> ScalePreset:
@@ -115,9 +115,9 @@ def preset(name: str = "auto") -> ScalePreset:
         import torch
 
         return NNUNET if torch.cuda.is_available() else CPU
-    if name not in PRESETS:
-        raise TrainingError(f"unknown scale preset {name!r}; expected one of {sorted(PRESETS) + ['auto']}")
-    return PRESETS[name]
+    if name not in SCALE_PRESETS:
+        raise TrainingError(f"unknown scale preset {name!r}; expected one of {sorted(SCALE_PRESETS) + ['auto']}")
+    return SCALE_PRESETS[name]
 
 
 def shrink_patch(plan: Plan, max_voxels: int) -> tuple[int, ...]:

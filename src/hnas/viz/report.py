@@ -5,8 +5,8 @@ run, e.g. PriorBand vs random search), the 1 - Dice / runtime Pareto front with 
 default configuration marked, per run the incumbent's derivation tree and network diagram, a
 table of the best trials and the hyperparameter importance (fANOVA, see :mod:`hnas.viz.importance`).
 
-A run folder is what `hnas search` writes (run.json, plan.json, grammar.lark, search.sqlite).
-Only search.sqlite is required: without plan.json and grammar.lark the diagrams and the
+Runs arrive as :class:`ReportRun`, plain data read from run folders by :mod:`hnas.pipeline.report`.
+Only the search history is required: without a plan and grammar the diagrams and the
 architecture's importance are left out, with a note saying so.
 """
 
@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from hnas.errors import HnasError, SearchError
-from hnas.grammar.plan import Plan
-from hnas.search import RunStore, RunSummary, load_run
+from hnas.planning.plan import Plan
+from hnas.search import RunSummary
+from hnas.train.config import NAS_KEYS
 from hnas.viz import plots
 from hnas.viz.importance import hyperparameter_importance
 
@@ -29,7 +30,6 @@ BEST_TRIALS = 10
 OPTIMIZER_NAMES = {"random": "random search", "priorband": "PriorBand", "regularized-priorband": "Regularized PriorBand",
                    "hyperband": "Hyperband", "successive-halving": "successive halving", "bohb": "BOHB",
                    "priorband-bo": "PriorBand+BO"}
-NAS_KEYS = ("encoder_type", "model_scale", "base_features", "max_features", "activation", "normalization")
 
 
 # ------------------------------------------------------------------------------------- runs
@@ -53,27 +53,6 @@ class ReportRun:
     @property
     def space_name(self) -> str | None:
         return self.settings.get("space")
-
-
-def load_report_run(run_dir: str | Path) -> ReportRun:
-    """Read a run folder; SearchError when it holds no search."""
-    run_dir = Path(run_dir)
-    summary = load_run(run_dir)
-    with RunStore.open_existing(run_dir) as store:
-        metadata = store.metadata()
-    settings = _read_json(run_dir / "run.json")
-    plan = Plan.load(run_dir / "plan.json") if (run_dir / "plan.json").is_file() else None
-    grammar = (run_dir / "grammar.lark").read_text() if (run_dir / "grammar.lark").is_file() else None
-    return ReportRun(run_dir, run_label(metadata, settings), summary, metadata, settings, plan, grammar)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SearchError(f"{str(path)!r} is not valid JSON: {exc}") from None
 
 
 def run_label(metadata: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -373,15 +352,15 @@ def report_blocks(runs: Sequence[ReportRun], out_dir: Path) -> list[Block]:
     return blocks
 
 
-def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
-    """Write the report of ``run_dirs`` (several runs are overlaid) into ``out_dir``; returns index.html.
+def render_report(runs: Sequence[ReportRun], out_dir: str | Path) -> Path:
+    """Write the report of ``runs`` (several runs are overlaid) into ``out_dir``; returns index.html.
 
     ``out_dir`` is self-contained (index.html, index.md and the images they reference); files of
     an earlier report there are overwritten, nothing else is touched.
     """
-    if not run_dirs:
+    if not runs:
         raise SearchError("a report needs at least one run folder")
-    runs = _unique_labels([load_report_run(run_dir) for run_dir in run_dirs])
+    runs = _unique_labels(list(runs))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SearchError(f"report folder {str(out_dir)!r} is a file; expected a folder")

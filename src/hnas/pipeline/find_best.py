@@ -1,6 +1,6 @@
 """`hnas find-best`: pick the best cross-validated model or pairwise ensemble, as nnU-Net's find_best_configuration.
 
-Candidates are the run's cross-validated models (``RUN/cv/<name>``, see :mod:`hnas.cross_validation`)
+Candidates are the run's cross-validated models (``RUN/cv/<name>``, see :mod:`hnas.pipeline.cross_validate`)
 and every pair of them. A model is scored on its saved validation label maps, a pair on the
 argmax of the mean of its two members' saved softmax (``<case>.npz``), all against the dataset's
 labels, on the same folds: those that the most models have complete (every validation case of
@@ -16,7 +16,6 @@ also gets the decision as ``RUN/cv/<name>/postprocessing.json``.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import zipfile
 from collections import Counter
@@ -26,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hnas.cross_validation import CV_DIR, load_model_record, model_dirs
 from hnas.data import Dataset, load_dataset, read_label_map
+from hnas.data.splits import fold_split
 from hnas.errors import SearchError, TrainingError
-from hnas.train.ensemble import POSTPROCESSING_FILE
+from hnas.pipeline.layout import (PREDICTION_ENDINGS, RunFolder, load_model_record, model_dirs, prediction_file,
+                                  write_best_configuration, write_postprocessing)
+from hnas.pipeline.run import SearchSettings
 from hnas.train.postprocessing import class_dice, decide_postprocessing, mean_over_classes
-from hnas.train.preprocessing import fold_split
 
-BEST_FILE = "best_configuration.json"
 CRITERION = ("mean foreground Dice: per class the mean over the cross-validation cases (a class absent from "
              "prediction and truth left out, nnU-Net's convention), then the mean over classes")
 
@@ -65,8 +64,8 @@ class Score:
 class CrossValidation:
     """The validation cases of the chosen folds and their reference label maps (read once)."""
 
-    def __init__(self, dataset: Dataset, folds: Sequence[int], cv_dir: Path):
-        self.dataset, self.folds, self.cv_dir = dataset, tuple(folds), cv_dir
+    def __init__(self, dataset: Dataset, folds: Sequence[int], run: RunFolder):
+        self.dataset, self.folds, self.run = dataset, tuple(folds), run
         self.cases = [(fold, case) for fold in self.folds for case in fold_split(dataset.case_ids, fold)[1]]
         self.truths = {case: read_label_map(dataset.case(case).label_file)[0] for _, case in self.cases}
         self.values = np.array([value for _, value in dataset.labels], dtype=np.int16)
@@ -85,7 +84,7 @@ class CrossValidation:
         return label
 
     def _file(self, model: str, fold: int, case: str, ending: str) -> Path:
-        return self.cv_dir / model / f"fold_{fold}" / "validation" / f"{case}{ending}"
+        return prediction_file(self.run.model(model), fold, case, ending)
 
     def _probabilities(self, model: str, fold: int, case: str) -> np.ndarray:
         path = self._file(model, fold, case, ".npz")
@@ -114,9 +113,9 @@ def complete_folds(model_dir: Path, dataset: Dataset) -> set[int]:
     """The folds of a model whose every validation case has its label map and its softmax saved."""
     folds = set()
     for fold in load_model_record(model_dir).get("folds", []):
-        validation = model_dir / f"fold_{fold}" / "validation"
-        if all((validation / f"{case}{ending}").is_file() for case in fold_split(dataset.case_ids, fold)[1]
-               for ending in (".nii.gz", ".npz")):
+        cases = fold_split(dataset.case_ids, fold)[1]
+        if all(prediction_file(model_dir, fold, case, ending).is_file() for case in cases
+               for ending in PREDICTION_ENDINGS):
             folds.add(int(fold))
     return folds
 
@@ -134,30 +133,24 @@ def common_folds(available: dict[str, set[int]]) -> tuple[int, ...]:
     return tuple(sorted(best))
 
 
-def run_dataset(run_dir: Path) -> Path:
-    from hnas import runs
-
-    return runs.SearchSettings.load(run_dir).dataset_path()
-
-
 def find_best(run_dir: str | Path, *, top: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Score every cross-validated model of ``run_dir`` and every pair of the ``top`` best; write and return
     ``RUN/cv/best_configuration.json``'s content."""
     if top is not None and top < 1:
         raise SearchError(f"--top is {top!r}; expected a positive number of models (1: no ensembles)")
     run_dir = Path(run_dir)
-    dataset = load_dataset(run_dataset(run_dir))
+    dataset = load_dataset(SearchSettings.load(run_dir).dataset_path())
     folders = {folder.name: folder for folder in model_dirs(run_dir)}
     available = {name: complete_folds(folder, dataset) for name, folder in folders.items()}
     folds = common_folds(available)
     if not folds:
-        raise SearchError(f"no model in {str(run_dir / CV_DIR)!r} has a fold with all validation predictions; "
+        raise SearchError(f"no model in {str(RunFolder(run_dir).cv)!r} has a fold with all validation predictions; "
                           "expected `hnas train --run RUN --folds ...` to finish at least one fold")
     usable = [name for name in folders if set(folds) <= available[name]]
     skipped = [{"name": name, "reason": f"validation predictions complete for folds {sorted(available[name])}; "
                                         f"the others share folds {list(folds)}"}
                for name in folders if name not in usable]
-    cv = CrossValidation(dataset, folds, run_dir / CV_DIR)
+    cv = CrossValidation(dataset, folds, RunFolder(run_dir))
     log(f"find-best: {len(usable)} models on folds {list(folds)} ({len(cv.cases)} validation cases)"
         + "".join(f"\n  skipped {s['name']}: {s['reason']}" for s in skipped))
     singles = sorted((cv.score([name]) for name in usable), key=Score.sort_key)
@@ -173,9 +166,9 @@ def find_best(run_dir: str | Path, *, top: int | None = None, log: Callable[[str
               "best": {**best.to_dict(), "dice_postprocessed": _plain(mean_over_classes(processed)),
                        "dice_per_class_postprocessed": {k: _plain(v) for k, v in processed.items()}},
               "postprocessing": decision.to_dict()}
-    _write(run_dir / CV_DIR / BEST_FILE, result)
+    write_best_configuration(run_dir, result)
     if len(best.members) == 1:
-        _write(folders[best.members[0]] / POSTPROCESSING_FILE, decision.to_dict())
+        write_postprocessing(folders[best.members[0]], decision.to_dict())
     return result
 
 
@@ -203,7 +196,3 @@ def _fmt(value) -> str:
 def _plain(value: float) -> float | None:
     """JSON has no NaN: an undefined Dice is null."""
     return None if value is None or math.isnan(value) else float(value)
-
-
-def _write(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")

@@ -21,13 +21,14 @@ Priors (the default configuration a prior-based optimizer starts from), one rule
 functions so that "medium" means the same thing in 3-D and 6-D:
 
 * ``good``: the optimum nudged by about 0.01 per coordinate (regret ~0.014).
-* ``medium``: the optimum shifted by +0.0215 in every coordinate -- exactly how Hartmann-3's
-  medium prior (0.1361, 0.5771, 0.8740) of FACTS.md §8 sits relative to its optimum (regret
-  0.059 in 3-D, 0.064 in 6-D). mf-prior-bench's own ``priors/mfh6_good-medium.yaml`` is a
-  median-of-25-random-samples point with regret 3.26, i.e. as bad as its bad prior, so it is
-  not used.
-* ``bad``: a far corner; Hartmann-3's from FACTS.md §8, Hartmann-6's is mf-prior-bench's
-  ``priors/mfh6_good-bad.yaml`` (regret 3.31).
+* ``medium``: the optimum shifted by +0.0215 in every coordinate (regret 0.059 in 3-D, 0.064
+  in 6-D). This is mf-prior-bench's medium prior to 4 decimals: its
+  ``src/priors/mfh3_good-medium.yaml`` is (0.13609, 0.57713, 0.87402), the Hartmann-3 optimum
+  + 0.02147, and ``mfh6_good-medium.yaml`` shifts the Hartmann-6 optimum the same way.
+* ``bad``: a far corner. Hartmann-3's is mf-prior-bench's ``src/priors/mfh3_good-bad.yaml``
+  (0.94811, 0.99283, 0.01720) to 3 decimals (regret 3.86); Hartmann-6's is the
+  ``priors/mfh6_good-bad.yaml`` of mf-prior-bench as of January 2023 (commit 06eb22d, regret
+  3.31; later versions moved it to another corner).
 """
 
 from __future__ import annotations

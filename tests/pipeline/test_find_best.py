@@ -67,8 +67,7 @@ def one_hot(label: np.ndarray, confidence: float) -> np.ndarray:
 
 def write_model(cv_dir, name, dataset_dir, folds, make_probabilities, complete=True):
     """RUN/cv/<name> as `hnas train --folds` leaves it, without checkpoints: label maps + float16 softmax."""
-    from hnas.data import load_dataset, write_label_map
-    from hnas.train import fold_split
+    from hnas.data import fold_split, load_dataset, write_label_map
 
     data = load_dataset(dataset_dir)
     folder = cv_dir / name
@@ -117,7 +116,7 @@ def poor(truth):
 
 @pytest.fixture
 def run_dir(tmp_path, dataset):
-    from hnas.runs import SearchSettings
+    from hnas.pipeline.run import SearchSettings
 
     run = tmp_path / "run"
     run.mkdir()
@@ -131,7 +130,7 @@ def run_dir(tmp_path, dataset):
 
 
 def test_the_pair_that_corrects_each_other_wins_and_its_islands_are_removed(run_dir):
-    from hnas.find_best import find_best
+    from hnas.pipeline.find_best import find_best
 
     result = find_best(run_dir, log=lambda _: None)
     names = [c["name"] for c in result["candidates"]]
@@ -153,8 +152,8 @@ def test_the_pair_that_corrects_each_other_wins_and_its_islands_are_removed(run_
 
 
 def test_the_stored_best_configuration_is_what_predict_loads(run_dir):
-    from hnas.find_best import find_best
-    from hnas.train.ensemble import model_source
+    from hnas.pipeline.find_best import find_best
+    from hnas.pipeline.predict import model_source
 
     find_best(run_dir, log=lambda _: None)
     for name in ("default_2ep", "trial_00004_2ep"):  # the constructed folders have no checkpoints
@@ -177,7 +176,7 @@ def test_top_one_picks_a_single_model_and_stores_its_decision_beside_it(run_dir,
 
 def test_a_run_without_cross_validated_models_is_refused(tmp_path, dataset, capsys):
     from hnas.cli import main
-    from hnas.runs import SearchSettings
+    from hnas.pipeline.run import SearchSettings
 
     SearchSettings(dataset=str(dataset)).save(tmp_path)
     assert main(["find-best", "--run", str(tmp_path)]) == 1
@@ -189,16 +188,17 @@ def test_trained_folds_to_best_configuration_to_predict(capsys, tmp_path, monkey
     """`hnas train --folds` -> `hnas find-best` -> `hnas predict --model best_configuration.json` on real checkpoints."""
     import nibabel as nib
 
-    from hnas import runs
     from hnas.cli import main
     from hnas.data import load_dataset, make_synthetic_dataset
+    from hnas.pipeline.run import SearchSettings, resolve
+    from hnas.pipeline.search import prepare_run_dir
 
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     data = make_synthetic_dataset(tmp_path / "data", n_cases=5, shape=(24, 28, 26), seed=3)
-    settings = runs.SearchSettings(dataset=str(data), preset="cpu", max_stages=3, iterations_per_epoch=1,
-                                   min_epochs=1, max_epochs=2)
+    settings = SearchSettings(dataset=str(data), preset="cpu", max_stages=3, iterations_per_epoch=1,
+                              min_epochs=1, max_epochs=2)
     run_dir = tmp_path / "run"
-    runs.prepare_run_dir(run_dir, runs.resolve(settings), resume=False)
+    prepare_run_dir(run_dir, resolve(settings), resume=False)
     for epochs in ("1", "2"):  # two models of the default configuration: default_1ep and default_2ep
         assert main(["train", "--run", str(run_dir), "--folds", "0", "1", "--epochs", epochs, "--default"]) == 0
     capsys.readouterr()
@@ -228,7 +228,7 @@ def test_a_damaged_model_json_is_named(run_dir, capsys, content):
 @pytest.mark.parametrize("content", [b"garbage", b"PK\x03\x04truncated"])
 def test_a_damaged_softmax_file_is_named(run_dir, capsys, content):
     from hnas.cli import main
-    from hnas.train import fold_split
+    from hnas.data import fold_split
 
     (case,) = fold_split([f"case_{i:03d}" for i in range(5)], 1)[1]
     (run_dir / "cv" / "default_2ep" / "fold_1" / "validation" / f"{case}.npz").write_bytes(content)

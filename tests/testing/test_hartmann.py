@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from hnas.errors import HnasError, SearchSpaceError
-from hnas.search.hartmann import (
+from hnas.testing.hartmann import (
     BIAS_NOISE,
     PRIOR_QUALITIES,
     MFHartmann,
@@ -111,3 +114,11 @@ def test_bad_construction_is_refused():
         MFHartmann.named("hartmann5")
     with pytest.raises(HnasError, match="awful"):
         MFHartmann.named("hartmann3", "awful")
+
+
+def test_lives_outside_the_engine_and_needs_only_numpy():
+    code = ("import sys, hnas.testing.hartmann; "
+            "print(sorted(m for m in ('hnas.search', 'lark', 'scipy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    assert importlib.util.find_spec("hnas.search.hartmann") is None

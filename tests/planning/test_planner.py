@@ -15,13 +15,13 @@ import pytest
 
 from hnas.data.fingerprint import Fingerprint
 from hnas.errors import PlanError
-from hnas.grammar.plan import Plan
-from hnas.grammar.planner import (
+from hnas.planning.plan import Plan
+from hnas.planning import plan_from_nnunet
+from hnas.planning.planner import (
     PLANNERS,
     REFERENCE_FEATURE_MAPS,
     conv_feature_map_size,
     make_plan,
-    plan_from_nnunet,
     pool_and_conv_props,
     residual_encoder_feature_map_size,
     target_spacing,
@@ -323,7 +323,7 @@ def test_numpy_estimate_equals_dna(which, deep_supervision, request):
 
 
 def test_planner_does_not_import_torch():
-    code = "import sys, hnas.grammar.planner; sys.exit('torch' in sys.modules)"
+    code = "import sys, hnas.planning; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -1,0 +1,260 @@
+"""`hnas train --run RUN --folds ...`: cross-validate a run's configurations, nnU-Net's first post-search step.
+
+Each chosen configuration (a trial's, or the search space's default) is trained on each fold
+into ``RUN/cv/<name>/fold_<k>`` and predicts its fold's validation cases (label map and
+softmax), the files :mod:`hnas.pipeline.evaluate` and :mod:`hnas.pipeline.find_best` read
+(names: :mod:`hnas.pipeline.layout`). A fold whose checkpoint reached ``E`` epochs is not
+trained again, and a validation case with both files is not predicted again, so an interrupted
+cross-validation resumes; folds may run in parallel processes (one lock per fold folder).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hnas.data import load_dataset, read_images, write_label_map
+from hnas.data.cache import cache_dir
+from hnas.data.splits import N_FOLDS, fold_split
+from hnas.errors import SearchError
+from hnas.pipeline.layout import (MODEL_FILE, MODEL_LOCK, TRAIN_LOCK, VALIDATION_DIR, RunFolder, fold_folder,
+                                  load_model_record, model_name, replace_model_record)
+from hnas.pipeline.run import SearchSettings, check_rebuildable, pick_trial, resolve
+from hnas.pipeline.workers import worker_environments
+from hnas.search import load_run, pareto_front
+from hnas.search.executors import single_process_pool
+from hnas.train import Predictor, checkpoint_path, load_checkpoint, train_fold
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One configuration to cross-validate: ``trial_id`` None is the search space's default."""
+
+    trial_id: int | None
+    config: dict[str, Any]
+
+    def name(self, epochs: int) -> str:
+        return model_name(self.trial_id, epochs)
+
+
+# ---------------------------------------------------------------- choosing configurations
+
+
+def _resolved(settings):
+    """The run's setup, planned once per command (planning fingerprints the whole dataset)."""
+    return _resolved_in(settings, str(cache_dir()))
+
+
+@lru_cache(maxsize=4)
+def _resolved_in(settings, cache: str):
+    return resolve(settings)
+
+
+def default_choice(run_dir: Path) -> ModelChoice:
+    """The run's search space at its default: nnU-Net's hyperparameters and network."""
+    setup = _resolved(SearchSettings.load(run_dir))
+    return ModelChoice(None, dict(setup.space().default_config()))
+
+
+def trial_choice(run_dir: Path, trial_id: int | None = None) -> ModelChoice:
+    """A trial's configuration (the incumbent when ``trial_id`` is None)."""
+    trial = pick_trial(run_dir, trial_id)
+    if trial.state != "success":
+        raise SearchError(f"trial {trial.trial_id} of {str(run_dir)!r} is {trial.state!r}; expected a finished trial")
+    return ModelChoice(trial.trial_id, dict(trial.config))
+
+
+def pareto_choices(run_dir: Path, k: int) -> list[ModelChoice]:
+    """The first ``k`` trials of the Pareto front (1 - Dice vs runtime) at the highest fidelity reached, best first.
+
+    Lower fidelities are left out: their Dice is not comparable with the full budget's (the
+    incumbent rule), and cheap short trials would crowd the front.
+    """
+    if k < 1:
+        raise SearchError(f"--pareto is {k!r}; expected a positive number of configurations")
+    successes = load_run(run_dir).successes
+    if not successes:
+        raise SearchError(f"run {str(run_dir)!r} has no finished trial yet")
+    top = max(t.fidelity for t in successes)
+    candidates = [t for t in successes if t.fidelity == top]
+    front = sorted((candidates[i] for i in pareto_front([t.objectives for t in candidates])),
+                   key=lambda t: (t.loss, t.trial_id))
+    return [ModelChoice(t.trial_id, dict(t.config)) for t in front[:k]]
+
+
+# ---------------------------------------------------------------- training
+
+
+def check_folds(folds: Sequence[int]) -> list[int]:
+    for fold in folds:
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < N_FOLDS:
+            raise SearchError(f"fold {fold!r} does not exist; expected integers in 0..{N_FOLDS - 1}")
+    if len(set(folds)) != len(folds):
+        raise SearchError(f"folds {list(folds)} repeat a fold; expected distinct folds")
+    return sorted(folds)
+
+
+def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: Sequence[int], epochs: int, *,
+                   iterations_per_epoch: int | None = None, workers: int = 1, log=print) -> list[Path]:
+    """Train every choice on every fold for ``epochs`` and write its validation predictions; returns model folders.
+
+    ``workers > 1`` trains that many (choice, fold) pairs at once in local processes, each with its
+    share of the machine (one GPU each, or its share of the CPU cores; see hnas.pipeline.workers).
+    """
+    run_dir, folder = Path(run_dir), RunFolder(run_dir)
+    folds = check_folds(list(folds))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SearchError(f"workers is {workers!r}; expected a positive integer")
+    setup = _resolved(SearchSettings.load(run_dir))
+    check_rebuildable(run_dir, setup.grammar)
+    base = setup.train_setup(run_dir)
+    if iterations_per_epoch is not None:
+        base = replace(base, iterations_per_epoch=iterations_per_epoch)
+    if workers > 1:  # every refusal above (and a model folder of other settings) before any process starts
+        for choice in choices:
+            _model_record(folder.model(choice.name(epochs)), choice, epochs, base.iterations_per_epoch)
+        return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers)
+    model_dirs = []
+    for choice in choices:
+        model_dir = folder.model(choice.name(epochs))
+        record = _model_record(model_dir, choice, epochs, base.iterations_per_epoch)
+        for fold in folds:
+            fold_dir = fold_folder(model_dir, fold)
+            with _training_lock(fold_dir):
+                _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log)
+                _add_fold(model_dir, record, fold)
+                predict_validation(fold_dir, base.dataset, fold, log=log)
+        model_dirs.append(model_dir)
+    return model_dirs
+
+
+def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], folds: list[int], epochs: int,
+                                 iterations_per_epoch: int | None, workers: int) -> list[Path]:
+    """Each (choice, fold) in its own job, fold by fold, ``workers`` at a time; a failed job does not stop the others.
+
+    Every worker slot is a one-process pool started with its environment, so a job that kills its
+    process (out of memory) fails only itself; the fold locks and model.json's merge keep the
+    folders consistent. Workers print their own progress lines.
+    """
+    jobs = [(choice, fold) for fold in folds for choice in choices]
+    envs = worker_environments(workers) or [{}] * workers
+    pools = [single_process_pool(env) for env in envs]
+    running, failures = {}, []
+    try:
+        while jobs or running:
+            for slot in sorted(set(range(workers)) - {slot for slot, _ in running.values()}):
+                if jobs:
+                    choice, fold = jobs.pop(0)
+                    future = pools[slot].submit(cross_validate, run_dir, [choice], [fold], epochs,
+                                                iterations_per_epoch=iterations_per_epoch)
+                    running[future] = (slot, f"{choice.name(epochs)} fold {fold}")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                slot, job = running.pop(future)
+                try:
+                    future.result()
+                except Exception as error:  # a refused or crashed job: report it, keep the others going
+                    failures.append(f"{job}: {type(error).__name__}: {error}")
+                    pools[slot].shutdown(wait=False, cancel_futures=True)
+                    pools[slot] = single_process_pool(envs[slot])
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=not running, cancel_futures=True)
+    if failures:
+        raise SearchError(f"{len(failures)} cross-validation job(s) failed: " + "; ".join(failures)
+                          + " (the others finished; rerun to retry the failed ones)")
+    return [RunFolder(run_dir).model(choice.name(epochs)) for choice in choices]
+
+
+@contextmanager
+def _training_lock(fold_dir: Path) -> Iterator[None]:
+    """One process per fold folder, so folds can be cross-validated in parallel processes.
+
+    ``flock`` on a file in the folder: the kernel drops it when the process ends, a kill included.
+    A second process asking for the same fold is refused with the holder's pid instead of training
+    it twice into the same checkpoint.
+    """
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with open(fold_dir / TRAIN_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise SearchError(f"{str(fold_dir)!r} is being trained by another process (pid {holder}); expected "
+                              "each fold in one process: cross-validate other folds meanwhile, or wait") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+def _add_fold(model_dir: Path, record: dict, fold: int) -> None:
+    """Add ``fold`` to model.json, merged with the folds other processes recorded meanwhile.
+
+    Processes cross-validating other folds of the same model write the same file: the update reads
+    and replaces it under a lock, and the replacement is atomic, so no process drops another's fold.
+    """
+    with open(model_dir / MODEL_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # held for one read and one write: wait
+        stored = load_model_record(model_dir)["folds"] if (model_dir / MODEL_FILE).is_file() else []
+        record["folds"] = sorted(set(record["folds"]) | set(stored) | {fold})
+        replace_model_record(model_dir, record)
+
+
+def _model_record(model_dir: Path, choice: ModelChoice, epochs: int, iterations_per_epoch: int) -> dict:
+    """model.json's content; an existing one must describe the same training (else the folds would mix)."""
+    record = {"name": model_dir.name, "trial_id": choice.trial_id, "config": choice.config, "epochs": epochs,
+              "iterations_per_epoch": iterations_per_epoch, "folds": []}
+    path = model_dir / MODEL_FILE
+    if path.is_file():
+        stored = load_model_record(model_dir)
+        same = {k: stored.get(k) for k in ("config", "epochs", "iterations_per_epoch", "trial_id")}
+        wanted = json.loads(json.dumps({k: record[k] for k in same}))
+        if same != wanted:
+            raise SearchError(f"{str(path)!r} holds {same}; cannot add folds trained with {wanted} "
+                              "(remove the folder or keep the settings)")
+        record["folds"] = list(stored.get("folds", []))
+    return record
+
+
+def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, log) -> None:
+    path = checkpoint_path(fold_dir)
+    if path.is_file() and int(load_checkpoint(path)["trainer"]["epoch"]) >= epochs:
+        log(f"{fold_dir}: already trained {epochs} epochs, skipped")
+        return
+    result = train_fold(choice.config, epochs, fold_dir, setup=setup)
+    log(f"{fold_dir}: trained {epochs} x {setup.iterations_per_epoch} iterations in {result.runtime:.1f} s, "
+        f"Dice {result.mean_dice:.4f} on {result.validation_cases} validation cases")
+
+
+def predict_validation(fold_dir: Path, dataset: str | Path, fold: int, *, log=print) -> Path:
+    """Predict fold ``fold``'s validation cases from their raw files (label map + float16 softmax)."""
+    data = load_dataset(dataset)
+    out = Path(fold_dir) / VALIDATION_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = None
+    for case_id in fold_split(data.case_ids, fold)[1]:
+        label_path, npz_path = out / f"{case_id}.nii.gz", out / f"{case_id}.npz"
+        if label_path.is_file() and npz_path.is_file():
+            continue
+        predictor = predictor or Predictor(fold_dir)
+        case = data.case(case_id)
+        volume = read_images(case.image_files, case.channel_in_file)
+        probabilities = predictor.probabilities(volume.array, volume.spacing)
+        np.savez_compressed(npz_path, probabilities=probabilities.astype(np.float16))
+        write_label_map(predictor.to_labels(probabilities), case.image_files[0], label_path)
+    if predictor is not None:
+        log(f"{fold_dir}: wrote validation predictions to {out}")
+    return out

@@ -1,0 +1,229 @@
+"""`hnas evaluate`: per-case Dice and HD95 of a run's cross-validated models, default vs each other (Wilcoxon).
+
+On the models' own validation folds (their saved label maps), or on a labelled test set that
+each model's fold ensemble predicts, as `hnas predict --model RUN/cv/<name>` would.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from hnas.data import load_dataset, read_images, read_label_map, write_label_map
+from hnas.data.dataset import parse_labels, read_dataset_json
+from hnas.errors import DatasetError, SearchError
+from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFolder, load_model_record, model_dirs,
+                                  validation_folder, write_json)
+from hnas.pipeline.predict import load_models
+from hnas.pipeline.run import SearchSettings
+from hnas.train.evaluation import case_metrics, mean_dice, paired_test
+from hnas.train.prediction import group_cases
+
+ENSEMBLE_FOLD = "ensemble"
+ENDINGS = (".nii.gz", ".nii")
+
+
+def validation_rows(model_dir: Path, dataset: str | Path) -> list[dict]:
+    """metrics.csv rows of a model's validation predictions against the dataset's labels."""
+    data = load_dataset(dataset)
+    record = load_model_record(model_dir)
+    rows = []
+    for fold in record["folds"]:
+        for prediction_path in sorted(validation_folder(model_dir, fold).glob("*.nii.gz")):
+            case_id = prediction_path.name[: -len(".nii.gz")]
+            label_file = data.case(case_id).label_file
+            rows += _case_rows(record["name"], str(fold), case_id, prediction_path, label_file, data.labels)
+    if not rows:
+        raise SearchError(f"model {str(model_dir)!r} has no validation predictions; expected "
+                          "`hnas train --run RUN --folds ...` to have written them")
+    return rows
+
+
+def _case_rows(model: str, fold: str, case_id: str, prediction_path: Path, label_path: Path, labels) -> list[dict]:
+    prediction, _ = read_label_map(prediction_path)
+    truth, geometry = read_label_map(label_path)
+    if prediction.shape != truth.shape:
+        raise DatasetError(f"prediction {str(prediction_path)!r} has shape {prediction.shape}; its label "
+                           f"{str(label_path)!r} has {truth.shape}; expected the same geometry")
+    metrics = case_metrics(prediction, truth, labels, geometry.spacing)
+    return [{"model": model, "fold": fold, "case": case_id, "class": name, "dice": m["dice"], "hd95": m["hd95"]}
+            for name, m in metrics.items()]
+
+
+class LabelledCase(NamedTuple):
+    """One labelled case of a test folder; ``channel_in_file`` picks channels out of 4D (MSD) files."""
+
+    case_id: str
+    image_files: list[Path]
+    label_file: Path
+    channel_in_file: tuple[int | None, ...] | None = None
+
+
+def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None = None,
+                  n_channels: int = 1) -> tuple[list[LabelledCase], tuple]:
+    """``([LabelledCase], labels)`` of a labelled test folder.
+
+    Accepted: nnU-Net's imagesTs/labelsTs (label names and channels from a dataset.json beside them,
+    else ``labels`` and ``n_channels``: the model's) or a dataset folder in nnU-Net or MSD layout
+    (imagesTr/labelsTr with dataset.json; MSD's 4D multi-channel files included).
+    """
+    root = Path(test_dir)
+    if (root / "imagesTs").is_dir() and (root / "labelsTs").is_dir():
+        source = root / "dataset.json"
+        if source.is_file():
+            data = read_dataset_json(source)
+            labels = parse_labels(data, source)
+            n_channels = len(data.get("channel_names") or data.get("modality") or {"0": ""})
+        elif labels is None:
+            raise DatasetError(f"test folder {str(root)!r} has imagesTs/labelsTs but no dataset.json naming the labels")
+        images = sorted(p for p in (root / "imagesTs").iterdir() if p.name.endswith(ENDINGS))
+        cases = []
+        for case_id, files in group_cases(images, n_channels).items():
+            label = next((root / "labelsTs" / f"{case_id}{e}" for e in ENDINGS
+                          if (root / "labelsTs" / f"{case_id}{e}").is_file()), None)
+            if label is None:
+                raise DatasetError(f"test case {case_id!r} has no label in {str(root / 'labelsTs')!r}")
+            cases.append(LabelledCase(case_id, files, label))
+        return cases, labels
+    if (root / "dataset.json").is_file():
+        data = load_dataset(root)
+        return [LabelledCase(c.case_id, list(c.image_files), c.label_file, c.channel_in_file) for c in data.cases], \
+            data.labels
+    raise DatasetError(f"test folder {str(root)!r} has neither imagesTs/labelsTs nor a dataset.json; expected a "
+                       "labelled nnU-Net test set or dataset folder")
+
+
+def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, log=print) -> list[dict]:
+    """Predict a labelled test folder as `hnas predict --model RUN/cv/<name>` does; rows with fold ``ensemble``.
+
+    That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so.
+    """
+    record = load_model_record(model_dir)
+    ensemble = load_models([model_dir])
+    cases, labels = read_test_set(test_dir, ensemble.labels, ensemble.n_channels)
+    predictions = Path(out_dir) / record["name"]
+    predictions.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for case in cases:
+        # always predicted: the model may have gained folds since the last call
+        volume = read_images(case.image_files, case.channel_in_file)
+        path = write_label_map(ensemble.segment(volume.array, volume.spacing), case.image_files[0],
+                               predictions / f"{case.case_id}.nii.gz")
+        rows += _case_rows(record["name"], ENSEMBLE_FOLD, case.case_id, path, case.label_file, labels)
+    kind = "post-processed " if ensemble.postprocessing else ""
+    log(f"{record['name']}: {kind}{len(ensemble.members)}-fold ensemble predicted {len(cases)} test cases into "
+        f"{predictions}")
+    return rows
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def _mean_std(values: Iterable[float]) -> dict:
+    kept = [v for v in values if not math.isnan(v)]
+    if not kept:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(kept)), "std": float(np.std(kept)), "n": len(kept)}
+
+
+def case_means(rows: Sequence[dict], model: str) -> dict[str, float]:
+    """Mean foreground Dice per case id (nan classes excluded) of one model."""
+    by_case: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        if row["model"] == model:
+            by_case.setdefault(row["case"], {})[row["class"]] = {"dice": row["dice"]}
+    return {case: mean_dice(metrics) for case, metrics in by_case.items()}
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Per model mean +- std (per class and overall, over cases and over folds); default vs each other model."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    summary = {"models": {}, "pairs": [], "conventions": (
+        "Dice of a class absent from prediction and truth is nan and excluded (nnU-Net); HD95 is nan when either "
+        "mask is empty; overall Dice is the per-case mean over foreground classes, then mean +- std over cases; "
+        "std is the population std (ddof 0)")}
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        per_case = case_means(rows, model)
+        folds = list(dict.fromkeys(r["fold"] for r in mine))
+        fold_means = {f: _mean_std(case_means([r for r in mine if r["fold"] == f], model).values())["mean"]
+                      for f in folds}
+        classes = list(dict.fromkeys(r["class"] for r in mine))
+        summary["models"][model] = {
+            "cases": len(per_case), "folds": folds,
+            "dice": _mean_std(per_case.values()),
+            "hd95": _mean_std(r["hd95"] for r in mine),
+            "dice_per_fold": fold_means,
+            "dice_over_folds": _mean_std(v for v in fold_means.values() if v is not None),
+            "per_class": {c: {"dice": _mean_std(r["dice"] for r in mine if r["class"] == c),
+                              "hd95": _mean_std(r["hd95"] for r in mine if r["class"] == c)} for c in classes},
+        }
+    baseline = next((m for m in models if m.startswith("default_")), None)
+    if baseline is not None:
+        for other in models:
+            if other != baseline:
+                test = paired_test(case_means(rows, other), case_means(rows, baseline))
+                summary["pairs"].append({"baseline": baseline, "model": other, "test": "wilcoxon signed-rank, "
+                                         "two-sided, per-case mean Dice (model - baseline)", **test})
+    return summary
+
+
+def write_outputs(rows: Sequence[dict], out_dir: Path) -> dict:
+    """metrics.csv and summary.json in ``out_dir``; returns the summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / METRICS_FILE, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["model", "fold", "case", "class", "dice", "hd95"])
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(rows)
+    write_json(out_dir / EVALUATION_SUMMARY_FILE, summary)
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """The default first, then the other models: Dice mean +- std, HD95, cases; then the paired tests."""
+    names = sorted(summary["models"], key=lambda n: (not n.startswith("default_"), n))
+    classes = list(dict.fromkeys(c for n in names for c in summary["models"][n]["per_class"]))
+    header = ["model", "cases", "Dice (mean +- std)"] + [f"Dice {c}" for c in classes] + ["HD95 mm"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        model = summary["models"][name]
+        cells = [name, str(model["cases"]), _pm(model["dice"])]
+        cells += [_pm(model["per_class"].get(c, {}).get("dice", {"mean": None})) for c in classes]
+        cells.append(_pm(model["hd95"], digits=2))
+        lines.append("| " + " | ".join(cells) + " |")
+    for pair in summary["pairs"]:
+        if pair["p"] is None:
+            lines.append(f"{pair['model']} vs {pair['baseline']}: no test ({pair['reason']})")
+        else:
+            lines.append(f"{pair['model']} vs {pair['baseline']}: Wilcoxon W = {pair['statistic']:g}, "
+                         f"p = {pair['p']:.4g}, n = {pair['n']} cases")
+    return "\n".join(lines)
+
+
+def _pm(stats: dict, digits: int = 4) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
+
+
+def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, test_dir: str | Path | None = None,
+                 out_dir: str | Path | None = None, log=print) -> tuple[dict, Path]:
+    """`hnas evaluate`: metrics of the run's models on their validation folds or on ``test_dir``."""
+    run_dir = Path(run_dir)
+    folders = model_dirs(run_dir, names)
+    if out_dir is None:
+        out_dir = RunFolder(run_dir).evaluation(test_dir)
+    out_dir = Path(out_dir)
+    if test_dir is None:
+        dataset = SearchSettings.load(run_dir).dataset_path()
+        rows = [row for folder in folders for row in validation_rows(folder, dataset)]
+    else:
+        predictions = out_dir / "predictions"
+        rows = [row for folder in folders for row in ensemble_test_rows(folder, test_dir, predictions, log=log)]
+    return write_outputs(rows, out_dir), out_dir

@@ -1,0 +1,197 @@
+"""A search run's settings (run.json) and everything they resolve to: dataset, scale preset, plans, grammar, space.
+
+Every later step (search, resume, retrain, cross-validation, find-best, export) starts from
+the settings a run folder stores, so it rebuilds the same networks the search trained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from hnas.data.cache import builtin_dataset, cache_dir, fingerprint_of
+from hnas.data.splits import N_FOLDS
+from hnas.errors import DatasetError, SearchError
+from hnas.grammar import grammar_hash, make_grammar
+from hnas.pipeline.layout import RunFolder
+from hnas.pipeline.spaces import GRAMMAR_SPACES, PIPELINE_SPACES, SPACES, make_space
+from hnas.planning import Plan, make_plan
+from hnas.sampling import GrammarArchitecture
+from hnas.search import SearchSpace, Trial, load_run
+from hnas.train import ScalePreset, TrainSetup
+from hnas.train import preset as scale_preset
+
+BUILTIN_VALIDATION_CASES = 2
+DEFAULT_BUDGET = {"cpu": 3.0, "nnunet": 22.0}  # in max-fidelity evaluations (nnunet: one paper round)
+#: Settings a resumed run must share with its run.json; the others (limits, workers, scheduler) may change.
+RESUME_CONTRACT = ("max_stages", "space", "optimizer", "confidence", "preset", "min_epochs", "max_epochs", "eta",
+                   "iterations_per_epoch", "fold", "seed")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What `hnas search` was asked to do; stored as run.json so a run can be rebuilt."""
+
+    dataset: str | None = None  # None: the built-in synthetic data
+    max_stages: int | None = None
+    space: str = "hpo+hnas"
+    optimizer: str = "regularized-priorband"
+    confidence: str = "medium"
+    preset: str = "auto"
+    budget: float | None = None
+    time_limit: float | None = None
+    max_trials: int | None = None
+    min_epochs: int | None = None
+    max_epochs: int | None = None
+    eta: int | None = None
+    iterations_per_epoch: int | None = None
+    fold: int = 0
+    workers: int = 1
+    scheduler: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.space not in SPACES:
+            raise SearchError(f"unknown search space {self.space!r}; expected one of {list(SPACES)}")
+
+    def dataset_path(self) -> Path:
+        """The dataset the run searches: the given folder, or the built-in synthetic data."""
+        return Path(self.dataset) if self.dataset else builtin_dataset()
+
+    def save(self, run_dir: Path) -> None:
+        RunFolder(run_dir).settings.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "SearchSettings":
+        path = RunFolder(run_dir).settings
+        if not path.is_file():
+            raise SearchError(f"{str(run_dir)!r} is not an hnas run folder (no {path.name}); "
+                              "expected the --run-dir of an `hnas search`")
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:  # not JSON, not an object, or unknown keys
+            raise SearchError(f"{str(path)!r} is not the {path.name} of an hnas search ({error}); expected the "
+                              "settings file `hnas search` writes") from None
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """Everything a run needs, derived from its settings."""
+
+    settings: SearchSettings
+    dataset: Path
+    preset: ScalePreset
+    plan: Plan  # preset applied
+    grammar: str
+    min_epochs: int
+    max_epochs: int
+    eta: int
+    budget: float | None
+    plan_2d: Plan | None = None  # pipeline spaces: nnU-Net's 2d plan, preset applied
+    grammar_2d: str | None = None
+    residual_plan: Plan | None = None  # nnU-Net's ResEnc M plan, preset applied
+
+    def train_setup(self, run_dir: Path) -> TrainSetup:
+        preset = stored_preset(run_dir, self.preset)
+        return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
+                          cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
+                          iterations_per_epoch=preset.iterations_per_epoch, num_workers=preset.num_workers,
+                          max_epochs=self.max_epochs, seed=self.settings.seed, overlap=preset.overlap,
+                          validation_cases=preset.validation_cases, plan_2d=self.plan_2d,
+                          grammar_2d=self.grammar_2d,
+                          residual_plan=stored_residual_plan(run_dir, self.residual_plan))
+
+    def space(self) -> SearchSpace:
+        architecture = None
+        if self.settings.space in GRAMMAR_SPACES:
+            architecture = GrammarArchitecture(self.grammar, self.settings.confidence)
+        return make_space(self.settings.space, architecture, confidence=self.settings.confidence)
+
+
+def resolve(settings: SearchSettings) -> RunSetup:
+    """Plan the dataset, pick the scale preset and build the grammar for ``settings``."""
+    dataset = settings.dataset_path()
+    name = settings.preset
+    if name == "auto" and settings.dataset is None:
+        name = "cpu"  # the built-in data is a CPU-sized demo
+    preset = scale_preset(name)
+    if settings.dataset is None and preset.validation_cases is None:
+        # The built-in cases are 44x144x144 voxels (several CPU patches): two of them keep validation within a
+        # low rung's cost.
+        preset = replace(preset, validation_cases=BUILTIN_VALIDATION_CASES)
+    # Command-line fidelity settings override the preset, so the printed preset is what runs.
+    preset = replace(preset, iterations_per_epoch=settings.iterations_per_epoch or preset.iterations_per_epoch,
+                     min_epochs=settings.min_epochs or preset.min_epochs,
+                     max_epochs=settings.max_epochs or preset.max_epochs, eta=settings.eta or preset.eta)
+    fingerprint = fingerprint_of(dataset)  # read the images once, also when a 2D plan is needed
+    check_enough_cases(dataset, fingerprint.n_cases)
+    plan = preset.apply(make_plan(fingerprint, settings.max_stages))
+    residual_plan = preset.apply(make_plan(fingerprint, settings.max_stages, planner="resenc_m"))
+    plan_2d = grammar_2d = None
+    if settings.space in PIPELINE_SPACES:
+        plan_2d = preset.apply(make_plan(fingerprint, dims=2))
+        grammar_2d = make_grammar(plan_2d)
+    min_epochs, max_epochs = preset.min_epochs, preset.max_epochs
+    budget = settings.budget
+    if budget is None and settings.time_limit is None and settings.max_trials is None:
+        budget = DEFAULT_BUDGET.get(preset.name, DEFAULT_BUDGET["nnunet"])
+    return RunSetup(settings=settings, dataset=dataset, preset=preset, plan=plan, grammar=make_grammar(plan),
+                    min_epochs=min_epochs, max_epochs=max_epochs, eta=preset.eta, budget=budget,
+                    plan_2d=plan_2d, grammar_2d=grammar_2d, residual_plan=residual_plan)
+
+
+def check_enough_cases(dataset: Path, n_cases: int) -> None:
+    """Refuse before any trial: every trial would fail to split the cases into folds."""
+    if n_cases < N_FOLDS:
+        raise DatasetError(f"dataset {str(dataset)!r} has {n_cases} cases, too few for the {N_FOLDS} folds of "
+                           f"nnU-Net's cross-validation that trials validate on; expected at least {N_FOLDS} cases")
+
+
+def stored_preset(run_dir: Path, resolved: ScalePreset) -> ScalePreset:
+    """The scale preset values a run's trials train and validate with: the run folder's own copy.
+
+    A preset's defaults may change between hnas versions (the CPU preset's validation overlap did);
+    a resumed run keeps the values it started with, so its trials stay comparable. Runs written
+    before hnas stored them have none and take ``resolved``, today's values for the preset's name.
+    """
+    path = RunFolder(run_dir).preset
+    return ScalePreset.load(path) if path.is_file() else resolved
+
+
+def stored_residual_plan(run_dir: Path, planned: Plan | None) -> Plan | None:
+    """The ResEnc M plan a run's residual encoders train with: the run folder's own copy.
+
+    Runs written before hnas planned residual encoders separately have none, and keep training
+    them with the default plan's patch and batch, as their earlier trials did.
+    """
+    path = RunFolder(run_dir).residual_plan
+    return Plan.load(path) if path.is_file() else None
+
+
+def stored_plans(run_dir: Path) -> tuple[Plan, str, Plan | None, str | None]:
+    """``(plan, grammar, plan_2d, grammar_2d)`` a run's networks are built on (2D ones: pipeline spaces only)."""
+    folder = RunFolder(run_dir)
+    plan_2d = Plan.load(folder.plan_2d) if folder.plan_2d.is_file() else None
+    grammar_2d = folder.grammar_2d.read_text() if folder.grammar_2d.is_file() else None
+    return Plan.load(folder.plan), folder.grammar.read_text(), plan_2d, grammar_2d
+
+
+def pick_trial(run_dir: Path, trial_id: int | None = None) -> Trial:
+    """A run's incumbent, or its trial ``trial_id``."""
+    summary = load_run(run_dir)
+    if trial_id is None:
+        if summary.incumbent is None:
+            raise SearchError(f"run {str(run_dir)!r} has no finished trial yet")
+        return summary.incumbent
+    by_id = {t.trial_id: t for t in summary.history}
+    if trial_id not in by_id:
+        raise SearchError(f"run {str(run_dir)!r} has no trial {trial_id!r}; expected one of 0..{len(by_id) - 1}")
+    return by_id[trial_id]
+
+
+def check_rebuildable(run_dir: Path, grammar: str, what: str = "its networks") -> None:
+    """Refuse to train a run's configurations when the data now plans another grammar than the search's."""
+    if grammar_hash(RunFolder(run_dir).grammar.read_text()) != grammar_hash(grammar):
+        raise SearchError(f"the dataset or preset of {str(run_dir)!r} changed since the search; cannot rebuild "
+                          f"{what}")

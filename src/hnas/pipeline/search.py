@@ -1,0 +1,205 @@
+"""`hnas search`: start or resume a search in a run folder, checked before anything is written.
+
+This is glue between :mod:`hnas.search` (which knows nothing of U-Nets) and :mod:`hnas.train`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hnas.errors import SearchError
+from hnas.grammar import grammar_hash
+from hnas.pipeline.layout import RunFolder
+from hnas.pipeline.progress import SearchProgressBar
+from hnas.pipeline.run import RESUME_CONTRACT, RunSetup, SearchSettings, resolve, stored_preset
+from hnas.pipeline.status import describe_trial
+from hnas.pipeline.workers import describe_workers, worker_environments
+from hnas.planning import Plan
+from hnas.search import RunSummary
+from hnas.search import run as run_search
+from hnas.search.executors import validate_scheduler_address
+from hnas.search.storage import RunLock, check_database, check_not_in_use
+from hnas.train import TrainObjective, prepare
+
+def default_run_dir(settings: SearchSettings) -> Path:
+    dataset = Path(settings.dataset).name if settings.dataset else "synthetic"
+    return Path("runs") / f"{dataset}_{settings.space.replace('+', '-')}_{settings.optimizer}_seed{settings.seed}"
+
+
+def check_run_dir(run_dir: Path, settings: SearchSettings, resume: bool) -> None:
+    """Refuse a run folder this search must not write, reading only (a refusal changes nothing).
+
+    A new search needs a folder without an earlier search's database or checkpoints; a resume
+    needs a stored run with a sound database and the same settings; neither may start while
+    another process searches there.
+    """
+    folder = RunFolder(run_dir)
+    _check_folder_writable(run_dir)
+    check_not_in_use(run_dir)
+    database = folder.database
+    if not resume:
+        if database.exists():
+            raise SearchError(f"{str(run_dir)!r} already holds a search ({database.name}); pass --resume to continue "
+                              "it or choose another --run-dir")
+        if folder.trials.is_dir() and any(p.is_file() for p in folder.trials.rglob("*")):
+            raise SearchError(f"{str(run_dir)!r} holds the {folder.trials.name}/ of an earlier search but no "
+                              f"{database.name}; a new "
+                              "search would overwrite their checkpoints: choose another --run-dir")
+        return
+    if not folder.settings.is_file() or not database.is_file():
+        raise SearchError(f"{str(run_dir)!r} holds no search to resume (no {folder.settings.name} or "
+                          f"{database.name}); expected "
+                          "the --run-dir of an earlier `hnas search`, or start one without --resume")
+    check_database(database)
+    _check_same_settings(run_dir, SearchSettings.load(run_dir), settings)
+
+
+def _check_folder_writable(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SearchError(f"the run folder {str(run_dir)!r} is a file; expected a folder (or a path to create one)")
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise SearchError(f"the run folder {str(run_dir)!r} cannot be created: {str(existing)!r} is a file, "
+                          "not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SearchError(f"cannot write to the run folder {str(run_dir)!r}: {str(existing)!r} is read-only for "
+                          "this user; choose a --run-dir you can write to")
+
+
+def _check_same_settings(run_dir: Path, stored: SearchSettings, given: SearchSettings) -> None:
+    differences = [f"{name}: stored {getattr(stored, name)!r}, given {getattr(given, name)!r}"
+                   for name in RESUME_CONTRACT if getattr(stored, name) != getattr(given, name)]
+    if differences:
+        raise SearchError(f"cannot resume {str(run_dir)!r}: its settings differ from the stored ones ("
+                          + "; ".join(differences) + "); pass the stored values, or start a new search in another "
+                          "--run-dir")
+
+
+def check_stored_plans(run_dir: Path, setup: RunSetup) -> None:
+    """Refuse to resume when the data now plans other networks than the run's trials were built on."""
+    folder = RunFolder(run_dir)
+    plans = [(folder.plan, folder.grammar, setup.plan, setup.grammar)]
+    if setup.plan_2d is not None:
+        plans.append((folder.plan_2d, folder.grammar_2d, setup.plan_2d, setup.grammar_2d))
+    if setup.residual_plan is not None and folder.residual_plan.is_file():
+        plans.append((folder.residual_plan, folder.grammar, setup.residual_plan, setup.grammar))
+    for plan_file, grammar_file, plan, grammar in plans:
+        stored_plan = Plan.load(plan_file).to_dict() if plan_file.is_file() else {}
+        stored_grammar = grammar_file.read_text() if grammar_file.is_file() else ""
+        changed = sorted(key for key in set(stored_plan) | set(plan.to_dict())
+                         if stored_plan.get(key) != plan.to_dict().get(key))
+        if changed or grammar_hash(stored_grammar) != grammar_hash(grammar):
+            raise SearchError(f"cannot resume {str(run_dir)!r}: the stored {plan_file.name} and {grammar_file.name} differ "
+                              f"from the ones planned now (changed: {changed or ['grammar']}); the dataset, "
+                              "--max-stages or the preset changed since the run started")
+
+
+def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
+    """Write run.json, plan.json and grammar.lark of a new run.
+
+    A resumed run keeps the ones it started with: they are its contract (checked, never rewritten).
+    """
+    if resume:
+        check_stored_plans(run_dir, setup)
+        return
+    folder = RunFolder(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup.settings.save(run_dir)
+    setup.plan.save(folder.plan)
+    folder.grammar.write_text(setup.grammar)
+    if setup.plan_2d is not None:
+        setup.plan_2d.save(folder.plan_2d)
+        folder.grammar_2d.write_text(setup.grammar_2d)
+    if setup.residual_plan is not None:
+        setup.residual_plan.save(folder.residual_plan)
+    setup.preset.save(folder.preset)
+
+
+def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
+           executor: str | None = None) -> RunSummary:
+    """Run (or resume) a search; returns the engine's RunSummary.
+
+    Everything that can refuse (scheduler address, run folder, stored run and settings, dataset)
+    is checked before the folder is written, so a refused call leaves it as it was. The run's
+    lock is held from the first write to the end.
+    """
+    run_dir = Path(run_dir)
+    if settings.scheduler is not None:
+        validate_scheduler_address(settings.scheduler)
+    check_run_dir(run_dir, settings, resume)
+    setup = resolve(settings)
+    if resume:
+        check_stored_plans(run_dir, setup)
+    with RunLock(run_dir):
+        check_run_dir(run_dir, settings, resume)  # again with the lock: another search may have begun meanwhile
+        prepare_run_dir(run_dir, setup, resume)
+        return _search(setup, run_dir, resume=resume, progress=progress, executor=executor)
+
+
+def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, executor: str | None) -> RunSummary:
+    """The search itself, in a checked and locked run folder."""
+    settings = setup.settings
+    train_setup = setup.train_setup(run_dir)
+    preset = stored_preset(run_dir, setup.preset)
+    print(preset.describe(setup.plan))
+    changed = preset.differences(setup.preset)
+    if changed:
+        print(f"  (this run keeps the values it started with; today's {preset.name!r} preset differs: "
+              + ", ".join(changed) + ")")
+    print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
+          f" (eta {setup.eta}), budget {_limits(setup)}, fold {settings.fold}, seed {settings.seed}, run {run_dir}")
+    prepare(train_setup)
+    if executor is None:
+        executor = "dask" if (settings.scheduler or settings.workers > 1) else "serial"
+    worker_env = None if executor == "serial" or settings.scheduler else worker_environments(settings.workers)
+    if worker_env:
+        print(f"workers: {settings.workers} local processes, {describe_workers(worker_env)}")
+    bar = SearchProgressBar(setup.budget, settings.max_trials) if progress else None
+    on_iteration = bar.iteration if bar and executor == "serial" else None  # other processes cannot call back
+    try:
+        summary = run_search(
+            TrainObjective(train_setup, on_iteration), setup.space(), optimizer=settings.optimizer, budget=setup.budget,
+            max_trials=settings.max_trials, time_limit=settings.time_limit, min_fidelity=setup.min_epochs,
+            max_fidelity=setup.max_epochs, eta=setup.eta, run_dir=run_dir, seed=settings.seed, executor=executor,
+            workers=settings.workers, scheduler=settings.scheduler, worker_env=worker_env, resume=resume,
+            progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    write_summary(summary, run_dir)
+    return summary
+
+
+def _limits(setup: RunSetup) -> str:
+    parts = []
+    if setup.budget is not None:
+        parts.append(f"{setup.budget:g} x {setup.max_epochs} epochs")
+    if setup.settings.time_limit is not None:
+        parts.append(f"{setup.settings.time_limit:g} s")
+    if setup.settings.max_trials is not None:
+        parts.append(f"{setup.settings.max_trials} trials")
+    return " / ".join(parts)
+
+
+def summary_text(summary) -> str:
+    lines = [f"# hnas run {summary.run_dir}", "",
+             f"{len(summary.successes)} trials finished, {len(summary.failures)} failed, "
+             f"budget used {summary.budget_used:.2f} max-fidelity evaluations ({summary.stop_reason}).", ""]
+    if summary.incumbent is not None:
+        lines += ["## Incumbent (best Dice at the highest fidelity reached)", "", "```",
+                  describe_trial(summary.incumbent), "```", ""]
+    if summary.pareto_front:
+        lines += ["## Pareto front (1 - Dice vs training runtime)", "", "| trial | epochs | Dice | runtime s |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {t.trial_id} | {t.fidelity:g} | {1 - t.loss:.4f} | {t.cost:.1f} |" for t in summary.pareto_front]
+    failures = summary.failures
+    if failures:
+        lines += ["", "## Failed trials", ""] + [f"- trial {t.trial_id}: {t.error}" for t in failures]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary, run_dir: Path) -> Path:
+    path = RunFolder(run_dir).summary
+    path.write_text(summary_text(summary))
+    return path

@@ -1,0 +1,42 @@
+"""`hnas status`: running, finished and failed trials of a run, and the best so far (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hnas.search import Trial, load_run
+
+
+def trial_row(trial: Trial) -> dict[str, Any]:
+    """One trial as a table row (notebooks and benchmarks put these in a DataFrame)."""
+    extra = dict(trial.extra or {})
+    return {"trial": trial.trial_id, "state": trial.state, "epochs": trial.fidelity, "rung": trial.rung,
+            "dice": None if trial.loss is None else 1 - trial.loss, "runtime_s": trial.cost,
+            "parameters": extra.get("parameters"), "sampler": trial.job.sampler, "parent": trial.parent_id,
+            "error": trial.error}
+
+
+def describe_trial(trial) -> str:
+    config = {k: v for k, v in trial.config.items() if k != "architecture"}
+    architecture = trial.config.get("architecture") or (trial.extra or {}).get("architecture", "(nnU-Net default)")
+    dice = "-" if trial.loss is None else f"{1 - trial.loss:.4f}"
+    cost = "-" if trial.cost is None else f"{trial.cost:.1f} s"
+    return (f"trial {trial.trial_id} ({trial.state}, {trial.fidelity:g} epochs): Dice {dice}, training {cost}\n"
+            f"  architecture: {architecture}\n  hyperparameters: {json.dumps(config, sort_keys=True, default=str)}")
+
+
+def status_text(run_dir: Path) -> str:
+    """What `hnas status` prints: running, finished and failed trials and the best so far."""
+    summary = load_run(run_dir)
+    running = [t for t in summary.history if t.state == "pending"]
+    lines = [f"run {run_dir}: {len(summary.successes)} finished, {len(summary.failures)} failed, "
+             f"{len(running)} running or interrupted, budget used {summary.budget_used:.2f}"]
+    for trial in running:
+        lines.append(f"  running: trial {trial.trial_id} at {trial.fidelity:g} epochs (rung {trial.rung})")
+    if summary.incumbent is not None:
+        lines.append("best so far: " + describe_trial(summary.incumbent))
+    for trial in summary.failures:
+        lines.append(f"  failed: trial {trial.trial_id}: {trial.error}")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""A run's settings and what they resolve to: the plans and scale preset its trials train with (hnas.pipeline.run)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from hnas.errors import TrainingError
+from hnas.pipeline.layout import PRESET_FILE, RESIDUAL_PLAN_FILE
+from hnas.pipeline.run import resolve, stored_preset
+from hnas.pipeline.search import search
+from hnas.planning.plan import Plan
+
+from reliability.run_folders import fake_training, make_stored_run, settings_for
+
+
+def test_a_new_run_stores_the_resenc_m_plan_its_residual_encoders_train_with(tmp_path):
+    dataset, run_dir = make_stored_run(tmp_path)
+    stored = Plan.load(run_dir / RESIDUAL_PLAN_FILE)
+    setup = resolve(settings_for(dataset))
+    assert stored == setup.residual_plan and stored.planner == "resenc_m"
+    assert setup.train_setup(run_dir).residual_plan == stored
+
+
+def test_a_run_written_before_resenc_plans_keeps_the_default_plan_and_resumes(tmp_path, monkeypatch):
+    dataset, run_dir = make_stored_run(tmp_path)
+    (run_dir / RESIDUAL_PLAN_FILE).unlink()
+    setup = resolve(settings_for(dataset))
+    assert setup.train_setup(run_dir).residual_plan is None
+    fake_training(monkeypatch)
+    search(settings_for(dataset, max_trials=4), run_dir, resume=True, progress=False)
+    assert not (run_dir / RESIDUAL_PLAN_FILE).exists()
+
+
+def test_a_new_run_stores_the_resolved_scale_preset(tmp_path):
+    dataset, run_dir = make_stored_run(tmp_path)
+    setup = resolve(settings_for(dataset))
+    stored = stored_preset(run_dir, None)
+    assert stored == setup.preset and stored.iterations_per_epoch == 1 and stored.max_epochs == 3
+    assert setup.train_setup(run_dir).overlap == stored.overlap
+
+
+def test_a_resumed_run_keeps_its_stored_preset_values_when_todays_differ(tmp_path, monkeypatch, capsys):
+    dataset, run_dir = make_stored_run(tmp_path)
+    today = resolve(settings_for(dataset)).preset
+    replace(today, overlap=0.0, validation_cases=3).save(run_dir / PRESET_FILE)  # as an older hnas wrote it
+    setup = resolve(settings_for(dataset))
+    assert setup.train_setup(run_dir).overlap == 0.0 and setup.train_setup(run_dir).validation_cases == 3
+    fake_training(monkeypatch)
+    capsys.readouterr()
+    search(settings_for(dataset, max_trials=4), run_dir, resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "window overlap 0.0" in out and "overlap 0.0 vs 0.5" in out and "validation_cases 3 vs None" in out
+
+
+def test_a_run_written_before_presets_were_stored_takes_todays_values(tmp_path):
+    dataset, run_dir = make_stored_run(tmp_path)
+    (run_dir / PRESET_FILE).unlink()
+    setup = resolve(settings_for(dataset))
+    assert setup.train_setup(run_dir).overlap == setup.preset.overlap
+
+
+def test_a_broken_preset_file_is_refused_by_name(tmp_path):
+    dataset, run_dir = make_stored_run(tmp_path)
+    (run_dir / PRESET_FILE).write_text('{"name": "cpu", "overlapp": 0.5}')
+    with pytest.raises(TrainingError, match=r"preset\.json.*unknown keys \['overlapp'\]"):
+        stored_preset(run_dir, None)
+    (run_dir / PRESET_FILE).write_text("[1, 2]")
+    with pytest.raises(TrainingError, match="not a scale preset file"):
+        stored_preset(run_dir, None)
