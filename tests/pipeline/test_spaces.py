@@ -1,4 +1,4 @@
-"""The search spaces of the paper and of the AutoMONAI thesis (hnas.pipeline.spaces; FACTS §1)."""
+"""The search spaces of the paper and of the AutoMONAI thesis (hnas.pipeline.spaces; docs/references.md, "Search spaces")."""
 
 import pytest
 

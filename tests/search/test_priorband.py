@@ -1,4 +1,4 @@
-"""PriorBand (FACTS §5) and Regularized PriorBand (FACTS §6) specifics, against hand examples."""
+"""PriorBand and Regularized PriorBand specifics (docs/references.md), against hand examples."""
 
 import math
 

@@ -24,7 +24,7 @@ def pmf(parameter, values):
     return np.exp([parameter.log_prior(v) for v in values])
 
 
-# -- priors (FACTS §4) ----------------------------------------------------------------------------
+# -- priors (docs/references.md, "Prior constants") ---------------------------------------------
 def test_categorical_prior_weights_match_paper_constants():
     two = Categorical("norm", ("instance", "batch"), "instance", "medium")
     np.testing.assert_allclose(pmf(two, ["instance", "batch"]), [0.8, 0.2])

@@ -1,4 +1,4 @@
-"""Search configs -> trainer settings and networks (FACTS §1 names, NAS mapping, errors)."""
+"""Search configs -> trainer settings and networks (the search-space names of docs/references.md, NAS mapping, errors)."""
 
 from __future__ import annotations
 

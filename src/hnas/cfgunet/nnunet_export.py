@@ -71,8 +71,8 @@ def export_nnunet(spec: str | Path | UNetSpec, plans_json: str | Path, out_json:
     on) also sets the configuration's patch and batch size, after checking its grid matches
     nnU-Net's; ``record`` is stored under ``"hnas"`` (what the export came from, searched
     hyperparameters nnU-Net's default trainer does not read). For a search run's trials use
-    :func:`hnas.runs.export_run`. Written as ``nnUNetPlans_hnas.json`` beside the original, train
-    it with ``nnUNetv2_train DATASET 3d_fullres_hnas FOLD -p nnUNetPlans_hnas`` once hnas is
+    :func:`hnas.pipeline.export.export_run`. Written as ``nnUNetPlans_hnas.json`` beside the
+    original, train it with ``nnUNetv2_train DATASET 3d_fullres_hnas FOLD -p nnUNetPlans_hnas`` once hnas is
     importable in nnU-Net's environment.
     """
     plans = _load_plans(Path(plans_json))
@@ -152,5 +152,5 @@ def _check_grid(plan: Plan, base: dict, base_name: str) -> None:
 
 def _load_spec(path: Path) -> UNetSpec:
     if not path.is_file():
-        raise SpecError(f"{str(path)!r} is not a UNetSpec JSON file (for a search run use hnas.runs.export_run)")
+        raise SpecError(f"{str(path)!r} is not a UNetSpec JSON file (for a search run use hnas.pipeline.export.export_run)")
     return UNetSpec.from_json(path.read_text())
