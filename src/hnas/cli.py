@@ -472,9 +472,10 @@ def _run_find_best(args) -> int:
 
 
 def _run_report(args) -> int:
-    from hnas.pipeline.report import default_report_dir, write_report
+    from hnas.pipeline.layout import RunFolder
+    from hnas.pipeline.report import write_report
 
-    print(f"report: {write_report(args.runs, args.output or default_report_dir(args.runs[0]))}")
+    print(f"report: {write_report(args.runs, args.output or RunFolder(args.runs[0]).report)}")
     return 0
 
 

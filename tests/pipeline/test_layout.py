@@ -67,11 +67,10 @@ def test_model_dirs_list_only_folders_with_a_record(tmp_path):
 def test_best_configuration_members_and_decision(tmp_path):
     result = {"best": {"members": ["a", "b"]}, "postprocessing": {"description": "none"}}
     path = layout.write_best_configuration(tmp_path, result)
-    assert layout.best_configuration_members(path) == ["a", "b"]
-    assert layout.best_configuration_decision(path) == {"description": "none"}
+    assert layout.read_best_configuration(path) == (["a", "b"], {"description": "none"})
     path.write_text(json.dumps({"best": {"members": []}}))
     with pytest.raises(TrainingError, match="best.members"):
-        layout.best_configuration_members(path)
+        layout.read_best_configuration(path)
 
 
 def test_write_json_refuses_nan_where_asked(tmp_path):

@@ -169,19 +169,17 @@ def write_best_configuration(run_dir: Path, result: dict) -> Path:
     return path
 
 
-def best_configuration_members(path: Path) -> list[str]:
-    """``best.members`` of a best_configuration.json: model folder names beside it (RUN/cv)."""
+def read_best_configuration(path: Path) -> tuple[list[str], dict | None]:
+    """``(best.members, postprocessing)`` of a best_configuration.json, read once.
+
+    Members are model folder names beside the file (RUN/cv); the decision is None when absent.
+    """
     data = read_json_object(path)
     members = (data.get("best") or {}).get("members") if isinstance(data.get("best"), dict) else None
     if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
         raise TrainingError(f"{str(path)!r} has best.members {members!r}; expected a list of model folder names "
                             "(a file written by `hnas find-best`)")
-    return members
-
-
-def best_configuration_decision(path: Path) -> dict | None:
-    """The post-processing decision stored in a best_configuration.json (None when absent)."""
-    return read_json_object(path).get("postprocessing") or None
+    return members, data.get("postprocessing") or None
 
 
 def write_postprocessing(model_dir: Path, decision: dict) -> Path:

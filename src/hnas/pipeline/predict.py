@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hnas.errors import TrainingError
-from hnas.pipeline.layout import best_configuration_decision, best_configuration_members, fold_dirs, read_postprocessing
+from hnas.pipeline.layout import fold_dirs, read_best_configuration, read_postprocessing
 from hnas.train.checkpoint import CHECKPOINT_NAME
 from hnas.train.ensemble import Ensemble
 from hnas.train.postprocessing import Postprocessing
@@ -77,7 +77,7 @@ def _folder_decision(model_dir: Path) -> Postprocessing | None:
 
 def _best_configuration_source(path: Path) -> ModelSource:
     """``best.members`` are model folders beside the JSON (RUN/cv), each a fold ensemble of equal weight."""
-    members = best_configuration_members(path)
+    members, decision = read_best_configuration(path)
     checkpoints, weights = [], []
     for member in members:
         folds = fold_checkpoints(path.parent / member)
@@ -86,7 +86,6 @@ def _best_configuration_source(path: Path) -> ModelSource:
                                 f"fold_*/{CHECKPOINT_NAME}")
         checkpoints += folds
         weights += [1.0 / (len(members) * len(folds))] * len(folds)
-    decision = best_configuration_decision(path)
     postprocessing = Postprocessing.from_dict(decision, f"{path} postprocessing") if decision else None
     return ModelSource(path, tuple(checkpoints), tuple(weights), postprocessing)
 

@@ -40,7 +40,3 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     if not run_dirs:
         raise SearchError("a report needs at least one run folder")
     return render_report([load_report_run(run_dir) for run_dir in run_dirs], out_dir)
-
-
-def default_report_dir(run_dir: Path) -> Path:
-    return RunFolder(run_dir).report
