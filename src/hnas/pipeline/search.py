@@ -90,8 +90,8 @@ def check_stored_plans(run_dir: Path, setup: RunSetup) -> None:
         changed = sorted(key for key in set(stored_plan) | set(plan.to_dict())
                          if stored_plan.get(key) != plan.to_dict().get(key))
         if changed or grammar_hash(stored_grammar) != grammar_hash(grammar):
-            raise SearchError(f"cannot resume {str(run_dir)!r}: the stored {plan_file.name} and {grammar_file.name} differ "
-                              f"from the ones planned now (changed: {changed or ['grammar']}); the dataset, "
+            raise SearchError(f"cannot resume {str(run_dir)!r}: the stored {plan_file.name} and {grammar_file.name} "
+                              f"differ from the ones planned now (changed: {changed or ['grammar']}); the dataset, "
                               "--max-stages or the preset changed since the run started")
 
 
