@@ -76,3 +76,28 @@ def msd_dataset(root: Path, case_ids=("hippo_1", "hippo_2"), shape=(6, 7, 8), sp
         write_zyx(root / "imagesTr" / f"{case_id}.nii.gz", channels if len(channels) > 1 else channels[0], spacing)
         write_zyx(root / "labelsTr" / f"{case_id}.nii.gz", label, spacing)
     return root
+
+
+def set_stored_pixdim(path: Path, axis_zyx: int, value: float) -> Path:
+    """Store ``value`` as the voxel size of (z, y, x) axis ``axis_zyx`` in a .nii.gz header, bypassing nibabel
+    (which refuses or 'fixes' such values on save); the affine (sform) is left as it was."""
+    import gzip
+
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    offset = 76 + 4 * (3 - axis_zyx)  # pixdim: float32[8] at byte 76; pixdim[1] is NIfTI x = nnU-Net axis 2
+    raw[offset:offset + 4] = np.float32(value).tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path
+
+
+def shifted(path: Path, offset_xyz=(20.0, 0.0, 0.0), out: Path | None = None) -> Path:
+    """Rewrite a NIfTI with its origin moved by ``offset_xyz`` mm (world x, y, z), voxels unchanged."""
+    image = nib.load(str(path))
+    affine = image.affine.copy()
+    affine[:3, 3] += offset_xyz
+    moved = nib.Nifti1Image(np.asarray(image.dataobj), affine, image.header.copy())
+    moved.set_sform(affine, code=1)
+    moved.set_qform(affine, code=1)
+    out = path if out is None else out
+    nib.save(moved, str(out))
+    return out

@@ -67,3 +67,19 @@ def test_members_with_different_plans_average_their_restored_softmax(checkpoints
 def test_members_with_other_labels_are_refused_naming_both(checkpoints):
     with pytest.raises(TrainingError, match=r"other\.pt.*tumour.*fine\.pt.*left.*same label set"):
         Ensemble([checkpoints["fine"], checkpoints["other_labels"]], device="cpu")
+
+
+def test_every_member_checks_the_input_before_any_member_predicts(checkpoints, image, monkeypatch):
+    """Issue 18: a refusal (or a work warning) comes before minutes of sliding window, whichever member gives it."""
+    from hnas.errors import DatasetError
+    from hnas.train import prediction
+
+    _, volume = image  # 24^3 at 1 mm: 13,824 voxels for the fine member, 16^3 = 4,096 for the coarse one
+
+    def reached(*args, **kwargs):
+        raise AssertionError("a member predicted before the last member checked the input")
+
+    monkeypatch.setattr(prediction, "sliding_window_logits", reached)
+    ensemble = Ensemble([checkpoints["coarse"], checkpoints["fine"]], device="cpu", max_voxels=10_000)
+    with pytest.raises(DatasetError, match=r"= 13,824 voxels .* expected at most 10,000"):
+        ensemble.segment(volume.array, volume.spacing)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from hnas.data import load_dataset
+from data.builders import set_stored_pixdim
+from hnas.data import DatasetWarning, load_dataset
 from hnas.data.io import write_volume
 from hnas.errors import DatasetError, TrainingError
 from hnas.grammar import make_grammar
 from hnas.train import Predictor, predict, train_fold
+from hnas.train import prediction as prediction_module
+from hnas.train.prediction import MAX_RESAMPLED_VOXELS, SPACING_WARNING_FACTOR, PredictionWarning, window_count
 
 from .conftest import tiny_plan_2d
 
@@ -74,3 +78,123 @@ def test_a_2d_checkpoint_writes_label_maps_on_the_input_grid(checkpoint_2d, tiny
         assert result.shape == source.shape
         assert np.allclose(result.affine, source.affine)
         assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
+
+
+# ---------------------------------------------------------------- the input's voxel size and the work (issue 18)
+
+
+def _image(path, spacing, shape=(24, 24, 24)):
+    """A head-like volume (zero border, so cropping has something to do) with the given (z, y, x) spacing."""
+    rng = np.random.default_rng(0)
+    volume = np.zeros(shape, dtype=np.float32)
+    volume[1:-1, 1:-1, 1:-1] = rng.normal(500.0, 50.0, size=tuple(s - 2 for s in shape))
+    return write_volume(volume, spacing, path)
+
+
+def _hnas_warnings(call) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [w for w in caught if issubclass(w.category, (PredictionWarning, DatasetWarning))]
+
+
+def test_an_image_at_the_models_spacing_predicts_without_warning(checkpoint, tmp_path):
+    path = _image(tmp_path / "fine_0000.nii.gz", (1.0, 1.0, 1.0))
+    assert _hnas_warnings(lambda: predict(checkpoint, [path], tmp_path / "out", device="cpu")) == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_voxel_size_that_is_not_finite_is_refused_naming_the_file(checkpoint, tmp_path, bad):
+    path = set_stored_pixdim(_image(tmp_path / "odd_0000.nii.gz", (1.0, 1.0, 1.0)), 0, bad)
+    with pytest.raises(DatasetError, match=r"odd_0000.nii.gz' has voxel size \((nan|inf), 1.0, 1.0\) mm"):
+        predict(checkpoint, [path], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spacing", [(1.0, -1.0, 1.0), (0.0, 1.0, 1.0), (float("nan"), 1.0, 1.0)])
+def test_a_spacing_that_is_not_positive_is_refused(checkpoint, spacing):
+    predictor = Predictor(checkpoint, device="cpu")
+    with pytest.raises(DatasetError, match=r"image has voxel size .* mm \(z, y, x\); expected finite sizes > 0"):
+        predictor.segment(np.ones((1, 8, 8, 8), np.float32), spacing)
+
+
+def test_a_zero_pixdim_warns_as_plan_does_and_predicts(checkpoint, tmp_path):
+    path = set_stored_pixdim(_image(tmp_path / "flat_0000.nii.gz", (1.0, 1.0, 1.0)), 2, 0.0)
+    caught = _hnas_warnings(lambda: predict(checkpoint, [path], tmp_path / "out", device="cpu"))
+    assert [w.category for w in caught] == [DatasetWarning]
+    assert "store pixdim 0 (no spacing; read as 1 mm)" in str(caught[0].message)
+    assert "flat_0000.nii.gz" in str(caught[0].message)
+    assert (tmp_path / "out" / "flat.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("spacing, words", [((0.01, 0.01, 0.01), "100x finer"), ((20.0, 1.0, 1.0), "20x coarser")])
+def test_a_voxel_size_far_from_the_models_warns(checkpoint, tmp_path, spacing, words):
+    path = _image(tmp_path / "far_0000.nii.gz", spacing)
+    caught = _hnas_warnings(lambda: predict(checkpoint, [path], tmp_path / "out", device="cpu"))
+    messages = [str(w.message) for w in caught if w.category is PredictionWarning]
+    far = [m for m in messages if words in m]
+    assert len(far) == 1 and "far_0000.nii.gz" in far[0] and "(1.0, 1.0, 1.0) mm" in far[0]
+    assert f"more than {SPACING_WARNING_FACTOR:g}x" in far[0]
+
+
+def _stop(*args, **kwargs):
+    raise RuntimeError("sliding window reached")
+
+
+def test_the_work_is_estimated_before_the_sliding_window(checkpoint, tmp_path, monkeypatch):
+    path = _image(tmp_path / "wide_0000.nii.gz", (1.0, 1.0, 1.0), shape=(24, 256, 256))
+
+    def reached(*args, **kwargs):
+        raise RuntimeError("sliding window reached")
+
+    monkeypatch.setattr(prediction_module, "sliding_window_logits", reached)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="sliding window reached"):
+            predict(checkpoint, [path], tmp_path / "out", device="cpu")
+    messages = [str(w.message) for w in caught if w.category is PredictionWarning]
+    # 24 x 256 x 256 at 1 mm: 2 x 31 x 31 windows of 16^3; the median case (22^3) needs 2 x 2 x 2
+    assert len(messages) == 1 and "wide_0000.nii.gz" in messages[0]
+    assert "1,922 sliding windows of (16, 16, 16)" in messages[0] and "240x the median training case" in messages[0]
+
+
+def test_a_long_prediction_needs_many_windows_to_warn(checkpoint, tmp_path, monkeypatch):
+    """24 x 96 x 96: 242 windows, 30x the median case but quick; no warning."""
+    path = _image(tmp_path / "wide_0000.nii.gz", (1.0, 1.0, 1.0), shape=(24, 96, 96))
+    assert Predictor(checkpoint, device="cpu").work((24, 96, 96), (1.0, 1.0, 1.0)).windows == 242
+    assert Predictor(checkpoint, device="cpu", mirror=True).work((24, 96, 96), (1.0, 1.0, 1.0)).passes == 242 * 8
+    monkeypatch.setattr(prediction_module, "sliding_window_logits", _stop)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="sliding window reached"):
+            predict(checkpoint, [path], tmp_path / "out", device="cpu")
+    assert not [w for w in caught if w.category is PredictionWarning]
+
+
+def test_an_absurd_resampled_volume_is_refused_before_any_work(checkpoint, tmp_path, monkeypatch):
+    huge = _image(tmp_path / "huge_0000.nii.gz", (20.0, 20.0, 20.0), shape=(64, 64, 64))
+
+    def reached(*args, **kwargs):
+        raise AssertionError("preprocessing reached")
+
+    monkeypatch.setattr(prediction_module, "preprocess_image", reached)
+    with pytest.raises(DatasetError, match=r"huge_0000.nii.gz' would be resampled to \(1280, 1280, 1280\) = "
+                                           rf"2,097,152,000 voxels .* expected at most {MAX_RESAMPLED_VOXELS:,}"):
+        predict(checkpoint, [huge], tmp_path / "out", device="cpu")
+    normal = _image(tmp_path / "normal_0000.nii.gz", (1.0, 1.0, 1.0))
+    with pytest.raises(DatasetError, match=r"= 13,824 voxels .* expected at most 1,000"):
+        predict(checkpoint, [normal], tmp_path / "out", device="cpu", max_voxels=1000)
+
+
+@pytest.mark.parametrize("shape, patch", [((24, 96, 96), (16, 16, 16)), ((10, 7, 33), (16, 16, 16)),
+                                          ((17, 16, 40), (8, 16, 12)), ((5, 40, 41), (16, 16))])
+def test_the_window_count_is_monais(shape, patch):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    planar = shape[-len(patch):]
+    size = tuple(max(n, p) for n, p in zip(planar, patch))  # MONAI pads an image smaller than the patch
+    interval = _get_scan_interval(size, patch, len(patch), (0.5,) * len(patch))
+    per_slice = len(dense_patch_slices(size, patch, interval))
+    expected = per_slice * (shape[0] if len(patch) == 2 else 1)
+    assert window_count(shape, patch, 0.5) == expected

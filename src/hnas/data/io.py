@@ -9,6 +9,7 @@ label maps integer ``[z, y, x]``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -95,15 +96,34 @@ def _spatial_rank_check(path: Path, shape: tuple[int, ...]) -> None:
         raise DatasetError(f"file {str(path)!r} has shape {shape}; expected a 3D volume or a 4D stack of 3D channels")
 
 
+def check_voxel_size(what: str, spacing: Sequence[float]) -> None:
+    """Refuse a (z, y, x) spacing that is not finite and > 0: resampling to the plan's spacing turns
+    NaN into a traceback and a negative or infinite size into an empty or endless volume.
+
+    ``what`` names the source, e.g. ``file '/data/a.nii.gz'``. (A stored pixdim 0 never gets here:
+    nibabel reads it as 1, which :attr:`HeaderInfo.zero_pixdim` reports.)
+    """
+    values = [float(s) for s in spacing]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise DatasetError(f"{what} has voxel size {tuple(values)} mm (z, y, x); expected finite sizes > 0")
+
+
+def _zooms(path: Path, img: nib.Nifti1Image) -> tuple[float, ...]:
+    """The voxel size (z, y, x) the header gives, refused unless finite and positive."""
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])[::-1]
+    check_voxel_size(f"file {str(path)!r}", zooms)
+    return zooms
+
+
 def read_header(path: str | Path) -> HeaderInfo:
     """Shape, spacing and channel count from the header alone, in (z, y, x) order."""
     path = Path(path)
     img = _load(path)
     shape = tuple(int(s) for s in img.shape)
     _spatial_rank_check(path, shape)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    spacing = _zooms(path, img)
     affine = tuple(tuple(float(v) for v in row) for row in img.affine)
-    return HeaderInfo(shape=shape[:3][::-1], spacing=zooms[::-1], n_channels=shape[3] if len(shape) == 4 else None,
+    return HeaderInfo(shape=shape[:3][::-1], spacing=spacing, n_channels=shape[3] if len(shape) == 4 else None,
                       affine=affine, zero_pixdim=_stores_zero_pixdim(path, img))
 
 
@@ -196,6 +216,7 @@ def read_images(files: Sequence[str | Path], channel_in_file: Sequence[int | Non
     for path, index in zip(paths, indices):
         if path not in images:
             images[path] = _load(path)
+            _zooms(path, images[path])
             voxels[path] = _voxels(path, images[path])
             check_finite(path, voxels[path])
         channels.append(_to_nnunet_axes(_channel(path, voxels[path], index)).astype(np.float32, copy=False))
@@ -212,6 +233,7 @@ def read_label_map(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
     """Read a label map as an integer ``[z, y, x]`` array; whole-number floats are accepted."""
     path = Path(path)
     img = _load(path)
+    _zooms(path, img)
     data = _channel(path, _voxels(path, img), None)
     return as_label_array(data, path), geometry_of(img)
 

@@ -6,6 +6,8 @@ so a user fixes a broken dataset in one pass instead of one error at a time.
 
 Oddities that do not stop nnU-Net but usually mean a broken export (a label whose affine differs
 from its image's, a zero pixdim) are reported as one :class:`DatasetWarning` per kind instead.
+How two grids are compared, and how a label value or a zero pixdim is worded, lives in
+:mod:`hnas.data.geometry`, which prediction and evaluation use as well.
 """
 
 from __future__ import annotations
@@ -13,19 +15,15 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from hnas.data.dataset import (NNUNET, SPACING_RTOL, Case, Dataset, as_dataset, spacing_mismatch,
                                split_channel_file, visible_files)
+from hnas.data.geometry import (ZERO_PIXDIM, DatasetWarning, affine_difference, grid_problems, label_value_problem,
+                                zero_pixdim_detail)
 from hnas.data.io import HeaderInfo, read_header, read_label_map
 from hnas.errors import DatasetError
 
 MAX_REPORTED_PROBLEMS = 20
-AFFINE_ATOL = 1e-3  # mm; affines of one case written by the same tool agree far closer than this
-
-
-class DatasetWarning(UserWarning):
-    """A dataset is usable but something in it is probably not what the user meant."""
+__all__ = ["DatasetWarning", "case_problems", "validate_dataset", "warn_dataset"]  # DatasetWarning: its old home
 
 
 def validate_dataset(dataset: Dataset | str | Path, check_label_values: bool = True) -> Dataset:
@@ -174,14 +172,7 @@ def _label_grid_problems(dataset: Dataset, case: Case, headers: dict[Path, Heade
     name = _relative(dataset, case.label_file)
     if label.n_channels not in (None, 1):
         return [f"label file {name} is 4D with {label.n_channels} volumes; expected one 3D label map"]
-    problems = []
-    if label.shape != image.shape:
-        problems.append(f"image/label shape mismatch: image {image.shape}, label {label.shape} (z, y, x); "
-                        "expected the same shape")
-    if spacing_mismatch(label.spacing, image.spacing):
-        problems.append(f"image/label spacing mismatch: image {image.spacing}, label {label.spacing} (z, y, x); "
-                        f"expected equal within {SPACING_RTOL:g} relative")
-    return problems
+    return grid_problems(("image", None, image), ("label", None, label))
 
 
 def _header_oddities(dataset: Dataset, case: Case, headers: dict[Path, HeaderInfo]) -> list[tuple[str, str]]:
@@ -194,11 +185,9 @@ def _header_oddities(dataset: Dataset, case: Case, headers: dict[Path, HeaderInf
     found = []
     for path in dict.fromkeys(case.image_files + (case.label_file,)):
         if headers[path].zero_pixdim:
-            found.append(("store pixdim 0 (no spacing; read as 1 mm)",
-                          f"{_relative(dataset, path)} read as spacing {headers[path].spacing} (z, y, x)"))
-    image, label = headers[case.image_files[0]].affine, headers[case.label_file].affine
-    if image is not None and label is not None and not np.allclose(image, label, rtol=0.0, atol=AFFINE_ATOL):
-        worst = float(np.max(np.abs(np.subtract(image, label))))
+            found.append((ZERO_PIXDIM, zero_pixdim_detail(_relative(dataset, path), headers[path].spacing)))
+    worst = affine_difference(headers[case.image_files[0]].affine, headers[case.label_file].affine)
+    if worst is not None:
         found.append(("have a label affine that differs from the image's",
                       f"{_relative(dataset, case.label_file)} differs by up to {worst:g}"))
     return found
@@ -209,9 +198,5 @@ def _label_value_problems(dataset: Dataset, case: Case) -> list[str]:
         label, _ = read_label_map(case.label_file)
     except DatasetError as exc:
         return [str(exc)]
-    present = np.unique(label)
-    unknown = sorted(set(present.tolist()) - set(dataset.label_values))
-    if unknown:
-        return [f"label file {_relative(dataset, case.label_file)} holds values {unknown} that dataset.json "
-                f"does not list; expected only {list(dataset.label_values)}"]
-    return []
+    problem = label_value_problem(_relative(dataset, case.label_file), label, dataset.label_values)
+    return [] if problem is None else [problem]

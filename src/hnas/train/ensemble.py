@@ -9,6 +9,7 @@ checkpoints make up an ensemble (a run's model folders, find-best's choice) is d
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,14 +18,15 @@ import numpy as np
 from hnas.errors import TrainingError
 from hnas.train.inference import OVERLAP
 from hnas.train.postprocessing import Postprocessing
-from hnas.train.prediction import Predictor
+from hnas.train.prediction import MAX_RESAMPLED_VOXELS, PredictionWarning, Predictor
+
 
 class Ensemble:
     """Several checkpoints predicting as one: weighted mean of their restored softmax, then argmax."""
 
     def __init__(self, checkpoints: Sequence[str | Path], *, weights: Sequence[float] | None = None,
                  postprocessing: Postprocessing | None = None, device: str = "auto", mirror: bool = False,
-                 overlap: float = OVERLAP):
+                 overlap: float = OVERLAP, max_voxels: int | None = MAX_RESAMPLED_VOXELS):
         if not checkpoints:
             raise TrainingError("an ensemble needs at least one checkpoint; none was given")
         weights = [1.0] * len(checkpoints) if weights is None else [float(w) for w in weights]
@@ -32,7 +34,8 @@ class Ensemble:
             raise TrainingError(f"weights {weights} do not fit {len(checkpoints)} checkpoints; expected one positive "
                                 "weight per checkpoint")
         self.checkpoints = tuple(Path(c) for c in checkpoints)
-        self.members = tuple(Predictor(c, device=device, mirror=mirror, overlap=overlap) for c in self.checkpoints)
+        self.members = tuple(Predictor(c, device=device, mirror=mirror, overlap=overlap, max_voxels=max_voxels)
+                             for c in self.checkpoints)
         self.weights = tuple(w / sum(weights) for w in weights)
         self.postprocessing = postprocessing
         self._check_members()
@@ -57,20 +60,28 @@ class Ensemble:
     def n_channels(self) -> int:
         return self.members[0].n_channels
 
-    def probabilities(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    def check_input(self, shape: Sequence[int], spacing: Sequence[float], source: str = "image") -> None:
+        """Every member's :meth:`Predictor.check_input` before any member predicts: a refusal or a
+        work estimate comes first, whichever member (plan) gives it; each warning is given once."""
+        found = [message for member in self.members for message in member.input_warnings(shape, spacing, source)]
+        for message in dict.fromkeys(found):
+            warnings.warn(message, PredictionWarning, stacklevel=3)
+
+    def probabilities(self, image: np.ndarray, spacing: Sequence[float], *, source: str = "image") -> np.ndarray:
         """Weighted mean softmax ``[K, z, y, x]`` of the members on the input's grid."""
+        self.check_input(image.shape[1:], spacing, source)
         total = None
         for weight, member in zip(self.weights, self.members):
-            share = weight * member.probabilities(image, spacing)
+            share = weight * member.checked_probabilities(image, spacing)
             total = share if total is None else total + share
         return total
 
     def to_labels(self, probabilities: np.ndarray) -> np.ndarray:
         return self.members[0].to_labels(probabilities)
 
-    def segment(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    def segment(self, image: np.ndarray, spacing: Sequence[float], *, source: str = "image") -> np.ndarray:
         """Label map of the mean softmax, post-processed when a decision was given."""
-        label = self.to_labels(self.probabilities(image, spacing))
+        label = self.to_labels(self.probabilities(image, spacing, source=source))
         return self.postprocessing.apply(label) if self.postprocessing else label
 
     # the same reading, channel check and writing as one checkpoint (uses segment and n_channels)

@@ -5,26 +5,96 @@ predicted by sliding windows, and the class probabilities are resampled back to 
 input grid, put back into the uncropped volume (background outside the crop box) and written
 with the input's header and affine. A checkpoint of a 2D plan predicts the volume slice by slice
 (its preprocessing keeps the slice axis), so its label maps have the input's geometry as well.
+
+Before any voxel is resampled, each input is checked against the model (:meth:`Predictor.check_input`):
+its voxel size must be finite and positive, a voxel size far from the model's warns, a volume that
+would take long warns with an estimate of the work, and one that would be absurdly large once
+resampled is refused. Reading a file gives plan's header checks (:func:`hnas.data.geometry.read_input`).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hnas.cfgunet import UNetSpec, build
-from hnas.data import read_images, write_label_map
+from hnas.data import write_label_map
 from hnas.data.dataset import split_channel_file
+from hnas.data.geometry import read_input
+from hnas.data.io import check_voxel_size
 from hnas.errors import DatasetError, HnasError, TrainingError
 from hnas.planning.plan import Plan
 from hnas.train.checkpoint import load_checkpoint
 from hnas.train.inference import OVERLAP, sliding_window_logits
-from hnas.train.preprocessing import ChannelNormalization, preprocess_image, restore_probabilities
+from hnas.train.preprocessing import (ChannelNormalization, preprocess_image, resampled_spacing, restore_probabilities,
+                                      spacing_in_file_order, target_shape)
 
 ENDINGS = (".nii.gz", ".nii")
+
+#: An input whose voxel size differs from the model's (per resampled axis) by more than this factor
+#: either way is warned about. Resampling makes up for ordinary differences between scanners, and a
+#: dataset's voxel sizes commonly spread a few-fold around the median the plan resamples to (CT slice
+#: thickness from 0.5 to 5 mm, say), while nnU-Net's scale augmentation covers only 0.7-1.4
+#: (docs/references.md); beyond 8x an input is unlike any training case. Header unit mistakes are
+#: 10x (cm) or 1000x (m, um), so they all land beyond it.
+SPACING_WARNING_FACTOR = 8.0
+#: An input needing more than this many times the sliding windows of the training set's median case
+#: (the plan's median shape: what validation during training took) and at least
+#: LONG_PREDICTION_PASSES network passes warns, with the estimate, before the sliding window starts:
+#: the user learns the prediction will take long, and why. The floor keeps small volumes quiet: a
+#: pass is one U-Net forward over a training patch, and a thousand of them at nnU-Net's patch sizes
+#: is minutes on a CPU.
+WORK_WARNING_FACTOR = 10.0
+LONG_PREDICTION_PASSES = 1000
+#: Refuse inputs whose resampled volume would exceed 2**30 voxels (4 GiB per float32 channel; the
+#: softmax of K classes needs K times that on the device and again on the host). Real scans stay well
+#: below: a 1 mm whole-body CT is ~5e8 voxels. Callers may pass ``max_voxels=None`` (or a larger cap)
+#: for data that is genuinely bigger (e.g. microscopy).
+MAX_RESAMPLED_VOXELS = 2**30
+
+
+class PredictionWarning(UserWarning):
+    """An input the model will predict, but probably badly or slowly (said before the work starts)."""
+
+
+def window_count(shape: Sequence[int], patch_size: Sequence[int], overlap: float = OVERLAP) -> int:
+    """Sliding windows MONAI's ``sliding_window_inference`` runs on a plan-order ``shape``.
+
+    Per axis: one window when the axis fits the patch (it is padded), else
+    ``ceil((n - p) / step) + 1`` with ``step = int(p * (1 - overlap))``. A 2-entry patch (2D plan)
+    slides over every slice of the first axis.
+    """
+    total = 1
+    for n, p in zip(tuple(shape)[-len(patch_size):], patch_size):
+        step = max(1, int(p * (1 - overlap)))
+        total *= 1 if n <= p else math.ceil((n - p) / step) + 1
+    return total * (int(shape[0]) if len(patch_size) < len(shape) else 1)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What predicting one input with one model costs, known before any voxel is touched.
+
+    ``shape`` and ``spacing`` are the resampled volume's, in (z, y, x); before cropping to the
+    nonzero region, so an upper bound.
+    """
+
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    windows: int
+    passes: int  # windows x mirrored copies
+    median_windows: int  # of the training set's median case (per slice for a 2D plan)
+    per_case: int  # this input's windows comparable to median_windows (per slice for a 2D plan)
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.shape)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -75,7 +145,7 @@ class Predictor:
     """A checkpoint's network, ready to segment images one by one."""
 
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", mirror: bool = False,
-                 overlap: float = OVERLAP):
+                 overlap: float = OVERLAP, max_voxels: int | None = MAX_RESAMPLED_VOXELS):
         payload = load_checkpoint(checkpoint)
         where = f"checkpoint {str(checkpoint)!r}"
         try:
@@ -101,13 +171,79 @@ class Predictor:
         self.network.eval()
         self.mirror_axes = tuple(range(self.plan.dims)) if mirror else ()  # the patch's axes: in-plane for 2D
         self.overlap = overlap
+        self.max_voxels = max_voxels
 
     @property
     def n_channels(self) -> int:
         return len(self.normalization)
 
-    def probabilities(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        """Softmax ``[K, z, y, x]`` on the input's grid (classes in ``self.labels`` order); ensembles average these."""
+    def _transpose(self) -> tuple[int, ...]:
+        return tuple(self.plan.transpose_forward) if self.plan.transpose_forward is not None else (0, 1, 2)
+
+    def work(self, shape: Sequence[int], spacing: Sequence[float]) -> Work:
+        """The resampled size and the sliding windows of a ``shape`` (z, y, x) volume at ``spacing``."""
+        transpose = self._transpose()
+        own = tuple(float(spacing[t]) for t in transpose)
+        new_spacing = resampled_spacing(own, self.plan)
+        resampled = target_shape(tuple(int(shape[t]) for t in transpose), own, new_spacing)
+        patch = tuple(self.plan.patch_size)
+        windows = window_count(resampled, patch, self.overlap)
+        per_case = windows // resampled[0] if len(patch) < len(resampled) else windows  # per slice in 2D
+        median = window_count(tuple(self.plan.median_shape)[-len(patch):], patch, self.overlap)
+        return Work(shape=spacing_in_file_order(resampled, transpose),
+                    spacing=spacing_in_file_order(new_spacing, transpose), windows=windows,
+                    passes=windows * 2 ** len(self.mirror_axes), median_windows=median, per_case=per_case)
+
+    def input_warnings(self, shape: Sequence[int], spacing: Sequence[float], source: str = "image") -> list[str]:
+        """Check a ``shape`` (z, y, x) input at ``spacing`` before predicting it; returns the warnings to give.
+
+        Refuses (DatasetError) a voxel size that is not finite and positive and a volume whose
+        resampled size exceeds ``max_voxels``; warns about a voxel size more than
+        :data:`SPACING_WARNING_FACTOR` from the model's and about more than
+        :data:`WORK_WARNING_FACTOR` times the median training case's sliding windows (and at least
+        :data:`LONG_PREDICTION_PASSES` network passes).
+        """
+        check_voxel_size(source, spacing)
+        spacing = tuple(float(f"{float(s):.6g}") for s in spacing)  # a float32 header's 0.01 is 0.00999999977
+        work = self.work(shape, spacing)
+        patch = tuple(self.plan.patch_size)
+        estimate = f"{work.windows:,} sliding windows of {patch}" + (
+            f" ({work.passes:,} network passes with mirroring)" if self.mirror_axes else "")
+        if self.max_voxels is not None and work.voxels > self.max_voxels:
+            raise DatasetError(f"{source} would be resampled to {work.shape} = {work.voxels:,} voxels at the model's "
+                               f"spacing {work.spacing} mm (from {tuple(int(n) for n in shape)} at {spacing} mm; "
+                               f"{estimate}); expected at most {self.max_voxels:,}: check the voxel size in its "
+                               "header")
+        found = []
+        ratios = [own / new for own, new in zip(spacing, work.spacing)]
+        coarse, fine = max(ratios), min(ratios)
+        if coarse > SPACING_WARNING_FACTOR or fine < 1 / SPACING_WARNING_FACTOR:
+            words = f"{coarse:.3g}x coarser" if coarse >= 1 / fine else f"{1 / fine:.3g}x finer"
+            found.append(f"{source} has voxel size {spacing} mm (z, y, x), {words} than the model's {work.spacing} "
+                         f"mm (more than {SPACING_WARNING_FACTOR:g}x: unlike any training case, or a header in other "
+                         "units); its label map may be meaningless")
+        if work.per_case > WORK_WARNING_FACTOR * work.median_windows and work.passes >= LONG_PREDICTION_PASSES:
+            unit = " per slice" if self.plan.dims < len(work.shape) else ""
+            found.append(f"{source} is resampled to {work.shape} voxels at {work.spacing} mm (z, y, x): {estimate}, "
+                         f"{work.per_case / work.median_windows:.0f}x the median training case{unit} "
+                         f"({work.median_windows:,}); expect a long prediction")
+        return found
+
+    def check_input(self, shape: Sequence[int], spacing: Sequence[float], source: str = "image") -> None:
+        """:meth:`input_warnings`, given as :class:`PredictionWarning` s."""
+        for message in self.input_warnings(shape, spacing, source):
+            warnings.warn(message, PredictionWarning, stacklevel=3)
+
+    def probabilities(self, image: np.ndarray, spacing: Sequence[float], *, source: str = "image") -> np.ndarray:
+        """Softmax ``[K, z, y, x]`` on the input's grid (classes in ``self.labels`` order); ensembles average these.
+
+        The input is checked first (:meth:`check_input`; ``source`` names it in messages).
+        """
+        self.check_input(image.shape[1:], spacing, source)
+        return self.checked_probabilities(image, spacing)
+
+    def checked_probabilities(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """:meth:`probabilities` of an input already checked (an ensemble checks with every member first)."""
         prepared, _, record = preprocess_image(image, spacing, self.plan, self.normalization)
         probabilities = sliding_window_logits(self.network, prepared, self.plan.patch_size, self.device,
                                               overlap=self.overlap, batch_size=self.plan.batch_size,
@@ -119,28 +255,32 @@ class Predictor:
         values = np.array([value for _, value in self.labels], dtype=np.int16)
         return values[np.argmax(probabilities, axis=0)]
 
-    def segment(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    def segment(self, image: np.ndarray, spacing: Sequence[float], *, source: str = "image") -> np.ndarray:
         """Label map ``[z, y, x]`` for a ``[C, z, y, x]`` image with the given spacing."""
-        return self.to_labels(self.probabilities(image, spacing))
+        return self.to_labels(self.probabilities(image, spacing, source=source))
 
-    def predict_file(self, files: Sequence[str | Path], out_path: str | Path) -> Path:
-        volume = read_images(files)
+    def predict_file(self, files: Sequence[str | Path], out_path: str | Path,
+                     channel_in_file: Sequence[int | None] | None = None) -> Path:
+        """Segment one case's channel files (or 4D stacks, ``channel_in_file`` as in
+        :func:`~hnas.data.io.read_images`) into ``out_path``, with the first file's header."""
+        volume = read_input(files, channel_in_file)
         if volume.array.shape[0] != self.n_channels:
             raise DatasetError(f"{[str(f) for f in files]} give {volume.array.shape[0]} channels; the model expects "
                                f"{self.n_channels}")
-        label = self.segment(volume.array, volume.spacing)
+        label = self.segment(volume.array, volume.spacing, source=f"image {str(files[0])!r}")
         return write_label_map(label, Path(files[0]), out_path)
 
 
 def predict(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path, *, device: str = "auto",
-            mirror: bool = False, overwrite: bool = False) -> list[Path]:
+            mirror: bool = False, overwrite: bool = False, max_voxels: int | None = MAX_RESAMPLED_VOXELS) -> list[Path]:
     """Segment ``images`` into ``out_dir`` (one ``<case>.nii.gz`` each); returns the written files.
 
     For a one-channel model every path is a case. For a C-channel model paths are grouped by
     nnU-Net's naming (``<case>_0000.nii.gz`` .. ``<case>_{C-1:04d}.nii.gz``). Existing label maps
-    are refused before any prediction unless ``overwrite``.
+    are refused before any prediction unless ``overwrite``; ``max_voxels`` is
+    :class:`Predictor`'s cap on the resampled volume (None: no cap).
     """
-    predictor = Predictor(checkpoint, device=device, mirror=mirror)
+    predictor = Predictor(checkpoint, device=device, mirror=mirror, max_voxels=max_voxels)
     out_dir = Path(out_dir)
     cases = group_cases([Path(p) for p in images], predictor.n_channels)
     refuse_existing([out_dir / f"{case}.nii.gz" for case in cases], overwrite)
