@@ -107,3 +107,31 @@ def test_plan_of_the_real_hippocampus(capsys, hippocampus_dir):
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "hnas.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "grammar" in result.stdout and "sample" in result.stdout
+
+
+@pytest.mark.parametrize("error, expected", [
+    (IsADirectoryError(21, "Is a directory", "/r/cv/x.json"), "'/r/cv/x.json': Is a directory; expected a file"),
+    (NotADirectoryError(20, "Not a directory", "/r/cv"), "'/r/cv': Not a directory; expected a folder"),
+    (PermissionError(13, "Permission denied", "/r/a", None, "/r/b"), "'/r/a' and '/r/b': Permission denied"),
+])
+def test_a_file_system_refusal_is_one_line_naming_the_path(monkeypatch, capsys, error, expected):
+    import hnas.pipeline.status
+
+    def refuse(run):
+        raise error
+
+    monkeypatch.setattr(hnas.pipeline.status, "status_text", refuse)
+    assert main(["status", "/r"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"hnas: error: {expected}") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_os_error_without_a_path_is_not_hidden(monkeypatch):
+    import hnas.pipeline.status
+
+    def fail(run):
+        raise OSError("device lost")
+
+    monkeypatch.setattr(hnas.pipeline.status, "status_text", fail)
+    with pytest.raises(OSError, match="device lost"):
+        main(["status", "/r"])

@@ -28,6 +28,24 @@ def main(argv: list[str] | None = None) -> int:
     except HnasError as err:
         print(f"hnas: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        if err.filename is None:
+            raise
+        print(f"hnas: error: {_os_error(err)}", file=sys.stderr)
+        return 1
+
+
+def _os_error(err: OSError) -> str:
+    """The last net under the checks: a path of the wrong kind, read-only or full, named in one line.
+
+    The commands check the paths they are given; this catches what the file system says about
+    the others (a file made read-only meanwhile, a disk that fills up), so no user sees a traceback.
+    """
+    paths = " and ".join(repr(str(p)) for p in (err.filename, err.filename2) if p is not None)
+    what = {IsADirectoryError: "a file, not a folder", NotADirectoryError: "a folder, not a file",
+            FileExistsError: "a path where nothing is in the way", PermissionError: "a path this user may use",
+            FileNotFoundError: "an existing path"}.get(type(err), "a usable path")
+    return f"{paths}: {err.strerror or err}; expected {what}"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -256,6 +274,8 @@ def _evaluate_command(commands) -> None:
                         "by each model's fold ensemble (default: the models' validation folds)")
     parser.add_argument("-o", "--output", type=_output_dir, metavar="DIR",
                         help="where metrics.csv and summary.json go (default: RUN/evaluation/...)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier evaluation in the output folder (refused otherwise)")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -437,7 +457,8 @@ def _run_evaluate(args) -> int:
     from hnas.pipeline.evaluate import evaluate_run, summary_table
     from hnas.pipeline.layout import EVALUATION_SUMMARY_FILE, METRICS_FILE
 
-    summary, out_dir = evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output)
+    summary, out_dir = evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output,
+                                    overwrite=args.overwrite)
     print(summary_table(summary))
     print(f"wrote {out_dir / METRICS_FILE} and {out_dir / EVALUATION_SUMMARY_FILE}")
     return 0

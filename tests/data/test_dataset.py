@@ -92,3 +92,64 @@ def test_hidden_files_are_ignored(tmp_path):
     root = nnunet_dataset(tmp_path / "D")
     (root / "imagesTr" / "._case_a_0000.nii.gz").write_bytes(b"macOS resource fork")
     assert load_dataset(root).case_ids == ("case_a", "case_b", "case_c")
+
+
+# ---------------------------------------------------------------- nnU-Net's dataset lookup ($nnUNet_raw)
+
+
+@pytest.fixture
+def nnunet_raw(tmp_path, monkeypatch):
+    from hnas.data import make_synthetic_dataset
+
+    raw = tmp_path / "nnUNet_raw"
+    dataset = make_synthetic_dataset(raw, n_cases=2, shape=(16, 16, 16), seed=0, name="Dataset004_Hippocampus")
+    (raw / "Dataset104_Other").mkdir()
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.chdir(tmp_path)
+    return dataset
+
+
+@pytest.mark.parametrize("name", ["Dataset004_Hippocampus", "4", "004"])
+def test_a_dataset_name_or_id_is_found_under_nnunet_raw_from_any_folder(nnunet_raw, name):
+    from hnas.data.dataset import load_dataset, locate_dataset
+
+    assert locate_dataset(name) == nnunet_raw.resolve()
+    assert load_dataset(name).root == nnunet_raw.resolve() and load_dataset(name).name == "Dataset004_Hippocampus"
+
+
+def test_a_local_folder_of_that_name_wins_over_nnunet_raw(nnunet_raw, tmp_path):
+    import shutil
+
+    from hnas.data.dataset import locate_dataset
+
+    shutil.copytree(nnunet_raw, tmp_path / "Dataset004_Hippocampus")
+    assert locate_dataset("Dataset004_Hippocampus") == (tmp_path / "Dataset004_Hippocampus").resolve()
+
+
+@pytest.mark.parametrize("name, message", [("7", "neither a folder nor a dataset in \\$nnUNet_raw"),
+                                           ("Dataset009_Spleen", "neither a folder nor a dataset")])
+def test_an_unknown_name_or_id_names_where_it_looked(nnunet_raw, name, message):
+    from hnas.data.dataset import locate_dataset
+    from hnas.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=message):
+        locate_dataset(name)
+
+
+def test_an_id_shared_by_two_folders_is_refused(nnunet_raw):
+    from hnas.data.dataset import locate_dataset
+    from hnas.errors import DatasetError
+
+    (nnunet_raw.parent / "Dataset004_Copy").mkdir()
+    with pytest.raises(DatasetError, match=r"matches \['Dataset004_Copy', 'Dataset004_Hippocampus'\]"):
+        locate_dataset("4")
+
+
+def test_without_nnunet_raw_a_name_is_a_missing_folder_with_a_hint(tmp_path, monkeypatch):
+    from hnas.data.dataset import load_dataset
+    from hnas.errors import DatasetError
+
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match=r"does not exist.*\$nnUNet_raw, not set"):
+        load_dataset("Dataset004_Hippocampus")

@@ -14,7 +14,9 @@ import pytest
 
 from hnas.cli import main
 from hnas.data import fold_split
-from hnas.errors import SearchError
+from hnas.data import load_dataset
+from hnas.data.dataset import content_digest
+from hnas.errors import SearchError, TrainingError
 from hnas.pipeline import cross_validate as cv
 from hnas.pipeline.layout import load_model_record
 from hnas.pipeline.run import SearchSettings, resolve
@@ -34,25 +36,45 @@ def test_train_refuses_cross_validation_options_without_folds_and_bad_folds(caps
         cv.check_folds([1, 1])
 
 
+PROVENANCE = {"preset": {"name": "cpu"}, "plan": "p1", "grammar": "g1", "dataset": "/data/a",
+              "dataset_digest": "d1", "split": "KFold"}
+
+
 def test_a_model_folder_keeps_its_training_settings(tmp_path):
     choice = cv.ModelChoice(3, {"lr": 0.01})
     model_dir = tmp_path / choice.name(4)
     assert model_dir.name == "trial_00003_4ep" and cv.ModelChoice(None, {}).name(4) == "default_4ep"
-    record = cv._model_record(model_dir, choice, 4, 10)
-    record["folds"] = [0]
-    model_dir.mkdir()
-    (model_dir / "model.json").write_text(json.dumps(record))
-    assert cv._model_record(model_dir, choice, 4, 10)["folds"] == [0]  # resumes with the folds done
-    with pytest.raises(SearchError, match="cannot add folds"):
-        cv._model_record(model_dir, choice, 4, 20)  # other iterations per epoch would mix two trainings
+    record = cv._claim_model(model_dir, choice, 4, 10, PROVENANCE)
+    assert load_model_record(model_dir) == record  # claimed: written at once, so a second process sees it
+    cv._add_fold(model_dir, record, 0)
+    assert cv._claim_model(model_dir, choice, 4, 10, PROVENANCE)["folds"] == [0]  # resumes with the folds done
+    moved = {**PROVENANCE, "dataset": "/elsewhere/a"}  # the same content at another path is the same dataset
+    assert cv._claim_model(model_dir, choice, 4, 10, moved)["folds"] == [0]
+    with pytest.raises(SearchError, match="iterations_per_epoch: stored 10, given 20"):
+        cv._claim_model(model_dir, choice, 4, 20, PROVENANCE)  # other iterations per epoch would mix two trainings
+    for key, value in [("preset", {"name": "nnunet"}), ("plan", "p2"), ("grammar", "g2"), ("dataset_digest", "d2")]:
+        with pytest.raises(SearchError, match=f"{key}: stored"):
+            cv._claim_model(model_dir, choice, 4, 10, {**PROVENANCE, key: value})
+    with pytest.raises(SearchError, match="config: stored"):
+        cv._claim_model(model_dir, cv.ModelChoice(3, {"lr": 0.1}), 4, 10, PROVENANCE)
+    assert load_model_record(model_dir)["folds"] == [0]  # a refusal changes nothing
     (model_dir / "model.json").write_text("{damaged")
-    with pytest.raises(SearchError, match="cannot be read as JSON"):
-        cv._model_record(model_dir, choice, 4, 10)
+    with pytest.raises(TrainingError, match="cannot be read as JSON"):
+        cv._claim_model(model_dir, choice, 4, 10, PROVENANCE)
+
+
+def test_a_process_with_other_settings_cannot_add_a_fold_after_another_claimed_the_folder(tmp_path):
+    model_dir = tmp_path / "default_4ep"
+    mine = cv._claim_model(model_dir, cv.ModelChoice(None, {}), 4, 10, PROVENANCE)
+    theirs = {**mine, "iterations_per_epoch": 20}  # as if claimed before model.json existed, with other settings
+    with pytest.raises(SearchError, match="iterations_per_epoch: stored 10, given 20"):
+        cv._add_fold(model_dir, theirs, 1)
+    assert load_model_record(model_dir)["folds"] == []
 
 
 def _record_fold_in_another_process(model_dir, fold):
     record = {"name": model_dir.name, "trial_id": None, "config": {}, "epochs": 4, "iterations_per_epoch": 10,
-              "folds": []}  # loaded before any process had written model.json
+              "folds": [], "provenance": PROVENANCE}  # loaded before any process had written model.json
     cv._add_fold(model_dir, record, fold)
 
 
@@ -94,8 +116,11 @@ def test_default_on_one_fold_follows_the_contract_and_resumes(capsys, tmp_path, 
     run_cli(capsys, "train", "--run", run_dir, "--folds", "2", "--epochs", "1", "--default")
     model_dir = run_dir / "cv" / "default_1ep"
     record = json.loads((model_dir / "model.json").read_text())
+    provenance = record.pop("provenance")
     assert record == {"name": "default_1ep", "trial_id": None, "config": cv.default_choice(run_dir).config,
                       "epochs": 1, "iterations_per_epoch": 1, "folds": [2]}
+    assert provenance["dataset"] == str(small_dataset.resolve()) and provenance["preset"]["name"] == "cpu"
+    assert provenance["dataset_digest"] == content_digest(load_dataset(small_dataset))
     (case,) = fold_split([f"synth_{i:03d}" for i in range(5)], 2)[1]
     assert sorted(p.name for p in (model_dir / "fold_2" / "validation").iterdir()) == [f"{case}.nii.gz",
                                                                                         f"{case}.npz"]
@@ -179,3 +204,50 @@ def test_cross_validate_default_and_trials_then_evaluate(capsys, tmp_path, small
         rows = list(csv.DictReader(handle))
     assert {r["fold"] for r in rows} == {"ensemble"} and len({r["case"] for r in rows}) == 5
     assert len(list((tmp_path / "test" / "predictions" / "default_1ep").glob("*.nii.gz"))) == 5
+
+
+def test_cross_validation_outputs_are_tied_to_their_inputs(capsys, tmp_path, small_dataset, monkeypatch):
+    """run.json names the dataset absolutely with its digest; fold.json records what each output was made from."""
+    import shutil
+
+    from hnas.pipeline.layout import load_fold_record
+    from hnas.pipeline.provenance import checked_validation
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    dataset = tmp_path / "data"
+    shutil.copytree(small_dataset, dataset)
+    monkeypatch.chdir(tmp_path)
+    settings = SearchSettings(dataset="data", preset="cpu", max_stages=3, iterations_per_epoch=1, min_epochs=1,
+                              max_epochs=1)
+    run_dir = tmp_path / "run"
+    prepare_run_dir(run_dir, resolve(settings), resume=False)
+    stored = json.loads((run_dir / "run.json").read_text())
+    assert stored["dataset"] == str(dataset.resolve())  # not "data": another working folder has other data
+    assert stored["dataset_digest"] == content_digest(load_dataset(dataset))
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)  # a folder of the same relative name must not be picked up
+    monkeypatch.chdir(elsewhere)
+    run_cli(capsys, "train", "--run", run_dir, "--folds", "2", "--epochs", "1", "--default")
+    model_dir = run_dir / "cv" / "default_1ep"
+    record = load_fold_record(model_dir / "fold_2")
+    (case,) = record["validation_cases"]
+    assert record["model"] == "default_1ep" and set(record["validation"][case]) == {"images", "label", ".nii.gz",
+                                                                                     ".npz"}
+    assert checked_validation(model_dir, 2, load_dataset(dataset)) == ([case], [])
+
+    npz = model_dir / "fold_2" / "validation" / f"{case}.npz"
+    npz.write_bytes(npz.read_bytes()[:30])  # truncated: a rerun must not count it as done
+    out = run_cli(capsys, "train", "--run", run_dir, "--folds", "2", "--epochs", "1", "--default")
+    assert "already trained" in out and "wrote 1 validation prediction(s)" in out
+    assert checked_validation(model_dir, 2, load_dataset(dataset)) == ([case], [])
+
+    before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+    assert main(["train", "--run", str(run_dir), "--folds", "2", "--epochs", "1", "--default",
+                 "--iterations-per-epoch", "2"]) == 1
+    assert "iterations_per_epoch: stored 1, given 2" in capsys.readouterr().err
+    label = next((dataset / "labelsTr").iterdir())
+    label.write_bytes(next(p for p in (dataset / "labelsTr").iterdir() if p != label).read_bytes())
+    assert main(["train", "--run", str(run_dir), "--folds", "3", "--epochs", "1", "--default"]) == 1
+    assert "changed since run" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()} == before  # refusals wrote nothing

@@ -21,7 +21,7 @@ from hnas.errors import DatasetError
 from hnas.pipeline import evaluate
 from hnas.pipeline.run import SearchSettings
 
-from .conftest import run_cli
+from .conftest import model_record, record_fold, run_cli
 
 
 def fake_model(run_dir, name, dataset, folds, *, damage):
@@ -30,6 +30,8 @@ def fake_model(run_dir, name, dataset, folds, *, damage):
 
     data = load_dataset(dataset)
     model_dir = run_dir / "cv" / name
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.json").write_text(json.dumps(model_record(name, folds)))
     for fold in folds:
         out = model_dir / f"fold_{fold}" / "validation"
         out.mkdir(parents=True)
@@ -37,9 +39,8 @@ def fake_model(run_dir, name, dataset, folds, *, damage):
             source = nib.load(data.case(case_id).label_file)
             label = damage(np.asarray(source.dataobj).astype(np.int16))
             nib.save(nib.Nifti1Image(label, source.affine, source.header), out / f"{case_id}.nii.gz")
-    record = {"name": name, "trial_id": None if name.startswith("default") else 1, "config": {}, "epochs": 1,
-              "iterations_per_epoch": 1, "folds": list(folds)}
-    (model_dir / "model.json").write_text(json.dumps(record))
+    for fold in folds:
+        record_fold(model_dir, fold, dataset)
     return model_dir
 
 
@@ -81,6 +82,62 @@ def test_evaluate_validation_folds_writes_csv_json_and_table(capsys, tmp_path, s
     assert list(json.loads((tmp_path / "one" / "summary.json").read_text())["models"]) == ["trial_00001_1ep"]
     assert main(["evaluate", "--run", str(run_dir), "--models", "nope"]) == 1
     assert "no cross-validated model ['nope']" in capsys.readouterr().err
+
+
+def _evaluated_run(tmp_path, dataset, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    SearchSettings(dataset=str(dataset)).save(run_dir)
+    fake_model(run_dir, "default_1ep", dataset, [0, 1], damage=lambda label: label)
+    run_cli(capsys, "evaluate", "--run", run_dir)
+    return run_dir
+
+
+def test_an_earlier_evaluation_is_kept_unless_overwrite(capsys, tmp_path, small_dataset):
+    run_dir = _evaluated_run(tmp_path, small_dataset, capsys)
+    metrics = run_dir / "evaluation" / "validation" / "metrics.csv"
+    before = metrics.read_bytes()
+    metrics.write_text("my notes\n")
+    assert main(["evaluate", "--run", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "metrics.csv' already exists" in err and "--overwrite" in err and metrics.read_text() == "my notes\n"
+    run_cli(capsys, "evaluate", "--run", run_dir, "--overwrite")
+    assert metrics.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["cv", "cv/default_1ep", "test"])
+def test_evaluate_does_not_write_inside_what_it_reads(capsys, tmp_path, small_dataset, where):
+    run_dir = _evaluated_run(tmp_path, small_dataset, capsys)
+    out = small_dataset if where == "test" else run_dir / where
+    argv = ["evaluate", "--run", str(run_dir), "-o", str(out)] + (["--test-dir", str(small_dataset)]
+                                                                   if where == "test" else [])
+    assert main(argv) == 1
+    assert "which evaluate reads; expected an output folder elsewhere" in capsys.readouterr().err
+    assert not (out / "metrics.csv").exists()
+
+
+def test_a_fold_still_missing_cases_is_refused_not_scored_on_fewer(capsys, tmp_path, small_dataset):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    SearchSettings(dataset=str(small_dataset)).save(run_dir)
+    model_dir = fake_model(run_dir, "default_1ep", small_dataset, [0, 1], damage=lambda label: label)
+    fold_json = model_dir / "fold_1" / "fold.json"
+    record = json.loads(fold_json.read_text())
+    record["validation"] = {}  # interrupted before its case was recorded
+    fold_json.write_text(json.dumps(record))
+    assert main(["evaluate", "--run", str(run_dir)]) == 1
+    assert "fold 1 of model 'default_1ep' has 0 of 1 validation cases predicted" in capsys.readouterr().err
+
+
+def test_models_scored_on_different_cases_are_flagged(capsys, tmp_path, small_dataset):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    SearchSettings(dataset=str(small_dataset)).save(run_dir)
+    fake_model(run_dir, "default_1ep", small_dataset, [0, 1], damage=lambda label: label)
+    fake_model(run_dir, "trial_00001_1ep", small_dataset, [0], damage=erase_class_2)
+    with pytest.warns(evaluate.EvaluationWarning, match=r"different cases \(default_1ep: 2, trial_00001_1ep: 1\).*"
+                                                         r"the 1 cases all of them have"):
+        evaluate.evaluate_run(run_dir, out_dir=tmp_path / "eval", log=lambda _: None)
 
 
 def test_summary_pairs_every_model_with_the_default_by_case():
@@ -140,3 +197,165 @@ def test_an_msd_dataset_folder_with_4d_images_is_a_test_set(tmp_path):
     assert case.image_files == [root / "imagesTr" / "hippo_1.nii.gz"] * 2 and case.channel_in_file == (0, 1)
     volume = read_images(case.image_files, case.channel_in_file)
     assert volume.array.shape == (2, 6, 7, 8)  # both channels, not the 4D file read as one 3D image
+
+
+# ---------------------------------------------------------------- geometry of a labelled test set (issue 18)
+
+SYNTHETIC_LABELS = (("background", 0), ("organ", 1), ("substructure", 2))
+
+
+@pytest.fixture(scope="module")
+def test_model(tmp_path_factory):
+    """RUN/cv/default_1ep: one fold of an untrained 3-stage network at 1 mm with the synthetic data's labels."""
+    import torch
+
+    from conftest import isotropic_plan
+    from hnas.cfgunet import build, compile_architecture
+    from hnas.grammar import default_architecture, make_grammar
+    from hnas.train.checkpoint import save_checkpoint
+    from hnas.train.preprocessing import ChannelNormalization
+
+    run_dir = tmp_path_factory.mktemp("run")
+    model_dir = run_dir / "cv" / "default_1ep"
+    plan = isotropic_plan(3, patch=16, base=4, top=16)
+    torch.manual_seed(0)
+    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan)
+    save_checkpoint(model_dir / "fold_0" / "checkpoint.pt", {
+        "trainer": {"model": build(spec, torch.device("cpu")).state_dict()}, "plan": plan.to_json(),
+        "spec": spec.to_json(), "labels": [["background", 0], ["organ", 1], ["substructure", 2]],
+        "normalization": [ChannelNormalization("zscore").to_dict()]})
+    (model_dir / "model.json").write_text(json.dumps({"name": "default_1ep", "trial_id": None, "config": {},
+                                                      "epochs": 1, "iterations_per_epoch": 1, "folds": [0]}))
+    return model_dir
+
+
+def labelled_test_set(root, small_dataset, cases=("synth_000", "synth_001")):
+    """imagesTs/labelsTs (copies, so tests may damage them) and the dataset's dataset.json."""
+    (root / "imagesTs").mkdir(parents=True)
+    (root / "labelsTs").mkdir()
+    shutil.copy(small_dataset / "dataset.json", root)
+    for case in cases:
+        shutil.copy(small_dataset / "imagesTr" / f"{case}_0000.nii.gz", root / "imagesTs")
+        shutil.copy(small_dataset / "labelsTr" / f"{case}.nii.gz", root / "labelsTs")
+    return root
+
+
+def _refused_before_any_prediction(test_model, test_dir, out, match):
+    with pytest.raises(DatasetError, match=match) as info:
+        evaluate.ensemble_test_rows(test_model, test_dir, out, log=lambda line: None)
+    assert "\n" not in str(info.value)
+    assert not list(out.rglob("*.nii.gz"))
+    return str(info.value)
+
+
+def test_a_clean_test_set_is_scored(test_model, small_dataset, tmp_path):
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    rows = evaluate.ensemble_test_rows(test_model, test_dir, tmp_path / "out", log=lambda line: None)
+    assert sorted({row["case"] for row in rows}) == ["synth_000", "synth_001"]
+    assert {row["class"] for row in rows} == {"organ", "substructure"}
+
+
+def test_a_test_label_shifted_20_mm_is_refused_naming_both_files(test_model, small_dataset, tmp_path):
+    from data.builders import shifted
+
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    label = shifted(test_dir / "labelsTs" / "synth_001.nii.gz", (20.0, 0.0, 0.0))
+    message = _refused_before_any_prediction(test_model, test_dir, tmp_path / "out", "affine mismatch")
+    assert str(label) in message and str(test_dir / "imagesTs" / "synth_001_0000.nii.gz") in message
+    assert "20 mm" in message
+
+
+def test_a_test_label_on_another_spacing_is_refused_naming_both(test_model, small_dataset, tmp_path):
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    label = test_dir / "labelsTs" / "synth_000.nii.gz"
+    source = nib.load(str(label))
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj), np.diag([1.0, 1.0, 2.0, 1.0])), str(label))
+    message = _refused_before_any_prediction(test_model, test_dir, tmp_path / "out", "spacing mismatch")
+    assert f"label {str(label)!r} (2.0, 1.0, 1.0)" in message and "synth_000_0000.nii.gz' (1.0, 1.0, 1.0)" in message
+
+
+def test_extra_values_in_a_test_label_are_refused_naming_them(test_model, small_dataset, tmp_path):
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    label = test_dir / "labelsTs" / "synth_001.nii.gz"
+    source = nib.load(str(label))
+    data = np.asarray(source.dataobj).copy()
+    data[0, 0, 0] = 5
+    nib.save(nib.Nifti1Image(data, source.affine, source.header), str(label))
+    message = _refused_before_any_prediction(test_model, test_dir, tmp_path / "out", r"holds values \[5\]")
+    assert "synth_001.nii.gz" in message and "expected only [0, 1, 2]" in message
+
+
+def test_a_test_set_with_other_labels_than_the_model_is_refused_naming_both(test_model, small_dataset, tmp_path):
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    meta = json.loads((test_dir / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "tumour": 1, "edema": 2}
+    (test_dir / "dataset.json").write_text(json.dumps(meta))
+    message = _refused_before_any_prediction(test_model, test_dir, tmp_path / "out", "other labels")
+    assert str(test_dir / "dataset.json") in message and "'tumour': 1" in message and "'organ': 1" in message
+    assert str(test_model) in message
+
+
+def test_a_test_image_with_a_nan_voxel_size_is_refused_naming_it(test_model, small_dataset, tmp_path):
+    from data.builders import set_stored_pixdim
+
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    image = set_stored_pixdim(test_dir / "imagesTs" / "synth_001_0000.nii.gz", 0, float("nan"))
+    message = _refused_before_any_prediction(test_model, test_dir, tmp_path / "out", "voxel size")
+    assert str(image) in message and "(nan, 1.0, 1.0)" in message
+
+
+def test_a_zero_pixdim_in_a_test_label_warns_like_plan(test_model, small_dataset, tmp_path):
+    from data.builders import set_stored_pixdim
+    from hnas.data import DatasetWarning
+
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset, cases=("synth_000",))
+    set_stored_pixdim(test_dir / "labelsTs" / "synth_000.nii.gz", 2, 0.0)
+    with pytest.warns(DatasetWarning, match=r"store pixdim 0 \(no spacing; read as 1 mm\): '.*synth_000.nii.gz'"):
+        evaluate.ensemble_test_rows(test_model, test_dir, tmp_path / "out", log=lambda line: None)
+
+
+def test_a_prediction_on_another_grid_than_its_label_is_refused(small_dataset, tmp_path):
+    label = small_dataset / "labelsTr" / "synth_000.nii.gz"
+    source = nib.load(str(label))
+    prediction = tmp_path / "synth_000.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj), np.diag([1.0, 1.5, 1.0, 1.0])), str(prediction))
+    with pytest.raises(DatasetError, match=rf"prediction/label spacing mismatch: prediction {str(prediction)!r} "
+                                           r"\(1.0, 1.5, 1.0\), label '.*synth_000.nii.gz' \(1.0, 1.0, 1.0\)"):
+        evaluate._case_rows("m", "0", "synth_000", prediction, label, SYNTHETIC_LABELS)
+
+
+def test_a_prediction_with_values_outside_the_labels_is_refused(small_dataset, tmp_path):
+    label = small_dataset / "labelsTr" / "synth_000.nii.gz"
+    source = nib.load(str(label))
+    data = np.asarray(source.dataobj).astype(np.int16)
+    data[1, 1, 1] = 7
+    prediction = tmp_path / "synth_000.nii.gz"
+    nib.save(nib.Nifti1Image(data, source.affine, source.header), str(prediction))
+    with pytest.raises(DatasetError, match=r"synth_000.nii.gz' holds values \[7\]"):
+        evaluate._case_rows("m", "0", "synth_000", prediction, label, SYNTHETIC_LABELS)
+
+
+def test_a_validation_label_affine_only_warns_as_plan_did(small_dataset, tmp_path):
+    """Validation folds were trained on such data (plan warned); a test set is refused (above)."""
+    from data.builders import shifted
+    from hnas.data import DatasetWarning
+
+    labels = SYNTHETIC_LABELS
+    label = shifted(small_dataset / "labelsTr" / "synth_000.nii.gz", (0.0, 5.0, 0.0), tmp_path / "label.nii.gz")
+    prediction = small_dataset / "labelsTr" / "synth_000.nii.gz"  # written on the image's grid
+    with pytest.warns(DatasetWarning, match="affine"):
+        rows = evaluate._case_rows("m", "0", "synth_000", prediction, label, labels)
+    assert {row["dice"] for row in rows} == {1.0}
+    with pytest.raises(DatasetError, match="affine mismatch"):
+        evaluate._case_rows("m", "ensemble", "synth_000", prediction, label, labels, strict=True)
+
+
+def test_cli_evaluate_refuses_a_shifted_test_label_in_one_line(capsys, test_model, small_dataset, tmp_path):
+    from data.builders import shifted
+
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset)
+    shifted(test_dir / "labelsTs" / "synth_000.nii.gz", (20.0, 0.0, 0.0))
+    code = main(["evaluate", "--run", str(test_model.parent.parent), "--test-dir", str(test_dir), "-o",
+                 str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("hnas: error: image/label affine mismatch")

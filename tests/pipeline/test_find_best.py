@@ -9,7 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from hnas.errors import TrainingError
 from hnas.train.evaluation import case_metrics
+
+from .conftest import model_record, record_fold
 
 LABELS = (("background", 0), ("anterior", 1), ("posterior", 2))
 
@@ -71,6 +74,8 @@ def write_model(cv_dir, name, dataset_dir, folds, make_probabilities, complete=T
 
     data = load_dataset(dataset_dir)
     folder = cv_dir / name
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps(model_record(name, folds, epochs=2)))
     for fold in folds:
         validation = folder / f"fold_{fold}" / "validation"
         validation.mkdir(parents=True)
@@ -81,9 +86,8 @@ def write_model(cv_dir, name, dataset_dir, folds, make_probabilities, complete=T
             if complete or fold != folds[-1]:
                 write_label_map(np.argmax(probabilities, axis=0).astype(np.int16),
                                 data.case(case_id).image_files[0], validation / f"{case_id}.nii.gz")
-    (folder / "model.json").write_text(json.dumps({
-        "name": name, "trial_id": None if name.startswith("default") else int(name.split("_")[1]), "config": {},
-        "epochs": 2, "iterations_per_epoch": 1, "folds": list(folds)}))
+    for fold in folds:
+        record_fold(folder, fold, dataset_dir)
     return folder
 
 
@@ -157,10 +161,14 @@ def test_the_stored_best_configuration_is_what_predict_loads(run_dir):
 
     find_best(run_dir, log=lambda _: None)
     for name in ("default_2ep", "trial_00004_2ep"):  # the constructed folders have no checkpoints
-        (run_dir / "cv" / name / "fold_0" / "checkpoint.pt").write_bytes(b"")
+        for fold in (0, 1, 2):
+            (run_dir / "cv" / name / f"fold_{fold}" / "checkpoint.pt").write_bytes(b"")
     source = model_source(run_dir / "cv" / "best_configuration.json")
-    assert [p.parent.parent.name for p in source.checkpoints] == ["default_2ep", "trial_00004_2ep"]
-    assert source.weights == (0.5, 0.5) and source.postprocessing.regions == ((1, 2),)
+    assert [p.parent.parent.name for p in source.checkpoints] == ["default_2ep"] * 3 + ["trial_00004_2ep"] * 3
+    assert source.weights == pytest.approx((1 / 6,) * 6) and source.postprocessing.regions == ((1, 2),)
+    (run_dir / "cv" / "trial_00004_2ep" / "fold_2" / "checkpoint.pt").unlink()  # a listed fold lost its weights
+    with pytest.raises(TrainingError, match="lists fold 2, but .*fold_2' holds no checkpoint.pt"):
+        model_source(run_dir / "cv" / "best_configuration.json")
 
 
 def test_top_one_picks_a_single_model_and_stores_its_decision_beside_it(run_dir, capsys):
@@ -235,3 +243,37 @@ def test_a_damaged_softmax_file_is_named(run_dir, capsys, content):
     assert main(["find-best", "--run", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert f"default_2ep/fold_1/validation/{case}.npz" in err and "Traceback" not in err
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling calls ``os.mkdir(marker)``: code execution on load, made harmless."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_a_softmax_file_holding_a_pickled_object_is_refused_without_running_it(run_dir, dataset, capsys, tmp_path):
+    """find-best reads the validation .npz files with np.load's allow_pickle=False (even a file that fold.json
+    vouches for: the record is rewritten after the planting, so the refusal must come from np.load)."""
+    from hnas.cli import main
+    from hnas.data import fold_split
+
+    marker = tmp_path / "code_ran"
+    (case,) = fold_split([f"case_{i:03d}" for i in range(5)], 1)[1]
+    path = run_dir / "cv" / "default_2ep" / "fold_1" / "validation" / f"{case}.npz"
+    hostile = np.empty(1, dtype=object)
+    hostile[0] = _RunsCodeWhenUnpickled(marker)
+    np.savez(path, probabilities=hostile)
+    record_fold(run_dir / "cv" / "default_2ep", 1, dataset)
+    assert main(["find-best", "--run", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"default_2ep/fold_1/validation/{case}.npz" in err and "Traceback" not in err
+    assert not marker.exists()
+    with np.load(path, allow_pickle=True) as stored:  # the control: an unrestricted load runs the code
+        stored["probabilities"]
+    assert marker.is_dir()

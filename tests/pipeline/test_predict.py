@@ -22,6 +22,8 @@ from hnas.grammar import default_architecture, make_grammar
 from hnas.pipeline.predict import EnsembleWarning, load_models, model_source, predict_with
 from hnas.train.checkpoint import save_checkpoint
 from hnas.train.postprocessing import Postprocessing
+
+from .conftest import model_record
 from hnas.train.preprocessing import ChannelNormalization
 
 LABELS = [["background", 0], ["left", 1], ["right", 2]]
@@ -62,6 +64,7 @@ def model_folder(checkpoints, tmp_path_factory):
         (folder / f"fold_{fold}").mkdir(parents=True)
         shutil.copy(checkpoints[member], folder / f"fold_{fold}" / "checkpoint.pt")
     (folder / "postprocessing.json").write_text(json.dumps(Postprocessing(((1, 2),)).to_dict()))
+    (folder / "model.json").write_text(json.dumps(model_record(folder.name, [0, 1])))
     return folder
 
 
@@ -84,6 +87,7 @@ def test_a_best_configuration_averages_its_members_fold_ensembles(model_folder, 
     single = model_folder.parent / "trial_00003_1ep"
     (single / "fold_0").mkdir(parents=True)
     shutil.copy(checkpoints["fine"], single / "fold_0" / "checkpoint.pt")
+    (single / "model.json").write_text(json.dumps(model_record(single.name, [0])))
     best = model_folder.parent / "best_configuration.json"
     best.write_text(json.dumps({"best": {"members": ["default_1ep", "trial_00003_1ep"]},
                                 "postprocessing": {"regions": [[2]]}}))
@@ -110,3 +114,130 @@ def test_cli_predict_takes_several_models(model_folder, checkpoints, image, tmp_
     out = capsys.readouterr().out
     assert code == 0 and "ensemble of 3 checkpoints" in out and "wrote" in out
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 1
+
+
+# ---------------------------------------------------------------- what a model folder may contribute (issue 18)
+
+
+@pytest.fixture
+def own_model(model_folder, tmp_path):
+    """A writable copy of the module's model folder (RUN/cv/default_1ep with folds 0 and 1)."""
+    copy = tmp_path / "run" / "cv" / "default_1ep"
+    shutil.copytree(model_folder, copy)
+    return copy
+
+
+def test_stray_fold_folders_are_left_out_with_a_warning(own_model, checkpoints):
+    for stray in ("fold_7", "fold_x"):
+        (own_model / stray).mkdir()
+        shutil.copy(checkpoints["fine"], own_model / stray / "checkpoint.pt")
+    with pytest.warns(EnsembleWarning, match=r"\['fold_7', 'fold_x'\] not used: model.json lists folds \[0, 1\]"):
+        source = model_source(own_model)
+    assert [p.parent.name for p in source.checkpoints] == ["fold_0", "fold_1"]
+
+
+def test_a_fold_recorded_for_another_model_or_a_replaced_checkpoint_is_refused(own_model, checkpoints):
+    from hnas.data.io import file_digest
+
+    settings = {"trial_id": None, "config": {}, "epochs": 1, "iterations_per_epoch": 1, "provenance": None}
+    fold_json = own_model / "fold_1" / "fold.json"
+    fold_json.write_text(json.dumps({"model": "trial_00002_1ep", "fold": 1, "settings": settings,
+                                     "validation_cases": [], "validation": {}}))
+    with pytest.raises(TrainingError, match="belongs to model 'trial_00002_1ep' fold 1; expected 'default_1ep'"):
+        model_source(own_model)
+    recorded = {"model": "default_1ep", "fold": 1, "settings": settings, "validation_cases": [], "validation": {},
+                "checkpoint": file_digest(checkpoints["coarse"])}
+    fold_json.write_text(json.dumps(recorded))
+    assert len(model_source(own_model).checkpoints) == 2  # the recorded checkpoint
+    shutil.copy(checkpoints["fine"], own_model / "fold_1" / "checkpoint.pt")  # swapped for another model's
+    with pytest.raises(TrainingError, match="is not the checkpoint fold 1 of 'default_1ep' was trained into"):
+        model_source(own_model)
+
+
+@pytest.mark.parametrize("member", ["../default_1ep", "/etc", "escape", "not_a_model"])
+def test_best_configuration_members_stay_inside_the_run_and_are_models(own_model, tmp_path, member):
+    cv = own_model.parent
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copytree(own_model, tmp_path / "elsewhere" / "default_1ep")
+    (cv / "escape").symlink_to(tmp_path / "elsewhere" / "default_1ep")
+    (cv / "not_a_model" / "fold_0").mkdir(parents=True)
+    best = cv / "best_configuration.json"
+    best.write_text(json.dumps({"best": {"members": [member]}}))
+    with pytest.raises(TrainingError, match="plain model folder name|leads outside|no model.json"):
+        model_source(best)
+
+
+def test_predict_never_writes_over_an_input_image(checkpoints, image, tmp_path, capsys):
+    source, _ = image
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "case.nii.gz"  # a single-channel image without the _0000 suffix: its label map has its name
+    shutil.copy(source, path)
+    before = path.read_bytes()
+    code = main(["predict", "--model", str(checkpoints["fine"]), str(path), "-o", str(folder), "--overwrite",
+                 "--device", "cpu"])
+    assert code == 1 and "is also an input of this command" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+# ---------------------------------------------------------------- the input's voxel size (issue 18)
+
+
+def _volume(path, spacing, shape=(24, 24, 24)):
+    from hnas.data.io import write_volume
+
+    rng = np.random.default_rng(0)
+    volume = np.zeros(shape, dtype=np.float32)
+    volume[1:-1, 1:-1, 1:-1] = rng.normal(500.0, 50.0, size=tuple(s - 2 for s in shape))
+    return write_volume(volume, spacing, path)
+
+
+def _predict_cli(capsys, model, image, out):
+    code = main(["predict", "--model", str(model), str(image), "-o", str(out), "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+def test_cli_predict_refuses_a_nan_voxel_size_in_one_line(capsys, checkpoints, tmp_path):
+    from data.builders import set_stored_pixdim
+
+    path = set_stored_pixdim(_volume(tmp_path / "odd_0000.nii.gz", (1.0, 1.0, 1.0)), 1, float("nan"))
+    code, err = _predict_cli(capsys, checkpoints["fine"], path, tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"hnas: error: file {str(path)!r} has voxel size (1.0, nan, 1.0) mm (z, y, x)")
+    assert not (tmp_path / "out" / "odd.nii.gz").exists()
+
+
+def test_cli_predict_warns_about_a_zero_pixdim_like_plan(capsys, checkpoints, tmp_path):
+    from data.builders import set_stored_pixdim
+
+    path = set_stored_pixdim(_volume(tmp_path / "flat_0000.nii.gz", (1.0, 1.0, 1.0)), 0, 0.0)
+    code, err = _predict_cli(capsys, checkpoints["fine"], path, tmp_path / "out")
+    assert code == 0 and (tmp_path / "out" / "flat.nii.gz").is_file()
+    assert "hnas: warning: 1 file(s) store pixdim 0 (no spacing; read as 1 mm)" in err and "flat_0000" in err
+
+
+def test_cli_predict_warns_about_a_voxel_size_far_from_the_models(capsys, checkpoints, tmp_path):
+    path = _volume(tmp_path / "tiny_0000.nii.gz", (0.01, 0.01, 0.01))
+    code, err = _predict_cli(capsys, checkpoints["fine"], path, tmp_path / "out")
+    lines = [line for line in err.splitlines() if line.startswith("hnas: warning:")]
+    assert code == 0 and len(lines) == 1 and "tiny_0000.nii.gz" in lines[0] and "100x finer" in lines[0]
+
+
+def test_cli_predict_refuses_an_absurd_resampled_volume(capsys, checkpoints, tmp_path):
+    path = _volume(tmp_path / "huge_0000.nii.gz", (20.0, 20.0, 20.0), shape=(64, 64, 64))
+    code, err = _predict_cli(capsys, checkpoints["fine"], path, tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1 and "huge_0000.nii.gz' would be resampled to (1280, 1280, 1280)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_ensemble_refuses_before_any_member_predicts(model_folder, tmp_path, monkeypatch):
+    from hnas.errors import DatasetError
+    from hnas.train import prediction
+
+    def reached(*args, **kwargs):
+        raise AssertionError("a member predicted before every member checked the input")
+
+    monkeypatch.setattr(prediction, "sliding_window_logits", reached)
+    path = _volume(tmp_path / "huge_0000.nii.gz", (20.0, 20.0, 20.0), shape=(64, 64, 64))
+    with pytest.raises(DatasetError, match="would be resampled"):
+        predict_with([model_folder], [path], tmp_path / "out", device="cpu")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from hnas.errors import TrainingError
+from hnas.errors import SearchError, TrainingError
 from hnas.pipeline.layout import PRESET_FILE, RESIDUAL_PLAN_FILE
 from hnas.pipeline.run import resolve, stored_preset
 from hnas.pipeline.search import search
@@ -69,3 +69,25 @@ def test_a_broken_preset_file_is_refused_by_name(tmp_path):
     (run_dir / PRESET_FILE).write_text("[1, 2]")
     with pytest.raises(TrainingError, match="not a scale preset file"):
         stored_preset(run_dir, None)
+
+
+@pytest.mark.parametrize("field, value", [("fold", "0"), ("seed", None), ("dataset", 5), ("budget", "3"),
+                                          ("max_trials", 2.5), ("workers", True), ("dataset_digest", [1])])
+def test_a_wrongly_typed_run_json_field_is_named(tmp_path, field, value):
+    import json
+
+    from hnas.pipeline.run import SearchSettings
+
+    SearchSettings().save(tmp_path)
+    stored = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**stored, field: value}))
+    with pytest.raises(SearchError, match=f"has {field} .*; expected"):
+        SearchSettings.load(tmp_path)
+
+
+def test_a_run_json_folder_is_named(tmp_path):
+    from hnas.pipeline.run import SearchSettings
+
+    (tmp_path / "run.json").mkdir()
+    with pytest.raises(SearchError, match="run.json' is a folder; expected the settings file"):
+        SearchSettings.load(tmp_path)

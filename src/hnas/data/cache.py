@@ -54,8 +54,8 @@ def fingerprint_of(dataset: Path) -> Fingerprint:
     """Validate a dataset folder and compute its fingerprint (cached for data under :func:`cache_dir`)."""
     loaded = load_dataset(dataset)
     workers = min(FINGERPRINT_WORKERS, os.cpu_count() or 1)
-    if dataset.resolve().is_relative_to(cache_dir().resolve()):
-        return cached_fingerprint(loaded, dataset, workers=workers, validate=True)
+    if loaded.root.is_relative_to(cache_dir().resolve()):
+        return cached_fingerprint(loaded, loaded.root, workers=workers, validate=True)
     validate_dataset(loaded)
     return compute_fingerprint(loaded, workers=workers)
 

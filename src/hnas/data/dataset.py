@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -252,15 +253,57 @@ def _msd_cases(root: Path, data: dict, n_channels: int, source: Path) -> tuple[C
     return tuple(sorted(cases, key=lambda c: c.case_id))
 
 
+#: nnU-Net's environment variable naming the folder of raw datasets (``DatasetXXX_Name`` folders).
+NNUNET_RAW = "nnUNet_raw"
+_DATASET_NAME = re.compile(r"Dataset(\d{3})_[^/\\]+")
+
+
+def locate_dataset(name: str | Path) -> Path:
+    """A dataset argument as nnU-Net resolves it: a folder, else a ``DatasetXXX_Name`` or its id under $nnUNet_raw.
+
+    A folder of that name in the working directory wins (as before nnU-Net names were accepted);
+    ``4``, ``004`` and ``Dataset004_Hippocampus`` find ``$nnUNet_raw/Dataset004_Hippocampus``.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    text = str(name)
+    raw = os.environ.get(NNUNET_RAW)
+    if raw and _is_dataset_name(text):
+        prefix = f"Dataset{int(text):03d}_" if text.isdigit() else None
+        found = sorted(p for p in Path(raw).glob("Dataset*") if p.is_dir()
+                       and (p.name.startswith(prefix) if prefix else p.name == text))
+        if len(found) == 1:
+            return found[0].resolve()
+        if len(found) > 1:
+            raise DatasetError(f"dataset id {text!r} matches {[p.name for p in found]} in ${NNUNET_RAW} "
+                               f"({raw!r}); expected one folder per id: give the full name")
+    raise DatasetError(f"dataset {text!r} is neither a folder nor a dataset in ${NNUNET_RAW} ({_raw_setting()}); "
+                       "expected a dataset folder, a DatasetXXX_Name or its id (as nnU-Net takes them)")
+
+
+def _is_dataset_name(text: str) -> bool:
+    return text.isdigit() or bool(_DATASET_NAME.fullmatch(text))
+
+
+def _raw_setting() -> str:
+    raw = os.environ.get(NNUNET_RAW)
+    return f"{raw!r}" if raw else "not set"
+
+
 def load_dataset(path: str | Path) -> Dataset:
     """Read a dataset folder's dataset.json and list its training cases (nnU-Net v2 or MSD layout).
 
+    ``path`` may also be a ``DatasetXXX_Name`` or its id under $nnUNet_raw (:func:`locate_dataset`).
     Files are not opened here; :func:`validate_dataset` checks them.
     """
     root = Path(path).expanduser().resolve()  # resolved, so '.' still has a name
+    if not root.exists() and _is_dataset_name(str(path)) and os.environ.get(NNUNET_RAW):
+        root = locate_dataset(path)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {str(root)!r} does not exist; expected a folder with dataset.json, "
-                           "imagesTr and labelsTr")
+                           f"imagesTr and labelsTr (or a DatasetXXX_Name or its id in ${NNUNET_RAW}, "
+                           f"{_raw_setting()})")
     source = root / "dataset.json"
     data = read_dataset_json(source)
     fmt = _detect_format(data, source)

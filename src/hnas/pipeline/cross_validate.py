@@ -11,7 +11,6 @@ cross-validation resumes; folds may run in parallel processes (one lock per fold
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -25,11 +24,16 @@ import numpy as np
 
 from hnas.data import load_dataset, read_images, write_label_map
 from hnas.data.cache import cache_dir
+from hnas.data.io import file_digest
 from hnas.data.splits import N_FOLDS, fold_split
-from hnas.errors import SearchError
-from hnas.pipeline.layout import (MODEL_FILE, MODEL_LOCK, TRAIN_LOCK, VALIDATION_DIR, RunFolder, fold_folder,
-                                  load_model_record, model_name, replace_model_record)
-from hnas.pipeline.run import SearchSettings, check_rebuildable, pick_trial, resolve
+from hnas.errors import SearchError, TrainingError
+from hnas.pipeline.layout import (MODEL_FILE, MODEL_LOCK, TRAIN_LOCK, RunFolder, fold_folder, load_model_record,
+                                  model_name, prediction_file, replace_fold_record, replace_model_record,
+                                  require_folder, validation_folder)
+from hnas.pipeline.provenance import (case_inputs, check_dataset_unchanged, check_fold_record, checkpoint_matches,
+                                      model_provenance, new_fold_record, plain, prediction_is_current,
+                                      settings_differences)
+from hnas.pipeline.run import SearchSettings, check_rebuildable, pick_trial, resolve, stored_preset
 from hnas.pipeline.workers import worker_environments
 from hnas.search import load_run, pareto_front
 from hnas.search.executors import single_process_pool
@@ -115,25 +119,34 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     folds = check_folds(list(folds))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SearchError(f"workers is {workers!r}; expected a positive integer")
-    setup = _resolved(SearchSettings.load(run_dir))
+    settings = SearchSettings.load(run_dir)
+    setup = _resolved(settings)
     check_rebuildable(run_dir, setup.grammar)
+    check_dataset_unchanged(run_dir, setup.dataset, settings.dataset_digest)
     base = setup.train_setup(run_dir)
     if iterations_per_epoch is not None:
         base = replace(base, iterations_per_epoch=iterations_per_epoch)
-    if workers > 1:  # every refusal above (and a model folder of other settings) before any process starts
-        for choice in choices:
-            _model_record(folder.model(choice.name(epochs)), choice, epochs, base.iterations_per_epoch)
+    provenance = model_provenance(run_dir, stored_preset(run_dir, setup.preset), setup.grammar, setup.dataset)
+    require_folder(folder.cv, "the run's cross-validation folder")
+    # every refusal (a model folder of other settings included) before any training or process starts
+    records = [_claim_model(folder.model(choice.name(epochs)), choice, epochs, base.iterations_per_epoch, provenance)
+               for choice in choices]
+    if workers > 1:
         return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers)
+    dataset = load_dataset(base.dataset)
     model_dirs = []
-    for choice in choices:
+    for choice, record in zip(choices, records):
         model_dir = folder.model(choice.name(epochs))
-        record = _model_record(model_dir, choice, epochs, base.iterations_per_epoch)
         for fold in folds:
-            fold_dir = fold_folder(model_dir, fold)
+            fold_dir = require_folder(fold_folder(model_dir, fold), f"the folder of fold {fold}")
             with _training_lock(fold_dir):
-                _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log)
+                fold_record = check_fold_record(fold_dir, record, fold)
+                _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log, fold_record)
+                if fold_record is None:
+                    fold_record = new_fold_record(record, fold, dataset, fold_dir / "checkpoint.pt")
+                    replace_fold_record(fold_dir, fold_record)
                 _add_fold(model_dir, record, fold)
-                predict_validation(fold_dir, base.dataset, fold, log=log)
+                predict_validation(fold_dir, dataset, fold, fold_record, log=log)
         model_dirs.append(model_dir)
     return model_dirs
 
@@ -205,56 +218,109 @@ def _add_fold(model_dir: Path, record: dict, fold: int) -> None:
 
     Processes cross-validating other folds of the same model write the same file: the update reads
     and replaces it under a lock, and the replacement is atomic, so no process drops another's fold.
+    The stored settings are compared again under the lock (a process with other settings may have
+    claimed the folder since this one started).
     """
-    with open(model_dir / MODEL_LOCK, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # held for one read and one write: wait
-        stored = load_model_record(model_dir)["folds"] if (model_dir / MODEL_FILE).is_file() else []
-        record["folds"] = sorted(set(record["folds"]) | set(stored) | {fold})
+    with _model_lock(model_dir):
+        stored = load_model_record(model_dir) if (model_dir / MODEL_FILE).is_file() else None
+        if stored is not None:
+            _refuse_other_settings(model_dir, stored, record)
+        record["folds"] = sorted(set(record["folds"]) | set(stored["folds"] if stored else []) | {fold})
         replace_model_record(model_dir, record)
 
 
-def _model_record(model_dir: Path, choice: ModelChoice, epochs: int, iterations_per_epoch: int) -> dict:
-    """model.json's content; an existing one must describe the same training (else the folds would mix)."""
-    record = {"name": model_dir.name, "trial_id": choice.trial_id, "config": choice.config, "epochs": epochs,
-              "iterations_per_epoch": iterations_per_epoch, "folds": []}
-    path = model_dir / MODEL_FILE
-    if path.is_file():
-        stored = load_model_record(model_dir)
-        same = {k: stored.get(k) for k in ("config", "epochs", "iterations_per_epoch", "trial_id")}
-        wanted = json.loads(json.dumps({k: record[k] for k in same}))
-        if same != wanted:
-            raise SearchError(f"{str(path)!r} holds {same}; cannot add folds trained with {wanted} "
-                              "(remove the folder or keep the settings)")
-        record["folds"] = list(stored.get("folds", []))
+@contextmanager
+def _model_lock(model_dir: Path) -> Iterator[None]:
+    """One process at a time reads and replaces a model folder's model.json (held for one update: wait)."""
+    require_folder(model_dir, "a model folder").mkdir(parents=True, exist_ok=True)
+    with open(model_dir / MODEL_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _claim_model(model_dir: Path, choice: ModelChoice, epochs: int, iterations_per_epoch: int,
+                 provenance: dict) -> dict:
+    """model.json's content, written now if the folder is new; an existing one must describe the same training.
+
+    Checked and created under the model lock, so two processes started together with different
+    settings cannot both take the folder: the second is refused, naming what differs.
+    """
+    record = plain({"name": model_dir.name, "trial_id": choice.trial_id, "config": choice.config, "epochs": epochs,
+                    "iterations_per_epoch": iterations_per_epoch, "folds": [], "provenance": provenance})
+    with _model_lock(model_dir):
+        if (model_dir / MODEL_FILE).is_file():
+            stored = load_model_record(model_dir)
+            _refuse_other_settings(model_dir, stored, record)
+            record["folds"] = list(stored["folds"])
+            if stored.get("provenance") is None:
+                record["provenance"] = None  # an older folder keeps its (unrecorded) provenance
+        else:
+            replace_model_record(model_dir, record)
     return record
 
 
-def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, log) -> None:
+def _refuse_other_settings(model_dir: Path, stored: dict, wanted: dict) -> None:
+    differences = settings_differences(stored, wanted)
+    if differences:
+        raise SearchError(f"{str(model_dir / MODEL_FILE)!r} holds folds trained with other settings ("
+                          + "; ".join(differences) + "); cannot add folds to it: keep the stored settings, or "
+                          "remove the folder")
+
+
+def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, log, fold_record: dict | None) -> None:
     path = checkpoint_path(fold_dir)
     if path.is_file() and int(load_checkpoint(path)["trainer"]["epoch"]) >= epochs:
+        if not checkpoint_matches(fold_dir, fold_record):
+            raise TrainingError(f"{str(path)!r} is not the checkpoint fold.json recorded when the fold was trained "
+                                "(replaced or edited); remove the fold folder to train it again")
         log(f"{fold_dir}: already trained {epochs} epochs, skipped")
         return
+    if fold_record is not None:  # recorded as trained, but the checkpoint is gone or short: the record is stale
+        raise TrainingError(f"{str(fold_dir)!r} records a trained fold, but {str(path)!r} is missing or has fewer "
+                            f"than {epochs} epochs; remove the fold folder to train it again")
     result = train_fold(choice.config, epochs, fold_dir, setup=setup)
     log(f"{fold_dir}: trained {epochs} x {setup.iterations_per_epoch} iterations in {result.runtime:.1f} s, "
         f"Dice {result.mean_dice:.4f} on {result.validation_cases} validation cases")
 
 
-def predict_validation(fold_dir: Path, dataset: str | Path, fold: int, *, log=print) -> Path:
-    """Predict fold ``fold``'s validation cases from their raw files (label map + float16 softmax)."""
-    data = load_dataset(dataset)
-    out = Path(fold_dir) / VALIDATION_DIR
+def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *, log=print) -> Path:
+    """Predict fold ``fold``'s validation cases from their raw files (label map + float16 softmax).
+
+    A case counts as predicted when fold.json records both files with the digests they still have
+    and the digests of today's inputs; anything else (a half-written, edited or stale file) is
+    predicted again. Each file is written under a temporary name and renamed, then recorded.
+    """
+    model_dir = Path(fold_dir).parent
+    out = require_folder(validation_folder(model_dir, fold), "the fold's validation folder")
     out.mkdir(parents=True, exist_ok=True)
-    predictor = None
-    for case_id in fold_split(data.case_ids, fold)[1]:
-        label_path, npz_path = out / f"{case_id}.nii.gz", out / f"{case_id}.npz"
-        if label_path.is_file() and npz_path.is_file():
+    predictor, written = None, 0
+    for case_id in fold_split(dataset.case_ids, fold)[1]:
+        case = dataset.case(case_id)
+        inputs = case_inputs(case)
+        if prediction_is_current(fold_record["validation"].get(case_id), inputs, model_dir, fold, case_id):
             continue
         predictor = predictor or Predictor(fold_dir)
-        case = data.case(case_id)
         volume = read_images(case.image_files, case.channel_in_file)
         probabilities = predictor.probabilities(volume.array, volume.spacing)
-        np.savez_compressed(npz_path, probabilities=probabilities.astype(np.float16))
-        write_label_map(predictor.to_labels(probabilities), case.image_files[0], label_path)
-    if predictor is not None:
-        log(f"{fold_dir}: wrote validation predictions to {out}")
+        npz_path = prediction_file(model_dir, fold, case_id, ".npz")
+        label_path = prediction_file(model_dir, fold, case_id, ".nii.gz")
+        _write_atomically(npz_path, lambda p: np.savez_compressed(p, probabilities=probabilities.astype(np.float16)))
+        _write_atomically(label_path, lambda p: write_label_map(predictor.to_labels(probabilities),
+                                                                case.image_files[0], p))
+        fold_record["validation"][case_id] = {**inputs, ".nii.gz": file_digest(label_path),
+                                              ".npz": file_digest(npz_path)}
+        replace_fold_record(fold_dir, fold_record)
+        written += 1
+    if written:
+        log(f"{fold_dir}: wrote {written} validation prediction(s) to {out}")
     return out
+
+
+def _write_atomically(path: Path, write) -> None:
+    """``write(temporary)`` then rename onto ``path``: a kill never leaves a half file under the real name."""
+    ending = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    temporary = path.with_name(f".{path.name[: -len(ending)]}.{os.getpid()}.tmp{ending}")
+    write(temporary)
+    if path.is_dir():
+        raise TrainingError(f"{str(path)!r} is a folder; expected room for a validation prediction file")
+    os.replace(temporary, path)

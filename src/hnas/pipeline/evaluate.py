@@ -8,48 +8,69 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from hnas.data import load_dataset, read_images, read_label_map, write_label_map
+from hnas.data import load_dataset, read_label_map
 from hnas.data.dataset import parse_labels, read_dataset_json
+from hnas.data.geometry import check_label_file, check_label_values, check_same_grid, check_same_labels
 from hnas.errors import DatasetError, SearchError
 from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFolder, load_model_record, model_dirs,
-                                  validation_folder, write_json)
+                                  prediction_file, require_folder, write_json)
 from hnas.pipeline.predict import load_models
+from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import SearchSettings
 from hnas.train.evaluation import case_metrics, mean_dice, paired_test
-from hnas.train.prediction import group_cases
+from hnas.train.prediction import group_cases, refuse_existing
 
 ENSEMBLE_FOLD = "ensemble"
 ENDINGS = (".nii.gz", ".nii")
 
 
 def validation_rows(model_dir: Path, dataset: str | Path) -> list[dict]:
-    """metrics.csv rows of a model's validation predictions against the dataset's labels."""
+    """metrics.csv rows of a model's validation predictions against the dataset's labels.
+
+    Only predictions fold.json records, with today's inputs and the files as written, are scored
+    (:func:`hnas.pipeline.provenance.checked_validation`); a fold still missing cases is refused.
+    """
     data = load_dataset(dataset)
     record = load_model_record(model_dir)
+    name = Path(model_dir).name
     rows = []
     for fold in record["folds"]:
-        for prediction_path in sorted(validation_folder(model_dir, fold).glob("*.nii.gz")):
-            case_id = prediction_path.name[: -len(".nii.gz")]
-            label_file = data.case(case_id).label_file
-            rows += _case_rows(record["name"], str(fold), case_id, prediction_path, label_file, data.labels)
+        predicted, missing = checked_validation(model_dir, fold, data)
+        if missing:
+            raise SearchError(f"fold {fold} of model {name!r} has {len(predicted)} of {len(predicted) + len(missing)} "
+                              f"validation cases predicted (missing {missing[:5]}); expected `hnas train --run RUN "
+                              f"--folds {fold} ...` to finish it, or --models without {name!r}")
+        for case_id in predicted:
+            prediction_path = prediction_file(model_dir, fold, case_id, ".nii.gz")
+            rows += _case_rows(name, str(fold), case_id, prediction_path, data.case(case_id).label_file, data.labels)
     if not rows:
         raise SearchError(f"model {str(model_dir)!r} has no validation predictions; expected "
                           "`hnas train --run RUN --folds ...` to have written them")
     return rows
 
 
-def _case_rows(model: str, fold: str, case_id: str, prediction_path: Path, label_path: Path, labels) -> list[dict]:
-    prediction, _ = read_label_map(prediction_path)
+def _case_rows(model: str, fold: str, case_id: str, prediction_path: Path, label_path: Path, labels, *,
+               strict: bool = False) -> list[dict]:
+    """Dice and HD95 rows of one prediction against its label.
+
+    Both must lie on one grid (shape and spacing, :func:`hnas.data.geometry.check_same_grid`) and
+    hold only ``labels``' values. A differing affine is refused when ``strict`` (a test set) and
+    only warned about otherwise: a validation fold's label was accepted by plan with that warning.
+    """
+    prediction, predicted = read_label_map(prediction_path)
     truth, geometry = read_label_map(label_path)
-    if prediction.shape != truth.shape:
-        raise DatasetError(f"prediction {str(prediction_path)!r} has shape {prediction.shape}; its label "
-                           f"{str(label_path)!r} has {truth.shape}; expected the same geometry")
+    check_same_grid(("prediction", prediction_path, predicted), ("label", label_path, geometry),
+                    affine="error" if strict else "warn")
+    values = [value for _, value in labels]
+    check_label_values(label_path, truth, values, "the evaluated labels do not list")
+    check_label_values(prediction_path, prediction, values, "the evaluated labels do not list")
     metrics = case_metrics(prediction, truth, labels, geometry.spacing)
     return [{"model": model, "fold": fold, "case": case_id, "class": name, "dice": m["dice"], "hd95": m["hd95"]}
             for name, m in metrics.items()]
@@ -65,19 +86,22 @@ class LabelledCase(NamedTuple):
 
 
 def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None = None,
-                  n_channels: int = 1) -> tuple[list[LabelledCase], tuple]:
+                  n_channels: int = 1, *, model: str | Path | None = None) -> tuple[list[LabelledCase], tuple]:
     """``([LabelledCase], labels)`` of a labelled test folder.
 
     Accepted: nnU-Net's imagesTs/labelsTs (label names and channels from a dataset.json beside them,
     else ``labels`` and ``n_channels``: the model's) or a dataset folder in nnU-Net or MSD layout
-    (imagesTr/labelsTr with dataset.json; MSD's 4D multi-channel files included).
+    (imagesTr/labelsTr with dataset.json; MSD's 4D multi-channel files included). When ``model``
+    names the model that predicts ``labels``, a dataset.json listing other labels is refused.
     """
     root = Path(test_dir)
     if (root / "imagesTs").is_dir() and (root / "labelsTs").is_dir():
         source = root / "dataset.json"
         if source.is_file():
             data = read_dataset_json(source)
-            labels = parse_labels(data, source)
+            found = parse_labels(data, source)
+            check_same_labels(found, source, labels, model)
+            labels = found
             n_channels = len(data.get("channel_names") or data.get("modality") or {"0": ""})
         elif labels is None:
             raise DatasetError(f"test folder {str(root)!r} has imagesTs/labelsTs but no dataset.json naming the labels")
@@ -92,6 +116,7 @@ def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None
         return cases, labels
     if (root / "dataset.json").is_file():
         data = load_dataset(root)
+        check_same_labels(data.labels, root / "dataset.json", labels, model)
         return [LabelledCase(c.case_id, list(c.image_files), c.label_file, c.channel_in_file) for c in data.cases], \
             data.labels
     raise DatasetError(f"test folder {str(root)!r} has neither imagesTs/labelsTs nor a dataset.json; expected a "
@@ -103,20 +128,22 @@ def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, 
 
     That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so.
     """
-    record = load_model_record(model_dir)
+    name = Path(model_dir).name
+    load_model_record(model_dir)
     ensemble = load_models([model_dir])
-    cases, labels = read_test_set(test_dir, ensemble.labels, ensemble.n_channels)
-    predictions = Path(out_dir) / record["name"]
+    cases, labels = read_test_set(test_dir, ensemble.labels, ensemble.n_channels, model=model_dir)
+    values = [value for _, value in labels]
+    for case in cases:  # every label against its image before minutes of prediction
+        check_label_file(case.image_files, case.label_file, values)
+    predictions = Path(out_dir) / name
     predictions.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in cases:
         # always predicted: the model may have gained folds since the last call
-        volume = read_images(case.image_files, case.channel_in_file)
-        path = write_label_map(ensemble.segment(volume.array, volume.spacing), case.image_files[0],
-                               predictions / f"{case.case_id}.nii.gz")
-        rows += _case_rows(record["name"], ENSEMBLE_FOLD, case.case_id, path, case.label_file, labels)
+        path = ensemble.predict_file(case.image_files, predictions / f"{case.case_id}.nii.gz", case.channel_in_file)
+        rows += _case_rows(name, ENSEMBLE_FOLD, case.case_id, path, case.label_file, labels, strict=True)
     kind = "post-processed " if ensemble.postprocessing else ""
-    log(f"{record['name']}: {kind}{len(ensemble.members)}-fold ensemble predicted {len(cases)} test cases into "
+    log(f"{name}: {kind}{len(ensemble.members)}-fold ensemble predicted {len(cases)} test cases into "
         f"{predictions}")
     return rows
 
@@ -212,18 +239,53 @@ def _pm(stats: dict, digits: int = 4) -> str:
     return f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
 
 
+class EvaluationWarning(UserWarning):
+    """Models compared on different cases: their means are not comparable (the paired tests use common cases)."""
+
+
 def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, test_dir: str | Path | None = None,
-                 out_dir: str | Path | None = None, log=print) -> tuple[dict, Path]:
-    """`hnas evaluate`: metrics of the run's models on their validation folds or on ``test_dir``."""
+                 out_dir: str | Path | None = None, overwrite: bool = False, log=print) -> tuple[dict, Path]:
+    """`hnas evaluate`: metrics of the run's models on their validation folds or on ``test_dir``.
+
+    Like `hnas predict`, an earlier evaluation in ``out_dir`` is refused before any work unless
+    ``overwrite``; the output may not be the test folder or inside the run's model folders.
+    """
     run_dir = Path(run_dir)
     folders = model_dirs(run_dir, names)
     if out_dir is None:
         out_dir = RunFolder(run_dir).evaluation(test_dir)
-    out_dir = Path(out_dir)
+    out_dir = require_folder(Path(out_dir), "a folder for metrics.csv and summary.json")
+    _check_output_place(out_dir, run_dir, test_dir)
+    outputs = [out_dir / METRICS_FILE, out_dir / EVALUATION_SUMMARY_FILE]
+    if test_dir is not None:
+        outputs += [p for f in folders for p in (out_dir / "predictions" / f.name).glob("*.nii.gz")]
+    refuse_existing(outputs, overwrite)
     if test_dir is None:
         dataset = SearchSettings.load(run_dir).dataset_path()
         rows = [row for folder in folders for row in validation_rows(folder, dataset)]
     else:
         predictions = out_dir / "predictions"
         rows = [row for folder in folders for row in ensemble_test_rows(folder, test_dir, predictions, log=log)]
+    _warn_different_cases(rows)
     return write_outputs(rows, out_dir), out_dir
+
+
+def _check_output_place(out_dir: Path, run_dir: Path, test_dir: str | Path | None) -> None:
+    """No evaluation inside what it reads: the test folder or the run's cross-validation folder."""
+    target = out_dir.resolve()
+    readonly = [RunFolder(run_dir).cv] + ([Path(test_dir)] if test_dir is not None else [])
+    for folder in readonly:
+        if target == folder.resolve() or target.is_relative_to(folder.resolve()):
+            raise SearchError(f"-o {str(out_dir)!r} is inside {str(folder)!r}, which evaluate reads; expected an "
+                              "output folder elsewhere (default: RUN/evaluation/...)")
+
+
+def _warn_different_cases(rows: Sequence[dict]) -> None:
+    cases: dict[str, set[str]] = {}
+    for row in rows:
+        cases.setdefault(row["model"], set()).add(row["case"])
+    if len({frozenset(c) for c in cases.values()}) > 1:
+        common = set.intersection(*cases.values())
+        counts = ", ".join(f"{m}: {len(c)}" for m, c in cases.items())
+        warnings.warn(f"the models were scored on different cases ({counts}); their means are not comparable, the "
+                      f"paired tests use the {len(common)} cases all of them have", EvaluationWarning, stacklevel=3)

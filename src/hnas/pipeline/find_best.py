@@ -28,8 +28,9 @@ import numpy as np
 from hnas.data import Dataset, load_dataset, read_label_map
 from hnas.data.splits import fold_split
 from hnas.errors import SearchError, TrainingError
-from hnas.pipeline.layout import (PREDICTION_ENDINGS, RunFolder, load_model_record, model_dirs, prediction_file,
-                                  write_best_configuration, write_postprocessing)
+from hnas.pipeline.layout import (RunFolder, load_model_record, model_dirs, prediction_file, write_best_configuration,
+                                  write_postprocessing)
+from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import SearchSettings
 from hnas.train.postprocessing import class_dice, decide_postprocessing, mean_over_classes
 
@@ -110,14 +111,12 @@ class CrossValidation:
 
 
 def complete_folds(model_dir: Path, dataset: Dataset) -> set[int]:
-    """The folds of a model whose every validation case has its label map and its softmax saved."""
-    folds = set()
-    for fold in load_model_record(model_dir).get("folds", []):
-        cases = fold_split(dataset.case_ids, fold)[1]
-        if all(prediction_file(model_dir, fold, case, ending).is_file() for case in cases
-               for ending in PREDICTION_ENDINGS):
-            folds.add(int(fold))
-    return folds
+    """The folds of a model whose every validation case has both files saved, as fold.json records them.
+
+    A prediction whose inputs changed since, or whose file is not the one written, is refused
+    (:func:`hnas.pipeline.provenance.checked_validation`), not scored.
+    """
+    return {fold for fold in load_model_record(model_dir)["folds"] if not checked_validation(model_dir, fold, dataset)[1]}
 
 
 def common_folds(available: dict[str, set[int]]) -> tuple[int, ...]:

@@ -12,9 +12,12 @@ A run folder (``hnas search --run-dir RUN``)::
     trials/NNNNN/   one folder per trial: its checkpoint (named by hnas.search)
     summary.md      incumbent and Pareto front, rewritten when a search call ends
     retrain/trial_NNNNN_<E>ep/      `hnas train` without --folds
-    cv/<name>/model.json            name, trial_id (None: default), config, epochs, iterations_per_epoch, folds
+    cv/<name>/model.json            name, trial_id (None: default), config, epochs, iterations_per_epoch, folds,
+                                    provenance (preset, plan, grammar, dataset and its content digest, split)
     cv/<name>/postprocessing.json   find-best's decision for a single best model
     cv/<name>/fold_<k>/checkpoint.pt                the trainer's checkpoint for fold k
+    cv/<name>/fold_<k>/fold.json    the model and settings the fold was trained with, its split, and per validation
+                                    case the digests of its inputs and of the two files predicted for it
     cv/<name>/fold_<k>/validation/<case>.nii.gz     label map in the original image geometry
     cv/<name>/fold_<k>/validation/<case>.npz        ``probabilities``: float16 softmax [K, *label shape]
     cv/best_configuration.json      `hnas find-best`: the best model or pair and its post-processing
@@ -29,12 +32,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hnas.data.splits import N_FOLDS
 from hnas.errors import SearchError, TrainingError
 from hnas.search.storage import database_path
 
@@ -50,6 +55,7 @@ TRIALS_DIR = "trials"
 RETRAIN_DIR = "retrain"
 CV_DIR = "cv"
 MODEL_FILE = "model.json"
+FOLD_FILE = "fold.json"
 BEST_FILE = "best_configuration.json"
 POSTPROCESSING_FILE = "postprocessing.json"
 TRAIN_LOCK = "train.lock"  # in a fold folder: held while one process trains and predicts that fold
@@ -115,9 +121,46 @@ def prediction_file(model_dir: Path, fold: int, case: str, ending: str) -> Path:
 
 
 def fold_dirs(model_dir: Path) -> tuple[Path, ...]:
-    """A model folder's ``fold_<k>`` folders, in fold order."""
+    """A model folder's ``fold_<k>`` folders, in fold order (files and other names are not folds)."""
     found = [p for p in Path(model_dir).glob("fold_*") if p.is_dir() and p.name[5:].isdigit()]
     return tuple(sorted(found, key=lambda p: int(p.name[5:])))
+
+
+def stray_folds(model_dir: Path, folds: Sequence[int]) -> list[str]:
+    """``fold_*`` entries of a model folder that are not the folds ``folds`` (strays, copies, files)."""
+    wanted = {fold_folder(model_dir, k).name for k in folds}
+    return sorted(p.name for p in Path(model_dir).glob("fold_*") if p.name not in wanted)
+
+
+# ---------------------------------------------------------------- names and folders read back from files
+
+#: A model folder name as hnas writes it (``default_5ep``, ``trial_00003_5ep``): no separators, no leading dot.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_plain_name(name: object, source: str | Path, field: str) -> str:
+    """A folder name read from a file, refused unless it names a folder *beside* the others (no path)."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise TrainingError(f"{str(source)!r} has {field} {name!r}; expected a plain model folder name such as "
+                            "'trial_00003_5ep' (no path separators, no '..')")
+    return name
+
+
+def inside_folder(root: Path, name: str, source: str | Path) -> Path:
+    """``root / name``, refused when a link makes it lead outside ``root``."""
+    path = Path(root) / name
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise TrainingError(f"{str(path)!r} (named in {str(source)!r}) leads outside {str(root)!r}; expected a "
+                            "model folder inside the run")
+    return path
+
+
+def require_folder(path: Path, what: str) -> Path:
+    """Refuse a file (or anything else) where a folder of the run must be or will be made."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise TrainingError(f"{str(path)!r} is not a folder; expected {what} (move the file away)")
+    return path
 
 
 # ---------------------------------------------------------------- model.json
@@ -125,8 +168,9 @@ def fold_dirs(model_dir: Path) -> tuple[Path, ...]:
 
 def model_dirs(run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """The run's cross-validated model folders (all, or ``names`` in that order)."""
-    root = RunFolder(run_dir).cv
-    available = sorted(p.name for p in root.iterdir() if (p / MODEL_FILE).is_file()) if root.is_dir() else []
+    root = require_folder(RunFolder(run_dir).cv, "the run's cross-validation folder")
+    available = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MODEL_FILE).is_file()) \
+        if root.is_dir() else []
     if not names:
         if not available:
             raise SearchError(f"run {str(run_dir)!r} has no cross-validated models in {str(root)!r}; expected "
@@ -138,26 +182,72 @@ def model_dirs(run_dir: str | Path, names: Sequence[str] | None = None) -> list[
     return [root / n for n in names]
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: model.json's fields and what each must hold (checked on every read: the file may be edited by hand).
+_MODEL_FIELDS = {
+    "trial_id": (lambda v: v is None or (_is_int(v) and v >= 0), "a trial number or null (the default)"),
+    "config": (lambda v: isinstance(v, dict), "a JSON object of hyperparameters"),
+    "epochs": (lambda v: _is_int(v) and v >= 1, "a positive number of epochs"),
+    "iterations_per_epoch": (lambda v: _is_int(v) and v >= 1, "a positive number of iterations"),
+    "folds": (lambda v: isinstance(v, list) and all(_is_int(f) and 0 <= f < N_FOLDS for f in v)
+              and len(set(v)) == len(v), f"a list of distinct fold numbers in 0..{N_FOLDS - 1}"),
+    "provenance": (lambda v: v is None or isinstance(v, dict), "a JSON object"),
+}
+
+
 def load_model_record(model_dir: Path) -> dict:
-    """A model folder's model.json; a damaged one is named (not a traceback)."""
+    """A model folder's model.json, every field checked; a damaged one is named (not a traceback).
+
+    Its ``name`` must be the folder's own: names are used as paths (prediction folders), so a
+    ``../`` or a foreign name would write elsewhere.
+    """
     path = Path(model_dir) / MODEL_FILE
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SearchError(f"{str(path)!r} cannot be read as JSON ({exc}); expected the model.json that "
-                          "`hnas train --folds` writes") from exc
-    folds = record.get("folds") if isinstance(record, dict) else None
-    if not isinstance(folds, list) or not all(isinstance(f, int) and not isinstance(f, bool) for f in folds):
-        raise SearchError(f"{str(path)!r} has folds {folds!r}; expected a JSON object whose folds are fold numbers")
+    record = read_json_object(path, "the model.json that `hnas train --folds` writes")
+    if record.get("name") != Path(model_dir).name:
+        raise TrainingError(f"{str(path)!r} has name {record.get('name')!r}; expected its folder's name "
+                            f"{Path(model_dir).name!r}")
+    for field, (valid, expected) in _MODEL_FIELDS.items():
+        if field not in record and field == "provenance":
+            continue  # written by hnas before provenance was recorded
+        if field not in record or not valid(record[field]):
+            raise TrainingError(f"{str(path)!r} has {field} {record.get(field)!r}; expected {expected}")
     return record
 
 
 def replace_model_record(model_dir: Path, record: dict) -> None:
     """Write model.json atomically (a reader never sees half of it); the caller holds the model lock."""
-    path = Path(model_dir) / MODEL_FILE
-    temporary = path.with_name(f".{MODEL_FILE}.{os.getpid()}")
-    write_json(temporary, record)
-    os.replace(temporary, path)
+    replace_json(Path(model_dir) / MODEL_FILE, record)
+
+
+# ---------------------------------------------------------------- fold.json
+
+
+def fold_record_path(fold_dir: Path) -> Path:
+    return Path(fold_dir) / FOLD_FILE
+
+
+def load_fold_record(fold_dir: Path) -> dict | None:
+    """A fold folder's fold.json (None when the fold has none yet), its fields checked."""
+    path = fold_record_path(fold_dir)
+    if not path.exists():
+        return None
+    record = read_json_object(path, "the fold.json that `hnas train --folds` writes")
+    checks = {"model": lambda v: isinstance(v, str), "fold": _is_int, "settings": lambda v: isinstance(v, dict),
+              "validation_cases": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+              "validation": lambda v: isinstance(v, dict) and all(isinstance(e, dict) for e in v.values())}
+    for field, valid in checks.items():
+        if not valid(record.get(field)):
+            raise TrainingError(f"{str(path)!r} has {field} {record.get(field)!r}; expected the fold.json that "
+                                "`hnas train --folds` writes (remove the fold folder to train it again)")
+    return record
+
+
+def replace_fold_record(fold_dir: Path, record: dict) -> None:
+    """Write fold.json atomically; the caller holds the fold's training lock."""
+    replace_json(fold_record_path(fold_dir), record)
 
 
 # ---------------------------------------------------------------- best_configuration.json, postprocessing.json
@@ -165,46 +255,71 @@ def replace_model_record(model_dir: Path, record: dict) -> None:
 
 def write_best_configuration(run_dir: Path, result: dict) -> Path:
     path = RunFolder(run_dir).best_configuration
-    write_json(path, result, allow_nan=False)
+    if path.is_dir():
+        raise TrainingError(f"{str(path)!r} is a folder; expected room for the best_configuration.json find-best writes")
+    replace_json(path, result)
     return path
 
 
 def read_best_configuration(path: Path) -> tuple[list[str], dict | None]:
-    """``(best.members, postprocessing)`` of a best_configuration.json, read once.
+    """``(best.members, postprocessing)`` of a best_configuration.json, read once and checked.
 
-    Members are model folder names beside the file (RUN/cv); the decision is None when absent.
+    Members are plain model folder names beside the file (RUN/cv); the decision is None when absent.
     """
-    data = read_json_object(path)
-    members = (data.get("best") or {}).get("members") if isinstance(data.get("best"), dict) else None
-    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        raise TrainingError(f"{str(path)!r} has best.members {members!r}; expected a list of model folder names "
-                            "(a file written by `hnas find-best`)")
-    return members, data.get("postprocessing") or None
+    data = read_json_object(path, "the best_configuration.json that `hnas find-best` writes")
+    best = data.get("best")
+    members = best.get("members") if isinstance(best, dict) else None
+    if not isinstance(members, list) or not members or len(set(map(str, members))) != len(members):
+        raise TrainingError(f"{str(path)!r} has best.members {members!r}; expected a list of distinct model folder "
+                            "names (a file written by `hnas find-best`)")
+    for member in members:
+        check_plain_name(member, path, "a best.members entry")
+    decision = data.get("postprocessing")
+    if decision is not None and not isinstance(decision, dict):
+        raise TrainingError(f"{str(path)!r} has postprocessing {decision!r}; expected a JSON object with regions "
+                            "(or no postprocessing field)")
+    return members, decision or None
 
 
 def write_postprocessing(model_dir: Path, decision: dict) -> Path:
     path = Path(model_dir) / POSTPROCESSING_FILE
-    write_json(path, decision, allow_nan=False)
+    if path.is_dir():
+        raise TrainingError(f"{str(path)!r} is a folder; expected room for the postprocessing.json find-best writes")
+    replace_json(path, decision)
     return path
 
 
 def read_postprocessing(model_dir: Path) -> tuple[dict, Path] | None:
     """A model folder's post-processing decision and its path, or None when it has none."""
     path = Path(model_dir) / POSTPROCESSING_FILE
-    return (read_json_object(path), path) if path.is_file() else None
+    if not path.exists():
+        return None
+    return read_json_object(path, "the postprocessing.json that `hnas find-best` writes"), path
 
 
 # ---------------------------------------------------------------- JSON
 
 
-def read_json_object(path: Path) -> dict:
+def read_json_object(path: Path, expected: str = "a JSON object") -> dict:
+    """A JSON file holding an object; a folder, an unreadable file or other JSON is named with ``expected``."""
+    path = Path(path)
+    if path.is_dir():
+        raise TrainingError(f"{str(path)!r} is a folder; expected {expected}")
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise TrainingError(f"{str(path)!r} cannot be read as JSON: {exc}") from exc
+        raise TrainingError(f"{str(path)!r} cannot be read as JSON ({exc}); expected {expected}") from exc
     if not isinstance(data, dict):
-        raise TrainingError(f"{str(path)!r} holds {type(data).__name__}; expected a JSON object")
+        raise TrainingError(f"{str(path)!r} holds {type(data).__name__}; expected {expected}")
     return data
+
+
+def replace_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader (or a kill) never leaves half of the file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write_json(temporary, data, allow_nan=False)
+    os.replace(temporary, path)
 
 
 def write_json(path: Path, data: Any, *, allow_nan: bool = True) -> None:

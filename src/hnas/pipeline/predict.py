@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hnas.errors import TrainingError
-from hnas.pipeline.layout import fold_dirs, read_best_configuration, read_postprocessing
+from hnas.pipeline.layout import (MODEL_FILE, fold_dirs, fold_folder, inside_folder, load_model_record,
+                                  read_best_configuration, read_postprocessing, require_folder, stray_folds)
+from hnas.pipeline.provenance import check_fold_record, checkpoint_matches
 from hnas.train.checkpoint import CHECKPOINT_NAME
 from hnas.train.ensemble import Ensemble
 from hnas.train.postprocessing import Postprocessing
@@ -43,8 +45,34 @@ class ModelSource:
 
 
 def fold_checkpoints(model_dir: Path) -> tuple[Path, ...]:
-    """A cross-validated model folder's fold checkpoints (fold order)."""
-    return tuple(fold / CHECKPOINT_NAME for fold in fold_dirs(model_dir) if (fold / CHECKPOINT_NAME).is_file())
+    """A model folder's fold checkpoints (fold order).
+
+    In a cross-validated model folder (with model.json) these are the folds model.json lists, each
+    checked against its fold.json: a fold of another model, or a checkpoint replaced since the
+    fold was trained, is refused; other ``fold_*`` entries are left out with a warning. A folder
+    without model.json (put together by hand) offers every ``fold_<k>/checkpoint.pt``.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_FILE).exists():
+        return tuple(fold / CHECKPOINT_NAME for fold in fold_dirs(model_dir) if (fold / CHECKPOINT_NAME).is_file())
+    record = load_model_record(model_dir)
+    checkpoints = []
+    for fold in record["folds"]:
+        fold_dir = require_folder(fold_folder(model_dir, fold), f"fold {fold} of model {model_dir.name!r}")
+        if not (fold_dir / CHECKPOINT_NAME).is_file():
+            raise TrainingError(f"{str(model_dir / MODEL_FILE)!r} lists fold {fold}, but {str(fold_dir)!r} holds no "
+                                f"{CHECKPOINT_NAME}; expected the fold `hnas train --folds` trained there")
+        fold_record = check_fold_record(fold_dir, record, fold)
+        if not checkpoint_matches(fold_dir, fold_record):
+            raise TrainingError(f"{str(fold_dir / CHECKPOINT_NAME)!r} is not the checkpoint fold {fold} of "
+                                f"{model_dir.name!r} was trained into (fold.json records another); expected the "
+                                "fold's own checkpoint")
+        checkpoints.append(fold_dir / CHECKPOINT_NAME)
+    stray = stray_folds(model_dir, record["folds"])
+    if stray:
+        warnings.warn(f"{str(model_dir)!r}: {stray} not used: model.json lists folds {record['folds']}",
+                      EnsembleWarning, stacklevel=3)
+    return tuple(checkpoints)
 
 
 def model_source(path: str | Path) -> ModelSource:
@@ -76,13 +104,21 @@ def _folder_decision(model_dir: Path) -> Postprocessing | None:
 
 
 def _best_configuration_source(path: Path) -> ModelSource:
-    """``best.members`` are model folders beside the JSON (RUN/cv), each a fold ensemble of equal weight."""
+    """``best.members`` are model folders beside the JSON (RUN/cv), each a fold ensemble of equal weight.
+
+    Members are plain names of cross-validated model folders there (model.json checked); a name
+    with a path, a link leading out of RUN/cv or a folder without model.json is refused.
+    """
     members, decision = read_best_configuration(path)
     checkpoints, weights = [], []
     for member in members:
-        folds = fold_checkpoints(path.parent / member)
+        folder = inside_folder(path.parent, member, path)
+        if not (folder / MODEL_FILE).is_file():
+            raise TrainingError(f"{str(path)!r} names member {member!r}, but {str(folder)!r} is not a cross-validated "
+                                f"model folder (no {MODEL_FILE}); expected a model folder beside it")
+        folds = fold_checkpoints(folder)
         if not folds:
-            raise TrainingError(f"{str(path)!r} names member {member!r}, but {str(path.parent / member)!r} holds no "
+            raise TrainingError(f"{str(path)!r} names member {member!r}, but {str(folder)!r} holds no "
                                 f"fold_*/{CHECKPOINT_NAME}")
         checkpoints += folds
         weights += [1.0 / (len(members) * len(folds))] * len(folds)
@@ -112,7 +148,19 @@ def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out
 
     Label maps already in ``out_dir`` are refused before any work unless ``overwrite``."""
     ensemble = load_models(models, device=device, mirror=mirror)
-    out_dir = Path(out_dir)
+    out_dir = require_folder(Path(out_dir), "a folder for the label maps")
     cases = group_cases([Path(p) for p in images], ensemble.n_channels)
-    refuse_existing([out_dir / f"{case}.nii.gz" for case in cases], overwrite)
+    outputs = [out_dir / f"{case}.nii.gz" for case in cases]
+    refuse_inputs_as_outputs(outputs, [p for files in cases.values() for p in files]
+                             + list(ensemble.checkpoints))
+    refuse_existing(outputs, overwrite)
     return ensemble, [ensemble.predict_file(files, out_dir / f"{case}.nii.gz") for case, files in cases.items()]
+
+
+def refuse_inputs_as_outputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """No command writes over what it reads, --overwrite or not (an image replaced by its label map is lost)."""
+    read = {Path(p).resolve() for p in inputs}
+    clash = [str(p) for p in outputs if Path(p).resolve() in read]
+    if clash:
+        raise TrainingError(f"output {clash[0]!r} is also an input of this command; expected an output folder "
+                            "(-o) apart from the images and models it reads")

@@ -10,7 +10,9 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from hnas.data import load_dataset
 from hnas.data.cache import builtin_dataset, cache_dir, fingerprint_of
+from hnas.data.dataset import content_digest, locate_dataset
 from hnas.data.splits import N_FOLDS
 from hnas.errors import DatasetError, SearchError
 from hnas.grammar import grammar_hash, make_grammar
@@ -50,14 +52,28 @@ class SearchSettings:
     workers: int = 1
     scheduler: str | None = None
     seed: int = 0
+    dataset_digest: str | None = None  # the dataset's content when the run began (run.json; None before 2026-12)
 
     def __post_init__(self):
         if self.space not in SPACES:
             raise SearchError(f"unknown search space {self.space!r}; expected one of {list(SPACES)}")
 
     def dataset_path(self) -> Path:
-        """The dataset the run searches: the given folder, or the built-in synthetic data."""
-        return Path(self.dataset) if self.dataset else builtin_dataset()
+        """The dataset the run searches: the given folder, or the built-in synthetic data.
+
+        A ``DatasetXXX_Name`` or id is looked up in $nnUNet_raw as nnU-Net does. run.json stores the
+        absolute folder; runs written before that store it as typed, read from here.
+        """
+        if not self.dataset:
+            return builtin_dataset()
+        path = Path(self.dataset)
+        return path if path.is_absolute() or path.exists() else locate_dataset(path)
+
+    def identified(self, dataset: Path) -> "SearchSettings":
+        """These settings with the dataset as an absolute path and its content digest, as run.json keeps them."""
+        loaded = load_dataset(dataset)
+        return replace(self, dataset=str(loaded.root) if self.dataset else None,
+                       dataset_digest=content_digest(loaded))
 
     def save(self, run_dir: Path) -> None:
         RunFolder(run_dir).settings.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -65,14 +81,39 @@ class SearchSettings:
     @classmethod
     def load(cls, run_dir: Path) -> "SearchSettings":
         path = RunFolder(run_dir).settings
+        if path.is_dir():
+            raise SearchError(f"{str(path)!r} is a folder; expected the settings file `hnas search` writes")
         if not path.is_file():
             raise SearchError(f"{str(run_dir)!r} is not an hnas run folder (no {path.name}); "
                               "expected the --run-dir of an `hnas search`")
         try:
-            return cls(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as error:  # not JSON, not an object, or unknown keys
+            stored = json.loads(path.read_text())
+            settings = cls(**stored)
+        except (ValueError, TypeError, OSError) as error:  # not JSON, not an object, unknown keys, a folder
             raise SearchError(f"{str(path)!r} is not the {path.name} of an hnas search ({error}); expected the "
                               "settings file `hnas search` writes") from None
+        _check_field_types(settings, path)
+        return settings
+
+
+#: run.json's fields by the JSON types each may hold (None: may be null).
+_FIELD_TYPES = {"dataset": (str, None), "max_stages": (int, None), "space": (str,), "optimizer": (str,),
+                "confidence": (str,), "preset": (str,), "budget": (int, float, None), "time_limit": (int, float, None),
+                "max_trials": (int, None), "min_epochs": (int, None), "max_epochs": (int, None), "eta": (int, None),
+                "iterations_per_epoch": (int, None), "fold": (int,), "workers": (int,), "scheduler": (str, None),
+                "seed": (int,), "dataset_digest": (str, None)}
+
+
+def _check_field_types(settings: SearchSettings, path: Path) -> None:
+    """Refuse a hand-edited run.json whose values have the wrong JSON type (a traceback later, otherwise)."""
+    for name, allowed in _FIELD_TYPES.items():
+        value = getattr(settings, name)
+        kinds = tuple(t for t in allowed if t is not None)
+        if (value is None and None in allowed) or (isinstance(value, kinds) and not isinstance(value, bool)):
+            continue
+        expected = " or ".join([{str: "a string", int: "an integer", float: "a number"}[t] for t in kinds]
+                               + (["null"] if None in allowed else []))
+        raise SearchError(f"{str(path)!r} has {name} {value!r}; expected {expected} (the value `hnas search` wrote)")
 
 
 @dataclass(frozen=True)
