@@ -20,3 +20,16 @@ def test_a_search_with_two_workers_gives_each_its_environment(tmp_path, monkeypa
     assert "workers: 2 local processes, 2 torch thread(s) each" in capsys.readouterr().out
     assert len(summary.history) == 4 and all(t.is_success for t in summary.history)
     assert {t.extra["omp_threads"] for t in summary.history} == {"2"}  # Dask's own default is 1
+
+
+def test_an_unschedulable_epoch_range_is_refused_in_flags_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from hnas.cli import main
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    code = main(["search", "--run-dir", str(run_dir), "--preset", "cpu", "--optimizer", "hyperband",
+                 "--min-epochs", "2", "--max-epochs", "3", "--eta", "3", "--max-stages", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--max-epochs 3 / --min-epochs 2 = 1.5 is below --eta 3; pass --min-epochs 1 or less" in err
+    assert "min_fidelity" not in err
+    assert not run_dir.exists()  # no run.json, plan.json or grammar.lark left behind

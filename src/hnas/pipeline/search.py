@@ -5,6 +5,7 @@ This is glue between :mod:`hnas.search` (which knows nothing of U-Nets) and :mod
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from hnas.planning import Plan
 from hnas.search import RunSummary
 from hnas.search import run as run_search
 from hnas.search.executors import validate_scheduler_address
+from hnas.search.fidelity import FidelitySchedule
+from hnas.search.optimizers import make_optimizer
 from hnas.search.storage import RunLock, check_database, check_not_in_use
 from hnas.train import TrainObjective, prepare
 
@@ -105,7 +108,7 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
         return
     folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    setup.settings.save(run_dir)
+    setup.settings.identified(setup.dataset).save(run_dir)
     setup.plan.save(folder.plan)
     folder.grammar.write_text(setup.grammar)
     if setup.plan_2d is not None:
@@ -114,6 +117,25 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
     if setup.residual_plan is not None:
         setup.residual_plan.save(folder.residual_plan)
     setup.preset.save(folder.preset)
+
+
+def check_schedule(setup: RunSetup) -> None:
+    """Refuse, in the flags' words and before any file is written, epochs an optimizer cannot schedule.
+
+    Multi-fidelity optimizers need at least two rungs: --max-epochs / --min-epochs must reach --eta.
+    The optimizer is then built once as the search would build it, so no other refusal of the
+    engine comes after run.json, plan.json and grammar.lark were written.
+    """
+    schedule = FidelitySchedule(setup.min_epochs, setup.max_epochs, setup.eta)
+    optimizer = setup.settings.optimizer
+    if optimizer != "random" and schedule.max_rung < 1:
+        raise SearchError(f"--optimizer {optimizer} needs at least two rungs of epochs, but --max-epochs "
+                          f"{setup.max_epochs:g} / --min-epochs {setup.min_epochs:g} = "
+                          f"{setup.max_epochs / setup.min_epochs:g} is below --eta {setup.eta}; pass --min-epochs "
+                          f"{math.floor(setup.max_epochs / setup.eta):g} or less, a larger --max-epochs, a smaller "
+                          "--eta, or --optimizer random")
+    make_optimizer(optimizer, setup.space(), min_fidelity=setup.min_epochs, max_fidelity=setup.max_epochs,
+                   eta=setup.eta, seed=setup.settings.seed)
 
 
 def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
@@ -129,6 +151,7 @@ def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, pro
         validate_scheduler_address(settings.scheduler)
     check_run_dir(run_dir, settings, resume)
     setup = resolve(settings)
+    check_schedule(setup)
     if resume:
         check_stored_plans(run_dir, setup)
     with RunLock(run_dir):

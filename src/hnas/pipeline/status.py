@@ -27,12 +27,31 @@ def describe_trial(trial) -> str:
             f"  architecture: {architecture}\n  hyperparameters: {json.dumps(config, sort_keys=True, default=str)}")
 
 
+TABLE_COLUMNS = ("trial", "epochs", "rung", "state", "Dice", "runtime s", "sampler", "parent")
+
+
+def trial_table(trials: list[Trial]) -> str:
+    """Every trial as one aligned row (id, fidelity, Dice, runtime, state, sampler), as `hnas status` prints it."""
+    rows = [TABLE_COLUMNS]
+    for trial in trials:
+        state = {"pending": "running", "success": "finished"}.get(trial.state, trial.state)
+        rows.append((str(trial.trial_id), f"{trial.fidelity:g}", str(trial.rung), state,
+                     "-" if trial.loss is None else f"{1 - trial.loss:.4f}",
+                     "-" if trial.cost is None else f"{trial.cost:.1f}", trial.job.sampler or "-",
+                     "-" if trial.parent_id is None else str(trial.parent_id)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    return "\n".join("  ".join(cell.rjust(w) if i in (0, 1, 2, 4, 5, 7) else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows)
+
+
 def status_text(run_dir: Path) -> str:
-    """What `hnas status` prints: running, finished and failed trials and the best so far."""
+    """What `hnas status` prints: counts, every trial as a table, running trials, the best so far, failures."""
     summary = load_run(run_dir)
     running = [t for t in summary.history if t.state == "pending"]
     lines = [f"run {run_dir}: {len(summary.successes)} finished, {len(summary.failures)} failed, "
              f"{len(running)} running or interrupted, budget used {summary.budget_used:.2f}"]
+    if summary.history:
+        lines += ["", trial_table(list(summary.history)), ""]
     for trial in running:
         lines.append(f"  running: trial {trial.trial_id} at {trial.fidelity:g} epochs (rung {trial.rung})")
     if summary.incumbent is not None:
