@@ -251,3 +251,15 @@ def test_cross_validation_outputs_are_tied_to_their_inputs(capsys, tmp_path, sma
     assert main(["train", "--run", str(run_dir), "--folds", "3", "--epochs", "1", "--default"]) == 1
     assert "changed since run" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()} == before  # refusals wrote nothing
+
+
+def test_validation_predictions_are_never_written_through_a_link(tmp_path):
+    from hnas.errors import TrainingError
+
+    (tmp_path / "labelsTr").mkdir()
+    fold_dir = tmp_path / "cv" / "default_1ep" / "fold_0"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "validation").symlink_to(tmp_path / "labelsTr")  # would overwrite the dataset's labels
+    with pytest.raises(TrainingError, match="is a link .* never written through a link"):
+        cv.predict_validation(fold_dir, None, 0, {"validation": {}})
+    assert list((tmp_path / "labelsTr").iterdir()) == []

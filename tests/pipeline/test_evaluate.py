@@ -359,3 +359,14 @@ def test_cli_evaluate_refuses_a_shifted_test_label_in_one_line(capsys, test_mode
                  str(tmp_path / "eval")])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and err.startswith("hnas: error: image/label affine mismatch")
+
+
+def test_fold_folders_model_json_does_not_list_are_named_not_scored(capsys, tmp_path, small_dataset):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    SearchSettings(dataset=str(small_dataset)).save(run_dir)
+    model_dir = fake_model(run_dir, "default_1ep", small_dataset, [0, 1], damage=lambda label: label)
+    (model_dir / "model.json").write_text(json.dumps(model_record("default_1ep", [0])))
+    with pytest.warns(evaluate.EvaluationWarning, match=r"\['fold_1'\] not evaluated: model.json lists folds \[0\]"):
+        summary, _ = evaluate.evaluate_run(run_dir, out_dir=tmp_path / "eval", log=lambda _: None)
+    assert summary["models"]["default_1ep"]["folds"] == ["0"]

@@ -241,3 +241,17 @@ def test_an_ensemble_refuses_before_any_member_predicts(model_folder, tmp_path, 
     path = _volume(tmp_path / "huge_0000.nii.gz", (20.0, 20.0, 20.0), shape=(64, 64, 64))
     with pytest.raises(DatasetError, match="would be resampled"):
         predict_with([model_folder], [path], tmp_path / "out", device="cpu")
+
+
+@pytest.mark.parametrize("regions", [[[7]], [[0]], [[1, 7]]])
+def test_a_decision_naming_labels_the_model_lacks_is_refused(own_model, regions):
+    (own_model / "postprocessing.json").write_text(json.dumps({"regions": regions}))
+    with pytest.raises(TrainingError, match=r"names label value\(s\) \[(7|0)\]; expected foreground values"):
+        load_models([own_model], device="cpu")
+
+
+def test_predict_does_not_write_into_a_model_folder(own_model, image, tmp_path):
+    path, _ = image
+    with pytest.raises(TrainingError, match="is inside .*default_1ep', a folder of --model"):
+        predict_with([own_model], [path], own_model / "fold_0" / "validation", device="cpu")
+    assert not (own_model / "fold_0" / "validation").exists()

@@ -292,6 +292,9 @@ def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *,
     """
     model_dir = Path(fold_dir).parent
     out = require_folder(validation_folder(model_dir, fold), "the fold's validation folder")
+    if out.is_symlink():
+        raise TrainingError(f"{str(out)!r} is a link (to {str(out.resolve())!r}); expected the fold's own validation "
+                            "folder: predictions are never written through a link into other data")
     out.mkdir(parents=True, exist_ok=True)
     predictor, written = None, 0
     for case_id in fold_split(dataset.case_ids, fold)[1]:

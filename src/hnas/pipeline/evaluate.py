@@ -20,7 +20,7 @@ from hnas.data.dataset import parse_labels, read_dataset_json
 from hnas.data.geometry import check_label_file, check_label_values, check_same_grid, check_same_labels
 from hnas.errors import DatasetError, SearchError
 from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFolder, load_model_record, model_dirs,
-                                  prediction_file, require_folder, write_json)
+                                  prediction_file, require_folder, stray_folds, write_json)
 from hnas.pipeline.predict import load_models
 from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import SearchSettings
@@ -40,6 +40,10 @@ def validation_rows(model_dir: Path, dataset: str | Path) -> list[dict]:
     data = load_dataset(dataset)
     record = load_model_record(model_dir)
     name = Path(model_dir).name
+    stray = stray_folds(model_dir, record["folds"])
+    if stray:
+        warnings.warn(f"{str(model_dir)!r}: {stray} not evaluated: model.json lists folds {record['folds']}",
+                      EvaluationWarning, stacklevel=2)
     rows = []
     for fold in record["folds"]:
         predicted, missing = checked_validation(model_dir, fold, data)

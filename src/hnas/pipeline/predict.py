@@ -25,6 +25,7 @@ from hnas.pipeline.layout import (MODEL_FILE, fold_dirs, fold_folder, inside_fol
 from hnas.pipeline.provenance import check_fold_record, checkpoint_matches
 from hnas.train.checkpoint import CHECKPOINT_NAME
 from hnas.train.ensemble import Ensemble
+from hnas.train.evaluation import foreground_classes
 from hnas.train.postprocessing import Postprocessing
 from hnas.train.prediction import group_cases, refuse_existing
 
@@ -139,7 +140,19 @@ def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bo
         warnings.warn(f"post-processing of {ignored} not applied: each decision was made for that model alone, "
                       "not for this ensemble of several --model paths (`hnas find-best` decides one for an "
                       "ensemble)", EnsembleWarning, stacklevel=2)
-    return Ensemble(checkpoints, weights=weights, postprocessing=decision, device=device, mirror=mirror)
+    ensemble = Ensemble(checkpoints, weights=weights, postprocessing=decision, device=device, mirror=mirror)
+    if decision is not None:
+        check_decision_labels(decision, ensemble.labels, sources[0].path)
+    return ensemble
+
+
+def check_decision_labels(decision: Postprocessing, labels, source: Path) -> None:
+    """A post-processing decision may only name the model's foreground label values (an edited file may not)."""
+    foreground = {value for _, value in foreground_classes(labels)}
+    unknown = sorted({v for region in decision.regions for v in region} - foreground)
+    if unknown:
+        raise TrainingError(f"the post-processing of {str(source)!r} names label value(s) {unknown}; expected "
+                            f"foreground values of the model's labels {sorted(foreground)}")
 
 
 def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out_dir: str | Path, *,
@@ -153,6 +166,7 @@ def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out
     outputs = [out_dir / f"{case}.nii.gz" for case in cases]
     refuse_inputs_as_outputs(outputs, [p for files in cases.values() for p in files]
                              + list(ensemble.checkpoints))
+    _refuse_output_inside_models(out_dir, [Path(m) for m in models])
     refuse_existing(outputs, overwrite)
     return ensemble, [ensemble.predict_file(files, out_dir / f"{case}.nii.gz") for case, files in cases.items()]
 
@@ -164,3 +178,13 @@ def refuse_inputs_as_outputs(outputs: Sequence[Path], inputs: Sequence[Path]) ->
     if clash:
         raise TrainingError(f"output {clash[0]!r} is also an input of this command; expected an output folder "
                             "(-o) apart from the images and models it reads")
+
+
+def _refuse_output_inside_models(out_dir: Path, models: Sequence[Path]) -> None:
+    """Label maps go elsewhere than a model's own folder (its validation predictions live there)."""
+    target = out_dir.resolve()
+    for model in models:
+        folder = (model.parent if model.is_file() else model).resolve()
+        if target == folder or target.is_relative_to(folder):
+            raise TrainingError(f"-o {str(out_dir)!r} is inside {str(folder)!r}, a folder of --model {str(model)!r}; "
+                                "expected an output folder apart from the models it reads")

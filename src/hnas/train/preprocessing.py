@@ -25,6 +25,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -182,10 +183,18 @@ class PreprocessedDataset:
         if case_id not in self.shapes:
             raise TrainingError(f"preprocessed dataset {self.dataset_name!r} has no case {case_id!r}")
         mode = "r" if mmap else None
-        with np.load(self.root / f"{case_id}_foreground.npz") as stored:
-            foreground = {int(name.split("_")[1]): stored[name] for name in stored.files}
-        return PreprocessedCase(case_id, np.load(self.image_path(case_id), mmap_mode=mode),
-                                np.load(self.label_path(case_id), mmap_mode=mode), foreground)
+        foreground_path = self.root / f"{case_id}_foreground.npz"
+        try:
+            with np.load(foreground_path) as stored:
+                foreground = {int(name.split("_")[1]): stored[name] for name in stored.files}
+            image = np.load(self.image_path(case_id), mmap_mode=mode)
+            label = np.load(self.label_path(case_id), mmap_mode=mode)
+        except (OSError, ValueError, EOFError, IndexError, zipfile.BadZipFile) as exc:
+            # damaged, truncated or foreign cache files (object arrays are refused: allow_pickle stays False)
+            raise TrainingError(f"the preprocessed files of case {case_id!r} in {str(self.root)!r} (e.g. "
+                                f"{str(foreground_path)!r}) cannot be read safely ({exc}); expected the files hnas "
+                                "preprocessing wrote: remove the folder to preprocess again") from exc
+        return PreprocessedCase(case_id, image, label, foreground)
 
     def split(self, fold: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return fold_split(self.case_ids, fold)
