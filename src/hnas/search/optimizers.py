@@ -37,6 +37,8 @@ from hnas.search.types import NO_BRACKET, Job, Trial
 #: How a rung ranks its finished trials for promotion.
 PROMOTIONS: tuple[str, ...] = ("loss", "nds-random", "nds-crowding")
 _SAMPLING_STREAM, _PROMOTION_STREAM = 0, 1
+#: The tie-breaking stream of the incumbent's ranking: no bracket number (numpy refuses a negative seed).
+_INCUMBENT_RANKING = 2**16
 
 
 def _check_seed(seed: Any) -> int:
@@ -347,7 +349,7 @@ class PriorBand(Hyperband):
         rung = max(rungs)
         trials = index.successes_by_rung[rung]
         k = max(len(trials) // eta, eta)
-        top = self.rank(trials, stream=(NO_BRACKET, rung))[:k]
+        top = self.rank(trials, stream=(_INCUMBENT_RANKING, rung))[:k]
         log_weights = np.log(np.arange(k, 0, -1, dtype=float))
         log_prior = special.logsumexp(log_weights + self._log_pdfs(top, None))
         log_incumbent = special.logsumexp(log_weights + self._log_pdfs(top, incumbent))
