@@ -88,6 +88,7 @@ def test_tiny_search_on_synthetic_data(capsys, tmp_path, tiny_dataset, monkeypat
 
 
 @pytest.mark.slow
+@pytest.mark.very_slow  # ~4 CPU-minutes: preprocesses and validates the 208 real cases (525 s on a busy machine)
 def test_tiny_search_on_real_hippocampus(capsys, tmp_path, hippocampus_dir, monkeypatch):
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"

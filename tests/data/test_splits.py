@@ -1,22 +1,98 @@
-"""nnU-Net's fold split: deterministic, a partition, refusing what cannot be split."""
+"""nnU-Net's fold split: pinned to sklearn's KFold (and nnU-Net's own generate_crossval_split), a partition,
+refusing what cannot be split.
 
+The oracle is nnU-Net's ``nnUNetTrainer.do_split``: the sorted case ids go through
+``sklearn.model_selection.KFold(n_splits=5, shuffle=True, random_state=12345)``
+(``nnunetv2.utilities.crossval_split.generate_crossval_split``); fold k validates the k-th test set.
+"""
+
+import random
+
+import numpy as np
 import pytest
+from sklearn.model_selection import KFold
 
 from hnas.data.splits import fold_split
 from hnas.errors import TrainingError
 
 
-def test_split_is_deterministic_and_partitions_the_cases():
-    ids = [f"case_{i:03d}" for i in range(23)]
+def case_ids(n: int, seed: int, prefix: str = "case") -> list[str]:
+    """``n`` ids in a shuffled order (the split must not depend on it), with gaps in the numbering."""
+    ids = [f"{prefix}_{i:03d}" for i in random.Random(seed).sample(range(3 * n), n)]
+    random.Random(seed + 1).shuffle(ids)
+    return ids
+
+
+def sklearn_split(ids: list[str], n_folds: int = 5, seed: int = 12345) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The oracle: sklearn's KFold over the sorted ids, as nnU-Net's do_split calls it."""
+    ordered = np.array(sorted(ids))
+    return [(tuple(map(str, ordered[train])), tuple(map(str, ordered[val])))
+            for train, val in KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(ordered)]
+
+
+# sizes: the minimum, every remainder mod 5, hippocampus-like counts (MSD's 260 is slow-free too), 60
+SIZES = [5, 6, 7, 8, 9, 12, 23, 31, 44, 60]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_split_equals_sklearn_kfold_with_nnunets_seed(n):
+    ids = case_ids(n, seed=n)
+    expected = sklearn_split(ids)
+    assert [fold_split(ids, fold) for fold in range(5)] == expected
+
+
+@pytest.mark.parametrize("n", [5, 17, 60])
+def test_split_equals_nnunets_generate_crossval_split(n):
+    crossval = pytest.importorskip("nnunetv2.utilities.crossval_split")
+    ids = case_ids(n, seed=100 + n, prefix="hippocampus")
+    # nnUNetTrainer.do_split: all_keys_sorted = list(np.sort(list(dataset.identifiers)))
+    splits = crossval.generate_crossval_split(list(np.sort(ids)), seed=12345, n_splits=5)
+    for fold, split in enumerate(splits):
+        train, val = fold_split(ids, fold)
+        assert list(train) == [str(c) for c in split["train"]] and list(val) == [str(c) for c in split["val"]]
+
+
+def test_split_of_twelve_cases_is_pinned():
+    """Twelve cases c00..c11: the validation sets of KFold(5, shuffle=True, random_state=12345), written out
+    (nnU-Net's splits_final.json for such a dataset); the two extra cases go to folds 0 and 1."""
+    ids = [f"c{i:02d}" for i in range(12)]
+    random.Random(0).shuffle(ids)
+    assert [fold_split(ids, fold)[1] for fold in range(5)] == [
+        ("c00", "c03", "c08"), ("c07", "c10", "c11"), ("c06", "c09"), ("c01", "c04"), ("c02", "c05")]
+    assert fold_split(ids, 2)[0] == ("c00", "c01", "c02", "c03", "c04", "c05", "c07", "c08", "c10", "c11")
+
+
+def test_the_seed_is_nnunets_12345():
+    ids = case_ids(40, seed=3)
+    assert fold_split(ids, 0) == sklearn_split(ids, seed=12345)[0]
+    assert fold_split(ids, 0) != sklearn_split(ids, seed=12346)[0]
+    assert fold_split(ids, 0) != sklearn_split(ids, seed=0)[0]
+    assert fold_split(ids, 1, seed=0) == sklearn_split(ids, seed=0)[1]  # the seed argument is KFold's
+
+
+def test_extra_cases_go_to_the_first_folds():
+    """KFold gives the n % 5 extra cases to the first folds: 23 cases -> 5, 5, 5, 4, 4."""
+    ids = case_ids(23, seed=5)
+    assert [len(fold_split(ids, fold)[1]) for fold in range(5)] == [5, 5, 5, 4, 4]
+    assert [len(fold_split(case_ids(9, seed=1), fold)[1]) for fold in range(5)] == [2, 2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_every_case_is_validated_exactly_once(n):
+    ids = case_ids(n, seed=2 * n)
     folds = [fold_split(ids, f) for f in range(5)]
-    assert folds[2] == fold_split(list(reversed(ids)), 2)  # order of the input does not matter
-    validation = [set(v) for _, v in folds]
-    assert set().union(*validation) == set(ids)
-    assert sum(len(v) for v in validation) == len(ids)
-    assert sorted(len(v) for v in validation) == [4, 4, 5, 5, 5]
+    validated = [c for _, val in folds for c in val]
+    assert sorted(validated) == sorted(ids)  # each case once, none twice, none left out
     for train, val in folds:
-        assert not set(train) & set(val) and len(train) + len(val) == len(ids)
-    assert folds[0][1] != tuple(sorted(ids)[:5])  # shuffled, not the first five
+        assert not set(train) & set(val) and sorted(train + val) == sorted(ids)
+        assert list(train) == sorted(train) and list(val) == sorted(val)  # nnU-Net's order: sorted ids
+
+
+def test_split_depends_only_on_the_set_of_ids():
+    ids = case_ids(23, seed=7)
+    for fold in range(5):
+        assert fold_split(ids, fold) == fold_split(sorted(ids), fold) == fold_split(list(reversed(ids)), fold)
+    assert fold_split(ids, 0)[1] != tuple(sorted(ids)[:5])  # shuffled, not the first five
 
 
 @pytest.mark.parametrize("fold", [-1, 5, 1.5, "0"])

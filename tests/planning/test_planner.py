@@ -459,6 +459,81 @@ def test_resenc_m_anisotropic_and_large_match_nnunet(huge_isotropic):
     assert (huge.patch_size, huge.batch_size, huge.n_stages) == ((128, 128, 128), 2, 6)
 
 
+# --------------------------------------------------------------------------- batch size, by nnU-Net's formula
+# nnunetv2 2.8.1, ExperimentPlanner.get_plans_for_configuration (and nnUNetPlannerResEncM's), written out:
+#   estimate  = the planner's network (built as nnU-Net builds it) .compute_conv_feature_map_size(patch)
+#   batch     = round(reference / estimate * reference_batch)      reference: 560e6 / 85e6 (3D / 2D) for an
+#               8 GB target, ResEnc M 680e6 / 135e6; reference_batch 2 (3D) / 12 (2D)
+#   cap       = round(n_voxels_dataset * max_dataset_covered / prod(patch))   0.05 (default), 1 (ResEnc M)
+#   batch     = max(min(batch, cap), 2)
+# n_voxels_dataset = prod(median shape after resampling) * numTraining, the 3D count also for the 2d plan.
+
+NNUNET_BATCH_RULES = {  # planner: (class, reference per dims, max_dataset_covered, encoder blocks, decoder blocks)
+    "default": ("dynamic_network_architectures.architectures.unet.PlainConvUNet", {3: 560_000_000, 2: 85_000_000},
+                0.05, (2,) * 14, (2,) * 13),
+    "resenc_m": ("dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+                 {3: 680_000_000, 2: 135_000_000}, 1.0, (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6), (1,) * 12),
+}
+
+
+def nnunet_batch_size(plan, fp, planner):
+    """nnU-Net's batch size for ``plan``'s patch and topology, its network built by nnunetv2's own code."""
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    network_class, references, covered, encoder_blocks, decoder_blocks = NNUNET_BATCH_RULES[planner]
+    n, dims = plan.n_stages, plan.dims
+    features = tuple(min({3: 320, 2: 512}[dims], 32 * 2 ** i) for i in range(n))  # _features_per_stage
+    blocks = "n_conv_per_stage" if planner == "default" else "n_blocks_per_stage"
+    norm = "torch.nn.InstanceNorm3d" if dims == 3 else "torch.nn.InstanceNorm2d"
+    arch_kwargs = {
+        "n_stages": n, "features_per_stage": features, "conv_op": f"torch.nn.Conv{dims}d",
+        "kernel_sizes": [list(k) for k in plan.kernel_sizes], "strides": [list(s) for s in plan.strides],
+        blocks: encoder_blocks[:n], "n_conv_per_stage_decoder": decoder_blocks[:n - 1], "conv_bias": True,
+        "norm_op": norm, "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+        "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+    with torch.device("meta"):  # only the feature-map count is needed
+        network = get_network_from_plans(network_class, arch_kwargs, ("conv_op", "norm_op", "dropout_op", "nonlin"),
+                                         len(fp.channel_names), len(fp.labels), allow_init=False)
+    estimate = network.compute_conv_feature_map_size(plan.patch_size)
+    by_memory = round(references[dims] * (8 / 8) / estimate * {3: 2, 2: 12}[dims])
+    # every fixture below has one spacing for all cases, so resampling keeps the shapes
+    assert len(set(fp.spacings)) == 1
+    n_voxels = float(np.prod(np.median(np.array(fp.shapes_after_crop), axis=0), dtype=np.float64) * fp.n_cases)
+    by_coverage = round(n_voxels * covered / np.prod(plan.patch_size, dtype=np.float64))
+    return max(min(by_memory, by_coverage), 2), by_memory, by_coverage
+
+
+@pytest.mark.parametrize("planner", ["default", "resenc_m"])
+@pytest.mark.parametrize("which,dims", [("hippocampus", 3), ("hippocampus", 2), ("hippocampus208", 3),
+                                        ("prostate", 3), ("prostate", 2), ("large_isotropic", 3),
+                                        ("large_isotropic", 2), ("huge_isotropic", 3), ("huge_isotropic", 2)])
+def test_batch_size_follows_nnunets_formula(which, dims, planner, request):
+    pytest.importorskip("nnunetv2.utilities.get_network_from_plans")
+    if which == "hippocampus208":  # the shared copy's case count: the 5% cap binds at 7
+        fp = fingerprint("Dataset004_Hippocampus", [(1, 1, 1)] * 208, shapes_around((36, 50, 35), 208, 6))
+    else:
+        fp = request.getfixturevalue(which)
+    plan = make_plan(fp, dims=dims, planner=planner)
+    expected, by_memory, by_coverage = nnunet_batch_size(plan, fp, planner)
+    assert plan.batch_size == expected, f"memory allows {by_memory}, coverage {by_coverage}"
+
+
+def test_batch_size_branches_by_hand(hippocampus, large_isotropic):
+    """The dataset cap by hand. Hippocampus (median 36x50x35 = 63,000 voxels), default planner: 3d patch
+    40x56x40 -> round(63000 * 260 * 0.05 / 89600) = round(9.14) = 9 (208 cases: round(7.31) = 7); 2d patch
+    56x40 -> round(63000 * 260 * 0.05 / 2240) = round(365.6) = 366. ResEnc M covers the whole dataset: its
+    caps (183 and 7312) do not bind. 20 cases of 128^3 with a 128^3 patch: the cap is round(20 * 0.05) = 1,
+    and the floor of 2 wins."""
+    assert make_plan(hippocampus).batch_size == round(63000 * 260 * 0.05 / (40 * 56 * 40)) == 9
+    fp208 = fingerprint("Dataset004_Hippocampus", [(1, 1, 1)] * 208, shapes_around((36, 50, 35), 208, 6))
+    assert make_plan(fp208).batch_size == round(63000 * 208 * 0.05 / (40 * 56 * 40)) == 7
+    assert make_plan(hippocampus, dims=2).batch_size == round(63000 * 260 * 0.05 / (56 * 40)) == 366
+    assert make_plan(hippocampus, planner="resenc_m").batch_size < round(63000 * 260 / (40 * 56 * 40)) == 183
+    large = make_plan(large_isotropic)
+    assert large.patch_size == (128, 128, 128) and round(20 * 0.05) == 1 and large.batch_size == 2
+
+
 @pytest.mark.parametrize("which", ["hippocampus", "prostate", "hippocampus2d"])
 @pytest.mark.parametrize("deep_supervision", [False, True])
 def test_residual_estimate_equals_dna(which, deep_supervision, request):

@@ -91,6 +91,37 @@ def test_ordinal_probabilities_peak_at_the_centre_and_fall_off(lower, width, dat
     np.testing.assert_allclose(p, mirrored[::-1], rtol=1e-6, atol=1e-12)
 
 
+def test_ordinal_probabilities_by_hand():
+    """Values 1, 2, 3 centred on 2, medium: std = (3 - 1) * 0.25 = 0.5, buckets [0.5, 1.5], [1.5, 2.5],
+    [2.5, 3.5] are -3..-1, -1..1, 1..3 standard deviations: masses 0.157305, 0.682689, 0.157305 of 0.997300."""
+    p = ordinal_probabilities((1.0, 2.0, 3.0), 1, "medium")
+    np.testing.assert_allclose(p, np.array([0.1573054, 0.6826895, 0.1573054]) / 0.9973002, rtol=1e-6)
+    np.testing.assert_allclose(ordinal_probabilities((1.0, 2.0, 3.0), None, None), [1 / 3] * 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.integers(-40, 40), min_size=2, max_size=8, unique=True).map(
+           lambda v: tuple(x / 4 for x in v)),
+       data=st.data(), confidence=st.sampled_from(["low", "medium", "high"]))
+def test_ordinal_probabilities_are_truncated_normal_bucket_masses(values, data, confidence):
+    """Against scipy's truncated normal, for unevenly spaced values in any order (the model_scale choice is
+    0.5, 1, 1.5, 2): each value's bucket reaches the midpoints with its sorted neighbours and half a gap past
+    the ends; the normal is centred on the centre's value with std = range x 0.5 / 0.25 / 0.125."""
+    from scipy.stats import truncnorm
+
+    centre = data.draw(st.integers(0, len(values) - 1))
+    ordered = sorted(values)
+    edges = ([ordered[0] - (ordered[1] - ordered[0]) / 2]
+             + [(a + b) / 2 for a, b in zip(ordered, ordered[1:])]
+             + [ordered[-1] + (ordered[-1] - ordered[-2]) / 2])
+    std = (ordered[-1] - ordered[0]) * {"low": 0.5, "medium": 0.25, "high": 0.125}[confidence]
+    mean = values[centre]
+    dist = truncnorm((edges[0] - mean) / std, (edges[-1] - mean) / std, loc=mean, scale=std)
+    mass = {v: dist.cdf(edges[i + 1]) - dist.cdf(edges[i]) for i, v in enumerate(ordered)}
+    np.testing.assert_allclose(ordinal_probabilities(values, centre, confidence), [mass[v] for v in values],
+                               rtol=1e-6, atol=1e-12)
+
+
 @settings(max_examples=40, deadline=None)
 @given(size=st.integers(2, 12), data=st.data(), confidence=st.sampled_from(["low", "medium", "high"]))
 def test_categorical_probabilities_favour_only_the_centre(size, data, confidence):
@@ -148,8 +179,9 @@ def test_centered_on_moves_the_centre_of_used_choices_only():
     assert centred.centres["network"] == 0 and centred.centres["encoder3"] == 1
     np.testing.assert_allclose(centred.probabilities("enc_norm"), [0.2, 0.8])
     np.testing.assert_allclose(centred.probabilities("enc_nonlin"), [0.125, 0.125, 0.125, 0.125, 0.5])
-    np.testing.assert_allclose(centred.probabilities("res_block2"), ordinal_probabilities(
-        tuple(float(v) for v in range(1, 7)), 5, "medium"))
+    # res_block2: 1..6 blocks, re-centred on the incumbent's 6 (std = 5 * 0.25)
+    np.testing.assert_allclose(centred.probabilities("res_block2"),
+                               [bucket_mass(v, 6, 1, 6, 1.25) for v in range(1, 7)], rtol=1e-9)
     np.testing.assert_allclose(centred.probabilities("dec_nonlin"), [0.125, 0.5, 0.125, 0.125, 0.125])
     # Not used by the incumbent: keeps nnU-Net's centre.
     np.testing.assert_array_equal(centred.probabilities("conv_block1"), prior.probabilities("conv_block1"))

@@ -21,6 +21,16 @@ def dies_on_trial_3(context) -> dict:
     return quadratic(context)
 
 
+def dies_on_trial_3_counting_attempts(context) -> dict:
+    """As :func:`dies_on_trial_3`, after appending one line per attempt to ``attempts`` in the trial's folder
+    (a scheduler that re-ran the task on another worker would leave several lines)."""
+    if context.trial_id == 3:
+        with open(os.path.join(context.trial_dir, "attempts"), "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        os._exit(7)
+    return quadratic(context)
+
+
 def slow_quadratic(context) -> dict:
     time.sleep(0.2)
     return quadratic(context)

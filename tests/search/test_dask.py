@@ -2,6 +2,7 @@ import pytest
 
 from hnas.pipeline.spaces import make_space
 from hnas.search import run
+from hnas.search.loop import trial_dir
 
 from . import objectives
 
@@ -9,12 +10,16 @@ pytest.importorskip("distributed", reason="the Dask executor needs dask[distribu
 
 
 def test_dask_local_cluster_runs_trials_and_survives_a_dying_worker(tmp_path):
-    summary = run(objectives.dies_on_trial_3, make_space("hpo"), optimizer="hyperband",
+    """A trial that kills its worker fails once: the local cluster allows no retries (allowed-failures 0),
+    so Dask neither re-runs it on the other worker (which it would kill too) nor restarts it."""
+    summary = run(objectives.dies_on_trial_3_counting_attempts, make_space("hpo"), optimizer="hyperband",
                   max_trials=12, min_fidelity=1, max_fidelity=9, executor="dask", workers=2,
                   run_dir=tmp_path)
     history = summary.history
     assert len(history) == 12
     assert history[3].state == "failed" and "KilledWorker" in history[3].error
+    attempts = (trial_dir(tmp_path, 3) / "attempts").read_text().split()
+    assert len(attempts) == 1, f"trial 3 ran {len(attempts)} times (worker pids {attempts}); expected once"
     assert all(t.is_success for t in history if t.trial_id != 3)
     assert len({t.extra["pid"] for t in history if t.is_success}) >= 2
     assert all(t.parent_id != 3 for t in history)

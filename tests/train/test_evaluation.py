@@ -64,6 +64,27 @@ def test_paired_test_matches_scipy_on_known_numbers():
     assert result["p"] == pytest.approx(0.0234375)  # exact two-sided p with one negative difference of rank 1
 
 
+def test_paired_test_pairs_by_case_id_not_by_position():
+    """Insertion orders differ, each side has a case the other lacks (sorting in the middle), and sorting
+    either side's values would pair different numbers: only pairing by id gives the hand-paired differences."""
+    first = {"m": 0.70, "b": 0.50, "z": 0.95, "k": 0.66, "d": 0.91, "q": 0.40, "a": 0.80, "x": 0.33}
+    second = {"a": 0.79, "c": 0.10, "k": 0.70, "b": 0.47, "d": 0.60, "m": 0.55, "q": 0.34, "z": 0.88}
+    # by hand, case by case (x and c are unpaired):
+    #   a: 0.80 - 0.79 = +0.01   b: 0.50 - 0.47 = +0.03   d: 0.91 - 0.60 = +0.31   k: 0.66 - 0.70 = -0.04
+    #   m: 0.70 - 0.55 = +0.15   q: 0.40 - 0.34 = +0.06   z: 0.95 - 0.88 = +0.07
+    # |d| ranks 1..7: a 1, b 2, k 3, q 4, z 5, m 6, d 7; negative ranks sum to 3 = the two-sided statistic;
+    # exact p: 2 * #{rank subsets with sum <= 3} / 2**7 = 2 * 5 / 128 ({}, {1}, {2}, {3}, {1, 2})
+    hand = [0.01, 0.03, 0.31, -0.04, 0.15, 0.06, 0.07]
+    expected = wilcoxon(hand)
+    result = paired_test(first, second)
+    assert result["n"] == 7 and result["reason"] is None
+    assert result["statistic"] == pytest.approx(3.0) == pytest.approx(expected.statistic)
+    assert result["p"] == pytest.approx(10 / 128) == pytest.approx(expected.pvalue)
+    assert paired_test(dict(reversed(first.items())), second) == result  # order of the dicts is irrelevant
+    flipped = paired_test(second, first)
+    assert flipped["statistic"] == pytest.approx(3.0) and flipped["p"] == pytest.approx(10 / 128)
+
+
 def test_paired_test_reports_no_p_for_few_cases_or_only_ties():
     few = paired_test({"a": 0.5, "b": 0.6}, {"a": 0.4, "b": 0.6, "c": 0.1})
     assert few["p"] is None and few["n"] == 2 and "at least 6" in few["reason"]

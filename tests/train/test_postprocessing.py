@@ -93,3 +93,30 @@ def test_decision_round_trips_through_json_and_bad_regions_are_named():
     assert Postprocessing.from_dict(stored) == decision
     with pytest.raises(TrainingError, match=r"'1'.*expected a list"):
         Postprocessing.from_dict({"regions": [["1"]]}, "best_configuration.json")
+
+
+def test_class_steps_are_tried_on_the_foreground_processed_maps():
+    """nnU-Net tries the per-class step on the result of the kept foreground step, not on the raw prediction.
+
+    Truth: anterior (64 voxels) with posterior (32) touching it. Prediction: the truth, plus a small false
+    posterior piece (8 voxels) stuck to the far side of the anterior, plus a large false posterior island
+    (48 voxels) away from everything. Step 1 removes the island. On its result the posterior has two parts,
+    the true 32 and the false 8: keeping the largest is right. On the raw prediction the posterior's largest
+    part is the false island, so the same per-class step would throw the true posterior away (Dice 0).
+    """
+    truth = volume()
+    truth[2:6, 2:6, 2:6] = 1  # 64 voxels
+    truth[6:8, 2:6, 2:6] = 2  # 32 voxels, touching the anterior
+    prediction = truth.copy()
+    prediction[0:2, 2:4, 2:4] = 2  # 8 false voxels touching the anterior only
+    prediction[8:12, 8:12, 9:12] = 2  # 48 false voxels, not touching the rest (y gap 6..7)
+    decision = decide_postprocessing([prediction], [truth], LABELS)
+    assert decision.regions == ((1, 2), (2,))
+    foreground, anterior, posterior = decision.evidence
+    # hand-computed Dice: posterior 2*32 / (88 + 32) before, 2*32 / (40 + 32) after step 1, 1 after step 2
+    assert foreground["before"] == pytest.approx((1 + 64 / 120) / 2)
+    assert foreground["after"] == pytest.approx((1 + 64 / 72) / 2) and foreground["kept"]
+    assert anterior["before"] == anterior["after"] == pytest.approx(1.0) and not anterior["kept"]
+    assert posterior["before"] == pytest.approx(64 / 72) and posterior["after"] == pytest.approx(1.0)
+    assert posterior["kept"]
+    assert np.array_equal(decision.apply(prediction), truth)

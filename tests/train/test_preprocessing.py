@@ -235,3 +235,44 @@ def test_each_scheme_gets_its_own_cache(tiny_dataset, tmp_path):
     assert len(set(roots.values())) == 3
     image = np.load(roots["minmax"] / f"{data.case_ids[0]}_image.npy")
     assert image.min() == 0.0 and image.max() == pytest.approx(1.0, abs=1e-3)  # cubic splines may overshoot
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling calls ``os.mkdir(marker)``: code execution on load, made harmless."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def _hostile(marker) -> np.ndarray:
+    array = np.empty(1, dtype=object)
+    array[0] = _RunsCodeWhenUnpickled(marker)
+    return array
+
+
+@pytest.mark.parametrize("part", ["foreground", "image", "label"])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_a_cache_file_holding_a_pickled_object_is_never_unpickled(tiny_dataset, tmp_path, part, mmap):
+    """The cache is read with np.load's allow_pickle=False: a planted object array is refused, its code not run."""
+    data = preprocess_dataset(tiny_dataset, tiny_plan(), tmp_path / "cache")
+    case_id, marker = data.case_ids[0], tmp_path / "code_ran"
+    if part == "foreground":
+        np.savez(data.root / f"{case_id}_foreground.npz", label_1=_hostile(marker))
+    else:
+        np.save(data.root / f"{case_id}_{part}.npy", _hostile(marker), allow_pickle=True)
+    with pytest.raises((ValueError, HnasError)):
+        data.load(case_id, mmap=mmap)
+    assert not marker.exists()
+
+
+def test_a_tampered_cache_file_is_refused_with_an_hnas_error(tiny_dataset, tmp_path):
+    data = preprocess_dataset(tiny_dataset, tiny_plan(), tmp_path / "cache")
+    case_id = data.case_ids[0]
+    np.savez(data.root / f"{case_id}_foreground.npz", label_1=_hostile(tmp_path / "code_ran"))
+    with pytest.raises(HnasError, match=f"{case_id}_foreground.npz"):
+        data.load(case_id)
