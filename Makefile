@@ -8,8 +8,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hnas-installed
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo-output
+MUTANTS ?=
+MUTATION_CHILDREN ?= 2
 
-.PHONY: demo test test-slow bench install system-deps clean
+.PHONY: demo test test-slow bench mutation install system-deps clean
 
 install: $(STAMP)
 
@@ -38,6 +40,7 @@ demo: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# `make test` runs the slow-marked tests too; test-slow runs only them, very_slow ones included (HNAS_SLOW=1).
 test-slow: $(STAMP) system-deps
 	HNAS_SLOW=1 $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
@@ -47,5 +50,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_priorband.py --quick --no-neps
 	$(BIN)/python benchmarks/bench_train.py
 
+# Mutation testing (docs/mutation.md): mutmut mutates the modules named in pyproject.toml's
+# [tool.mutmut] inside mutants/ and reruns their tests; survivors are listed by the report.
+# One group: make mutation MUTANTS='hnas.search.pareto*'. Results are cached in mutants/;
+# delete it to start over. One torch thread per child: the children share the cores.
+mutation: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(BIN)/python benchmarks/mutation_report.py --survivors
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache mutants
