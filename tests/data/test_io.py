@@ -92,3 +92,20 @@ def test_label_map_of_wrong_shape_is_refused(tmp_path):
     reference = write_zyx(tmp_path / "ref.nii.gz", np.zeros((3, 4, 5)))
     with pytest.raises(DatasetError, match=r"\(5, 4, 3\).*expected \(3, 4, 5\)"):
         write_label_map(np.zeros((5, 4, 3), np.uint8), reference, tmp_path / "p.nii.gz")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_affine_is_refused_naming_the_file(tmp_path, bad):
+    import nibabel as nib
+
+    from hnas.data.io import read_header
+    from hnas.errors import DatasetError
+
+    affine = np.eye(4)
+    affine[0, 3] = bad
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), affine)
+    image.set_qform(np.eye(4), code=0)
+    path = tmp_path / "odd_0000.nii.gz"
+    nib.save(image, path)
+    with pytest.raises(DatasetError, match="odd_0000.nii.gz"):
+        read_header(path)

@@ -370,3 +370,15 @@ def test_fold_folders_model_json_does_not_list_are_named_not_scored(capsys, tmp_
     with pytest.warns(evaluate.EvaluationWarning, match=r"\['fold_1'\] not evaluated: model.json lists folds \[0\]"):
         summary, _ = evaluate.evaluate_run(run_dir, out_dir=tmp_path / "eval", log=lambda _: None)
     assert summary["models"]["default_1ep"]["folds"] == ["0"]
+
+
+def test_label_maps_fold_json_does_not_record_are_named_not_scored(capsys, tmp_path, small_dataset):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    SearchSettings(dataset=str(small_dataset)).save(run_dir)
+    model_dir = fake_model(run_dir, "default_1ep", small_dataset, [0], damage=lambda label: label)
+    validation = model_dir / "fold_0" / "validation"
+    shutil.copy(next(validation.glob("*.nii.gz")), validation / "copied_in.nii.gz")
+    with pytest.warns(evaluate.EvaluationWarning, match=r"\['copied_in.nii.gz'\] not evaluated: fold.json"):
+        summary, _ = evaluate.evaluate_run(run_dir, out_dir=tmp_path / "eval", log=lambda _: None)
+    assert summary["models"]["default_1ep"]["cases"] == 1

@@ -146,3 +146,25 @@ def test_settings_differences_name_each_field_and_ignore_the_dataset_path():
                                                                 'plan: stored "p", given "q"']
     legacy = {k: v for k, v in stored.items() if k != "provenance"}
     assert provenance.settings_differences(legacy, changed) == ["iterations_per_epoch: stored 1, given 7"]
+
+
+def test_labels_renamed_in_dataset_json_since_cross_validation_are_refused(tmp_path, dataset):
+    model_dir = predicted_model(tmp_path, dataset)
+    record = load_fold_record(model_dir / "fold_0")
+    record["labels"] = [list(pair) for pair in load_dataset(dataset).labels]
+    (model_dir / "fold_0" / "fold.json").write_text(json.dumps(record))
+    provenance.checked_validation(model_dir, 0, load_dataset(dataset))
+    described = json.loads((dataset / "dataset.json").read_text())
+    described["labels"] = {("bg" if v == 0 else f"class_{v}"): v for v in described["labels"].values()}
+    (dataset / "dataset.json").write_text(json.dumps(described))
+    with pytest.raises(TrainingError, match="labels of dataset .* changed since .* in dataset.json"):
+        provenance.checked_validation(model_dir, 0, load_dataset(dataset))
+
+
+def test_a_model_json_that_is_a_folder_is_named_not_skipped(tmp_path):
+    from hnas.pipeline.layout import load_model_record, model_dirs
+
+    (tmp_path / "cv" / "default_1ep" / "model.json").mkdir(parents=True)
+    (folder,) = model_dirs(tmp_path)
+    with pytest.raises(TrainingError, match="model.json' is a folder"):
+        load_model_record(folder)

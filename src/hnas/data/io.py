@@ -86,9 +86,14 @@ def _load(path: Path) -> nib.Nifti1Image:
     if not is_nifti(path):
         raise DatasetError(f"file {str(path)!r} is not NIfTI; expected a name ending in {' or '.join(NIFTI_ENDINGS)}")
     try:
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for corrupt files
+        img = nib.load(str(path))
+        affine = img.affine
+    except Exception as exc:  # nibabel raises many types for corrupt files (an undecomposable affine too)
         raise DatasetError(f"file {str(path)!r} cannot be read as NIfTI: {' '.join(str(exc).split())}") from exc
+    if affine is None or not np.all(np.isfinite(affine)):
+        raise DatasetError(f"file {str(path)!r} has a non-finite affine (sform/qform) {np.asarray(affine).tolist()}; "
+                           "expected finite voxel-to-world coordinates")
+    return img
 
 
 def _spatial_rank_check(path: Path, shape: tuple[int, ...]) -> None:

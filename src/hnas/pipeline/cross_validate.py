@@ -248,7 +248,7 @@ def _claim_model(model_dir: Path, choice: ModelChoice, epochs: int, iterations_p
     record = plain({"name": model_dir.name, "trial_id": choice.trial_id, "config": choice.config, "epochs": epochs,
                     "iterations_per_epoch": iterations_per_epoch, "folds": [], "provenance": provenance})
     with _model_lock(model_dir):
-        if (model_dir / MODEL_FILE).is_file():
+        if (model_dir / MODEL_FILE).exists():  # a folder of that name is refused by the reader, before any write
             stored = load_model_record(model_dir)
             _refuse_other_settings(model_dir, stored, record)
             record["folds"] = list(stored["folds"])
@@ -321,9 +321,9 @@ def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *,
 
 def _write_atomically(path: Path, write) -> None:
     """``write(temporary)`` then rename onto ``path``: a kill never leaves a half file under the real name."""
+    if path.is_dir():
+        raise TrainingError(f"{str(path)!r} is a folder; expected room for a validation prediction file")
     ending = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     temporary = path.with_name(f".{path.name[: -len(ending)]}.{os.getpid()}.tmp{ending}")
     write(temporary)
-    if path.is_dir():
-        raise TrainingError(f"{str(path)!r} is a folder; expected room for a validation prediction file")
     os.replace(temporary, path)

@@ -20,7 +20,8 @@ from hnas.data.dataset import parse_labels, read_dataset_json
 from hnas.data.geometry import check_label_file, check_label_values, check_same_grid, check_same_labels
 from hnas.errors import DatasetError, SearchError
 from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFolder, load_model_record, model_dirs,
-                                  prediction_file, require_folder, stray_folds, write_json)
+                                  prediction_file, require_folder, stray_folds, validation_folder,
+                                  write_json)
 from hnas.pipeline.predict import load_models
 from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import SearchSettings
@@ -51,6 +52,7 @@ def validation_rows(model_dir: Path, dataset: str | Path) -> list[dict]:
             raise SearchError(f"fold {fold} of model {name!r} has {len(predicted)} of {len(predicted) + len(missing)} "
                               f"validation cases predicted (missing {missing[:5]}); expected `hnas train --run RUN "
                               f"--folds {fold} ...` to finish it, or --models without {name!r}")
+        _warn_unrecorded_files(model_dir, fold, predicted)
         for case_id in predicted:
             prediction_path = prediction_file(model_dir, fold, case_id, ".nii.gz")
             rows += _case_rows(name, str(fold), case_id, prediction_path, data.case(case_id).label_file, data.labels)
@@ -58,6 +60,16 @@ def validation_rows(model_dir: Path, dataset: str | Path) -> list[dict]:
         raise SearchError(f"model {str(model_dir)!r} has no validation predictions; expected "
                           "`hnas train --run RUN --folds ...` to have written them")
     return rows
+
+
+def _warn_unrecorded_files(model_dir: Path, fold: int, predicted: Sequence[str]) -> None:
+    """Label maps in a validation folder that fold.json does not record (copied in by hand) are named, not scored."""
+    folder = validation_folder(model_dir, fold)
+    recorded = {prediction_file(model_dir, fold, case, ".nii.gz").name for case in predicted}
+    stray = sorted(p.name for p in folder.glob("*.nii.gz") if not p.name.startswith(".") and p.name not in recorded)
+    if stray:
+        warnings.warn(f"{str(folder)!r}: {stray[:5]}{' ...' if len(stray) > 5 else ''} not evaluated: fold.json does "
+                      "not record them as this fold's validation predictions", EvaluationWarning, stacklevel=3)
 
 
 def _case_rows(model: str, fold: str, case_id: str, prediction_path: Path, label_path: Path, labels, *,

@@ -169,7 +169,7 @@ def require_folder(path: Path, what: str) -> Path:
 def model_dirs(run_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """The run's cross-validated model folders (all, or ``names`` in that order)."""
     root = require_folder(RunFolder(run_dir).cv, "the run's cross-validation folder")
-    available = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MODEL_FILE).is_file()) \
+    available = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / MODEL_FILE).exists()) \
         if root.is_dir() else []
     if not names:
         if not available:

@@ -77,8 +77,8 @@ def new_fold_record(model_record: dict, fold: int, dataset: Dataset, checkpoint:
     """fold.json for a fold just trained: its model and settings, split, checkpoint digest; nothing predicted yet."""
     training, validation = fold_split(dataset.case_ids, fold)
     return plain({"model": model_record["name"], "fold": fold, "settings": fold_settings(model_record),
-                  "checkpoint": file_digest(checkpoint), "training_cases": list(training),
-                  "validation_cases": list(validation), "validation": {}})
+                  "checkpoint": file_digest(checkpoint), "labels": [list(pair) for pair in dataset.labels],
+                  "training_cases": list(training), "validation_cases": list(validation), "validation": {}})
 
 
 def check_fold_record(fold_dir: Path, model_record: dict, fold: int) -> dict | None:
@@ -131,6 +131,11 @@ def checked_validation(model_dir: Path, fold: int, dataset: Dataset) -> tuple[li
     if record["model"] != Path(model_dir).name or record["fold"] != fold:
         raise TrainingError(f"{str(fold_dir)!r} holds fold {record['fold']} of model {record['model']!r}; expected "
                             f"fold {fold} of {Path(model_dir).name!r}")
+    labels = plain([list(pair) for pair in dataset.labels])
+    if record.get("labels") is not None and record["labels"] != labels:
+        raise TrainingError(f"the labels of dataset {str(dataset.root)!r} changed since {str(fold_dir)!r} was "
+                            f"cross-validated ({record['labels']} then, {labels} now in dataset.json); restore "
+                            "dataset.json, or cross-validate again in a new run")
     today = list(fold_split(dataset.case_ids, fold)[1])
     if record["validation_cases"] != today:
         added = sorted(set(today) - set(record["validation_cases"]))
