@@ -20,6 +20,12 @@ gives the finished run folder that the resume, status, report, export and predic
     .venv/bin/python benchmarks/reliability_campaign.py                          # this tree
     .venv/bin/python benchmarks/reliability_campaign.py --src /work/before/src    # another checkout
     .venv/bin/python benchmarks/reliability_campaign.py --jobs 2 --fuzz 160 --json out.json
+    .venv/bin/python benchmarks/reliability_campaign.py --groups post-search --json out.json  # issue 18 only
+
+Issue 18's groups (``post-search provenance``, ``post-search paths``, ``post-search geometry``,
+``post-search file types``; made in ``reliability_post_search.py``) probe `hnas train --folds`,
+`evaluate`, `find-best` and `predict` on one small cross-validated run folder, built once from the
+finished tiny run and copied per case. ``--groups`` picks groups by a part of their name.
 """
 
 from __future__ import annotations
@@ -57,6 +63,20 @@ def _load_fuzz():
 
 
 FUZZ = _load_fuzz()
+
+
+def _load_post_search():
+    """Issue 18's cases, from the file beside this one (no package needed)."""
+    spec = importlib.util.spec_from_file_location("hnas_reliability_post_search",
+                                                  Path(__file__).resolve().parent / "reliability_post_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+POST_SEARCH = _load_post_search()
+ALL_GROUPS = ("issue: data loss", "issue: silent", "issue: traceback", "must keep working", "fuzz",
+              *POST_SEARCH.GROUPS)
 
 
 @dataclass
@@ -672,10 +692,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every case's details here")
     parser.add_argument("--only", metavar="TEXT", help="run only the cases whose name contains TEXT")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--groups", nargs="+", metavar="GROUP",
+                        help="run only these groups, each named by a part of its name (case-insensitive), e.g. "
+                             "'post-search' or 'geometry'; groups: " + "; ".join(ALL_GROUPS))
     args = parser.parse_args(argv)
     src = args.src.resolve()
     if not (src / "hnas" / "cli.py").is_file():
         parser.error(f"--src {src} holds no hnas/cli.py")
+    groups = set(ALL_GROUPS)
+    if args.groups:
+        unknown = [g for g in args.groups if not any(g.lower() in name.lower() for name in ALL_GROUPS)]
+        if unknown:
+            parser.error(f"--groups {unknown} match no group; expected parts of: {'; '.join(ALL_GROUPS)}")
+        groups = {name for name in ALL_GROUPS if any(g.lower() in name.lower() for g in args.groups)}
     sys.path.insert(0, str(src))  # the fixtures' own hnas calls use the code under test too
     started = time.monotonic()
     work = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="hnas_campaign_"))
@@ -689,6 +718,12 @@ def main(argv: list[str] | None = None) -> int:
     traceback_cases(builder)
     happy_cases(builder)
     fuzz_cases(builder, args.fuzz)
+    builder.cases = [c for c in builder.cases if c.group in groups]
+    chosen = groups & set(POST_SEARCH.GROUPS)
+    if chosen:
+        print("cross-validating the tiny run (2 models x 2 folds) for the post-search cases ...", file=sys.stderr)
+        POST_SEARCH.build(sys.modules[__name__], campaign, world)
+        POST_SEARCH.Cases(sys.modules[__name__], builder).all(chosen)
     if args.only:
         builder.cases = [c for c in builder.cases if args.only in c.name]
     cases = sorted(builder.cases, key=lambda c: -c.weight)
