@@ -442,7 +442,8 @@ def _shrink_once(topology, spacing, median, min_fm, max_stages, min_stages) -> T
         if patch[axis] < 2 * min_fm:  # an axis too thin to pool helps no stage and degrades the patch
             continue
         smaller = pool_and_conv_props(spacing, patch, min_fm, max_stages)
-        if smaller.n_stages >= min_stages:
+        # padding to the new divisor can restore what the step removed: only a smaller patch is a step
+        if smaller.n_stages >= min_stages and np.prod(smaller.patch_size) < np.prod(topology.patch_size):
             return smaller
     return None
 
