@@ -115,8 +115,11 @@ def shrink_steps_left(plan, min_fm=4, min_stages=2, max_stages=None):
         step = pool_and_conv_props(spacing, trial, min_fm, max_stages).divisor[axis]
         smaller = list(patch)
         smaller[axis] -= step
-        if smaller[axis] >= 2 * min_fm and pool_and_conv_props(spacing, smaller, min_fm, max_stages).n_stages \
-                >= min_stages:
+        if smaller[axis] < 2 * min_fm:
+            continue
+        result = pool_and_conv_props(spacing, smaller, min_fm, max_stages)
+        # a step that padding undoes (the same or a larger patch) is no step
+        if result.n_stages >= min_stages and np.prod(result.patch_size) < np.prod(patch):
             left.append(axis)
     return left
 
@@ -142,9 +145,11 @@ def test_shrinking_under_a_stage_cap_keeps_the_cap(max_stages):
     assert shrink_steps_left(plan, min_stages=max_stages, max_stages=max_stages) == []
 
 
-@pytest.mark.parametrize("median", [(16, 16, 16), (12, 40, 24), (8, 64, 64)])
-def test_one_voxel_bottlenecks_still_shrink_every_axis_as_far_as_allowed(median):
-    fp = fingerprint("min1", [(1, 1, 1)] * 4, [median] * 4)
+@pytest.mark.parametrize("spacing, median", [((1, 1, 1), (16, 16, 16)), ((1, 1, 1), (12, 40, 24)),
+                                             ((1, 1, 1), (8, 64, 64)), ((3.0, 1.0, 1.0), (64, 48, 40)),
+                                             ((3.0, 1.0, 1.0), (50, 50, 50))])
+def test_one_voxel_bottlenecks_still_shrink_every_axis_as_far_as_allowed(spacing, median):
+    fp = fingerprint("min1", [spacing] * 4, [median] * 4)
     with pytest.warns(UserWarning, match="cannot shrink further"):
         plan = make_plan(fp, min_feature_map_size=1, vram_target_gb=1e-9)
     assert shrink_steps_left(plan, min_fm=1) == []

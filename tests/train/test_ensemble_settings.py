@@ -139,6 +139,7 @@ def test_an_input_warning_names_its_source_is_given_once_and_points_at_the_calle
         with pytest.warns(PredictionWarning) as record:
             call()
         assert [str(w.message).split(" has ")[0] for w in prediction_warnings(record)] == ["scan.nii.gz"]
-    with pytest.warns(PredictionWarning) as record:
-        ensemble.check_input(volume.shape[1:], fine)
-    assert [str(w.message).split(" has ")[0] for w in prediction_warnings(record)] == ["image"]
+    for call in (lambda: ensemble.check_input(volume.shape[1:], fine), lambda: ensemble.segment(volume, fine)):
+        with pytest.warns(PredictionWarning) as record:  # unnamed input: "image"
+            call()
+        assert [str(w.message).split(" has ")[0] for w in prediction_warnings(record)] == ["image"]
