@@ -276,6 +276,9 @@ def _evaluate_command(commands) -> None:
                         help="where metrics.csv and summary.json go (default: RUN/evaluation/...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier evaluation in the output folder (refused otherwise)")
+    parser.add_argument("--allow-unusual-inputs", action="store_true",
+                        help="with --test-dir: predict images refused as unlike the training data (voxel size beyond 8x the model's "
+                             "with a long prediction, or above 2^30 voxels once resampled); still warned about")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -307,6 +310,9 @@ def _predict_command(commands) -> None:
     parser.add_argument("-o", "--output", type=_output_dir, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace label maps already in the output folder")
+    parser.add_argument("--allow-unusual-inputs", action="store_true",
+                        help="predict images refused as unlike the training data (voxel size beyond 8x the model's "
+                             "with a long prediction, or above 2^30 voxels once resampled); still warned about")
     parser.set_defaults(handler=_run_predict)
 
 
@@ -458,10 +464,16 @@ def _run_evaluate(args) -> int:
     from hnas.pipeline.layout import EVALUATION_SUMMARY_FILE, METRICS_FILE
 
     summary, out_dir = evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output,
-                                    overwrite=args.overwrite)
+                                    overwrite=args.overwrite, limits=_input_limits(args))
     print(summary_table(summary))
     print(f"wrote {out_dir / METRICS_FILE} and {out_dir / EVALUATION_SUMMARY_FILE}")
     return 0
+
+
+def _input_limits(args):
+    from hnas.train.prediction import InputLimits
+
+    return InputLimits.lifted() if args.allow_unusual_inputs else InputLimits()
 
 
 def _run_predict(args) -> int:
@@ -471,7 +483,8 @@ def _run_predict(args) -> int:
     # --model takes several paths, so images written right after it land there; a model is never NIfTI
     models = [p for p in args.model if not is_nifti(p)]
     images = [p for p in args.model if is_nifti(p)] + list(args.images)
-    ensemble, written = predict_with(models, images, args.output, device=args.device, overwrite=args.overwrite)
+    ensemble, written = predict_with(models, images, args.output, device=args.device, overwrite=args.overwrite,
+                                     limits=_input_limits(args))
     if len(ensemble.members) > 1:
         print(f"ensemble of {len(ensemble.members)} checkpoints (mean softmax)")
     if ensemble.postprocessing is not None:

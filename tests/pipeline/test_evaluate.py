@@ -382,3 +382,27 @@ def test_label_maps_fold_json_does_not_record_are_named_not_scored(capsys, tmp_p
     with pytest.warns(evaluate.EvaluationWarning, match=r"\['copied_in.nii.gz'\] not evaluated: fold.json"):
         summary, _ = evaluate.evaluate_run(run_dir, out_dir=tmp_path / "eval", log=lambda _: None)
     assert summary["models"]["default_1ep"]["cases"] == 1
+
+
+def test_a_test_set_in_20_mm_voxels_is_refused_unless_unusual_inputs_are_allowed(test_model, small_dataset, tmp_path,
+                                                                                 monkeypatch):
+    """Image and label agree, but at 20x the model's voxel size (a header in cm?) the windows run for minutes."""
+    from hnas.train import prediction
+    from hnas.train.prediction import InputLimits
+
+    test_dir = labelled_test_set(tmp_path / "test", small_dataset, cases=("synth_000",))
+    for path in (test_dir / "imagesTs" / "synth_000_0000.nii.gz", test_dir / "labelsTs" / "synth_000.nii.gz"):
+        source = nib.load(str(path))
+        coarse = np.asarray(source.dataobj)[::4, ::4, ::4].copy()  # the same extent, resampled to a quarter
+        nib.save(nib.Nifti1Image(coarse, source.affine @ np.diag([20.0, 20.0, 20.0, 1.0])), str(path))
+    message = _refused_before_any_prediction(test_model, test_dir, tmp_path / "out", "20x coarser")
+    assert "synth_000_0000.nii.gz" in message and "--allow-unusual-inputs" in message
+
+    def reached(*args, **kwargs):
+        raise RuntimeError("sliding window reached")
+
+    monkeypatch.setattr(prediction, "sliding_window_logits", reached)
+    with pytest.raises(RuntimeError, match="sliding window reached"), pytest.warns(prediction.PredictionWarning,
+                                                                                    match="expect a long prediction"):
+        evaluate.ensemble_test_rows(test_model, test_dir, tmp_path / "out", limits=InputLimits.lifted(),
+                                    log=lambda line: None)

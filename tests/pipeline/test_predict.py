@@ -230,6 +230,22 @@ def test_cli_predict_refuses_an_absurd_resampled_volume(capsys, checkpoints, tmp
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_predict_refuses_an_unusual_and_long_input_unless_allowed(capsys, checkpoints, tmp_path, monkeypatch):
+    from hnas.train import prediction
+
+    monkeypatch.setattr(prediction, "sliding_window_logits",
+                        lambda network, image, *args, **kwargs: __import__("torch").zeros((3, *image.shape[1:])))
+    path = _volume(tmp_path / "coarse_0000.nii.gz", (20.0, 20.0, 20.0), shape=(2, 8, 8))
+    code, err = _predict_cli(capsys, checkpoints["fine"], path, tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1 and "20x coarser" in err and "--allow-unusual-inputs" in err
+    assert not (tmp_path / "out").exists()
+    code = main(["predict", "--model", str(checkpoints["fine"]), str(path), "-o", str(tmp_path / "out"),
+                 "--device", "cpu", "--allow-unusual-inputs"])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "out" / "coarse.nii.gz").is_file()
+    assert "20x coarser" in err and "expect a long prediction" in err
+
+
 def test_an_ensemble_refuses_before_any_member_predicts(model_folder, tmp_path, monkeypatch):
     from hnas.errors import DatasetError
     from hnas.train import prediction

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
 from hnas.errors import SearchError, TrainingError
 from hnas.pipeline.layout import PRESET_FILE, RESIDUAL_PLAN_FILE
-from hnas.pipeline.run import resolve, stored_preset
+from hnas.pipeline.run import SearchSettings, resolve, stored_preset, stored_settings
 from hnas.pipeline.search import search
 from hnas.planning.plan import Plan
 
@@ -69,6 +70,40 @@ def test_a_broken_preset_file_is_refused_by_name(tmp_path):
     (run_dir / PRESET_FILE).write_text("[1, 2]")
     with pytest.raises(TrainingError, match="not a scale preset file"):
         stored_preset(run_dir, None)
+
+
+def _edit_run_json(run_dir, **changes):
+    import json
+
+    path = run_dir / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("changes, named", [({"preset": "nnunet"}, "preset 'nnunet' vs 'cpu'"),
+                                            ({"preset": "gpu"}, "preset 'gpu' vs 'cpu'"),
+                                            ({"iterations_per_epoch": 250}, "iterations_per_epoch 250 vs 1"),
+                                            ({"max_epochs": 9, "eta": 2}, "max_epochs 9 vs 3; eta 2 vs 3")])
+def test_a_run_json_edited_after_the_search_is_refused_naming_both_values(tmp_path, changes, named):
+    dataset, run_dir = make_stored_run(tmp_path)
+    _edit_run_json(run_dir, **changes)
+    with pytest.raises(SearchError, match=r"run\.json.*disagrees with.*preset\.json.*" + re.escape(named)):
+        stored_settings(run_dir)
+
+
+def test_stored_settings_resolve_auto_to_the_preset_the_search_ran_with(tmp_path):
+    dataset, run_dir = make_stored_run(tmp_path)
+    _edit_run_json(run_dir, preset="auto")  # as a search with the default --preset writes it
+    replace(stored_preset(run_dir, None), name="nnunet").save(run_dir / PRESET_FILE)  # searched on a GPU
+    settings = stored_settings(run_dir)
+    assert settings.preset == "nnunet" and settings == replace(SearchSettings.load(run_dir), preset="nnunet")
+
+
+def test_stored_settings_of_an_untouched_run_are_run_json_itself(tmp_path):
+    dataset, run_dir = make_stored_run(tmp_path)
+    assert stored_settings(run_dir) == SearchSettings.load(run_dir)
+    (run_dir / PRESET_FILE).unlink()  # a run written before preset.json: nothing to compare with
+    _edit_run_json(run_dir, iterations_per_epoch=7)
+    assert stored_settings(run_dir).iterations_per_epoch == 7
 
 
 @pytest.mark.parametrize("field, value", [("fold", "0"), ("seed", None), ("dataset", 5), ("budget", "3"),

@@ -17,6 +17,7 @@ from hnas.grammar.generator import default_architecture
 from hnas.train import Predictor
 from hnas.train.checkpoint import save_checkpoint
 from hnas.train.ensemble import Ensemble
+from hnas.train.prediction import InputLimits
 from hnas.train.preprocessing import ChannelNormalization
 
 from .conftest import tiny_plan
@@ -80,6 +81,6 @@ def test_every_member_checks_the_input_before_any_member_predicts(checkpoints, i
         raise AssertionError("a member predicted before the last member checked the input")
 
     monkeypatch.setattr(prediction, "sliding_window_logits", reached)
-    ensemble = Ensemble([checkpoints["coarse"], checkpoints["fine"]], device="cpu", max_voxels=10_000)
+    ensemble = Ensemble([checkpoints["coarse"], checkpoints["fine"]], device="cpu", limits=InputLimits(max_voxels=10_000))
     with pytest.raises(DatasetError, match=r"= 13,824 voxels .* expected at most 10,000"):
         ensemble.segment(volume.array, volume.spacing)

@@ -16,7 +16,8 @@ from hnas.errors import DatasetError, TrainingError
 from hnas.grammar import make_grammar
 from hnas.train import Predictor, predict, train_fold
 from hnas.train import prediction as prediction_module
-from hnas.train.prediction import MAX_RESAMPLED_VOXELS, SPACING_WARNING_FACTOR, PredictionWarning, window_count
+from hnas.train.prediction import (MAX_RESAMPLED_VOXELS, SPACING_WARNING_FACTOR, InputLimits, PredictionWarning,
+                                   window_count)
 
 from .conftest import tiny_plan_2d
 
@@ -183,7 +184,30 @@ def test_an_absurd_resampled_volume_is_refused_before_any_work(checkpoint, tmp_p
         predict(checkpoint, [huge], tmp_path / "out", device="cpu")
     normal = _image(tmp_path / "normal_0000.nii.gz", (1.0, 1.0, 1.0))
     with pytest.raises(DatasetError, match=r"= 13,824 voxels .* expected at most 1,000"):
-        predict(checkpoint, [normal], tmp_path / "out", device="cpu", max_voxels=1000)
+        predict(checkpoint, [normal], tmp_path / "out", device="cpu", limits=InputLimits(max_voxels=1000))
+
+
+def test_an_unusual_voxel_size_with_a_long_prediction_is_refused_unless_allowed(checkpoint, tmp_path, monkeypatch):
+    """20 mm voxels for a 1 mm model (a header in cm?): minutes of sliding window for a meaningless map."""
+    coarse = _image(tmp_path / "coarse_0000.nii.gz", (20.0, 20.0, 20.0), shape=(2, 8, 8))  # 40x160x160 at 1 mm: 4x19x19
+    monkeypatch.setattr(prediction_module, "sliding_window_logits", _stop)
+    with pytest.raises(DatasetError, match=r"coarse_0000.nii.gz' has voxel size \(20.0, 20.0, 20.0\) mm .* 20x coarser"
+                                           r".* 1,444 sliding windows .* pass --allow-unusual-inputs"):
+        predict(checkpoint, [coarse], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="sliding window reached"):  # allowed: warned, then predicted
+            predict(checkpoint, [coarse], tmp_path / "out", device="cpu", limits=InputLimits.lifted())
+    messages = [str(w.message) for w in caught if w.category is PredictionWarning]
+    assert len(messages) == 2 and "20x coarser" in messages[0] and "expect a long prediction" in messages[1]
+
+
+def test_lifted_limits_predict_a_volume_above_the_voxel_cap(checkpoint):
+    predictor = Predictor(checkpoint, device="cpu", limits=InputLimits.lifted())
+    assert predictor.work((64, 64, 64), (20.0,) * 3).voxels > MAX_RESAMPLED_VOXELS
+    messages = predictor.input_warnings((64, 64, 64), (20.0,) * 3)
+    assert "20x coarser" in messages[0] and "expect a long prediction" in messages[1]
 
 
 @pytest.mark.parametrize("shape, patch", [((24, 96, 96), (16, 16, 16)), ((10, 7, 33), (16, 16, 16)),

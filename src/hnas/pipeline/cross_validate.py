@@ -33,7 +33,7 @@ from hnas.pipeline.layout import (MODEL_FILE, MODEL_LOCK, TRAIN_LOCK, RunFolder,
 from hnas.pipeline.provenance import (case_inputs, check_dataset_unchanged, check_fold_record, checkpoint_matches,
                                       model_provenance, new_fold_record, plain, prediction_is_current,
                                       settings_differences)
-from hnas.pipeline.run import SearchSettings, check_rebuildable, pick_trial, resolve, stored_preset
+from hnas.pipeline.run import check_rebuildable, pick_trial, resolve, stored_preset, stored_settings
 from hnas.pipeline.workers import worker_environments
 from hnas.search import load_run, pareto_front
 from hnas.search.executors import single_process_pool
@@ -66,7 +66,7 @@ def _resolved_in(settings, cache: str):
 
 def default_choice(run_dir: Path) -> ModelChoice:
     """The run's search space at its default: nnU-Net's hyperparameters and network."""
-    setup = _resolved(SearchSettings.load(run_dir))
+    setup = _resolved(stored_settings(run_dir))
     return ModelChoice(None, dict(setup.space().default_config()))
 
 
@@ -119,7 +119,7 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     folds = check_folds(list(folds))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SearchError(f"workers is {workers!r}; expected a positive integer")
-    settings = SearchSettings.load(run_dir)
+    settings = stored_settings(run_dir)
     setup = _resolved(settings)
     check_rebuildable(run_dir, setup.grammar)
     check_dataset_unchanged(run_dir, setup.dataset, settings.dataset_digest)

@@ -24,9 +24,9 @@ from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFold
                                   write_json)
 from hnas.pipeline.predict import load_models
 from hnas.pipeline.provenance import checked_validation
-from hnas.pipeline.run import SearchSettings
+from hnas.pipeline.run import stored_settings
 from hnas.train.evaluation import case_metrics, mean_dice, paired_test
-from hnas.train.prediction import group_cases, refuse_existing
+from hnas.train.prediction import InputLimits, group_cases, refuse_existing
 
 ENSEMBLE_FOLD = "ensemble"
 ENDINGS = (".nii.gz", ".nii")
@@ -139,14 +139,15 @@ def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None
                        "labelled nnU-Net test set or dataset folder")
 
 
-def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, log=print) -> list[dict]:
+def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, limits: InputLimits = InputLimits(),
+                       log=print) -> list[dict]:
     """Predict a labelled test folder as `hnas predict --model RUN/cv/<name>` does; rows with fold ``ensemble``.
 
     That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so.
     """
     name = Path(model_dir).name
     load_model_record(model_dir)
-    ensemble = load_models([model_dir])
+    ensemble = load_models([model_dir], limits=limits)
     cases, labels = read_test_set(test_dir, ensemble.labels, ensemble.n_channels, model=model_dir)
     values = [value for _, value in labels]
     for case in cases:  # every label against its image before minutes of prediction
@@ -260,7 +261,8 @@ class EvaluationWarning(UserWarning):
 
 
 def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, test_dir: str | Path | None = None,
-                 out_dir: str | Path | None = None, overwrite: bool = False, log=print) -> tuple[dict, Path]:
+                 out_dir: str | Path | None = None, overwrite: bool = False, limits: InputLimits = InputLimits(),
+                 log=print) -> tuple[dict, Path]:
     """`hnas evaluate`: metrics of the run's models on their validation folds or on ``test_dir``.
 
     Like `hnas predict`, an earlier evaluation in ``out_dir`` is refused before any work unless
@@ -277,11 +279,12 @@ def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, tes
         outputs += [p for f in folders for p in (out_dir / "predictions" / f.name).glob("*.nii.gz")]
     refuse_existing(outputs, overwrite)
     if test_dir is None:
-        dataset = SearchSettings.load(run_dir).dataset_path()
+        dataset = stored_settings(run_dir).dataset_path()
         rows = [row for folder in folders for row in validation_rows(folder, dataset)]
     else:
         predictions = out_dir / "predictions"
-        rows = [row for folder in folders for row in ensemble_test_rows(folder, test_dir, predictions, log=log)]
+        rows = [row for folder in folders
+                for row in ensemble_test_rows(folder, test_dir, predictions, limits=limits, log=log)]
     _warn_different_cases(rows)
     return write_outputs(rows, out_dir), out_dir
 

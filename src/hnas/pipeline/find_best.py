@@ -31,7 +31,7 @@ from hnas.errors import SearchError, TrainingError
 from hnas.pipeline.layout import (RunFolder, load_model_record, model_dirs, prediction_file, write_best_configuration,
                                   write_postprocessing)
 from hnas.pipeline.provenance import checked_validation
-from hnas.pipeline.run import SearchSettings
+from hnas.pipeline.run import stored_settings
 from hnas.train.postprocessing import class_dice, decide_postprocessing, mean_over_classes
 
 CRITERION = ("mean foreground Dice: per class the mean over the cross-validation cases (a class absent from "
@@ -138,7 +138,7 @@ def find_best(run_dir: str | Path, *, top: int | None = None, log: Callable[[str
     if top is not None and top < 1:
         raise SearchError(f"--top is {top!r}; expected a positive number of models (1: no ensembles)")
     run_dir = Path(run_dir)
-    dataset = load_dataset(SearchSettings.load(run_dir).dataset_path())
+    dataset = load_dataset(stored_settings(run_dir).dataset_path())
     folders = {folder.name: folder for folder in model_dirs(run_dir)}
     available = {name: complete_folds(folder, dataset) for name, folder in folders.items()}
     folds = common_folds(available)

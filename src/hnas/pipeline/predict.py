@@ -27,7 +27,7 @@ from hnas.train.checkpoint import CHECKPOINT_NAME
 from hnas.train.ensemble import Ensemble
 from hnas.train.evaluation import foreground_classes
 from hnas.train.postprocessing import Postprocessing
-from hnas.train.prediction import group_cases, refuse_existing
+from hnas.train.prediction import InputLimits, group_cases, refuse_existing
 
 
 class EnsembleWarning(UserWarning):
@@ -127,8 +127,11 @@ def _best_configuration_source(path: Path) -> ModelSource:
     return ModelSource(path, tuple(checkpoints), tuple(weights), postprocessing)
 
 
-def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bool = False) -> Ensemble:
-    """One ensemble of every PATH (equal weight each); a single PATH's post-processing decision applies."""
+def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bool = False,
+                limits: InputLimits = InputLimits()) -> Ensemble:
+    """One ensemble of every PATH (equal weight each); a single PATH's post-processing decision applies.
+
+    ``limits``: which unusual inputs the ensemble refuses (:class:`hnas.train.prediction.InputLimits`)."""
     if not paths:
         raise TrainingError("no model given; expected at least one checkpoint, model folder or best_configuration.json")
     sources = [model_source(p) for p in paths]
@@ -140,7 +143,8 @@ def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bo
         warnings.warn(f"post-processing of {ignored} not applied: each decision was made for that model alone, "
                       "not for this ensemble of several --model paths (`hnas find-best` decides one for an "
                       "ensemble)", EnsembleWarning, stacklevel=2)
-    ensemble = Ensemble(checkpoints, weights=weights, postprocessing=decision, device=device, mirror=mirror)
+    ensemble = Ensemble(checkpoints, weights=weights, postprocessing=decision, device=device, mirror=mirror,
+                        limits=limits)
     if decision is not None:
         check_decision_labels(decision, ensemble.labels, sources[0].path)
     return ensemble
@@ -156,11 +160,12 @@ def check_decision_labels(decision: Postprocessing, labels, source: Path) -> Non
 
 
 def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out_dir: str | Path, *,
-                 device: str = "auto", mirror: bool = False, overwrite: bool = False) -> tuple[Ensemble, list[Path]]:
+                 device: str = "auto", mirror: bool = False, overwrite: bool = False,
+                 limits: InputLimits = InputLimits()) -> tuple[Ensemble, list[Path]]:
     """Segment ``images`` into ``out_dir`` with the ensemble of ``models``; returns it and the written files.
 
     Label maps already in ``out_dir`` are refused before any work unless ``overwrite``."""
-    ensemble = load_models(models, device=device, mirror=mirror)
+    ensemble = load_models(models, device=device, mirror=mirror, limits=limits)
     out_dir = require_folder(Path(out_dir), "a folder for the label maps")
     cases = group_cases([Path(p) for p in images], ensemble.n_channels)
     outputs = [out_dir / f"{case}.nii.gz" for case in cases]

@@ -200,6 +200,36 @@ def stored_preset(run_dir: Path, resolved: ScalePreset) -> ScalePreset:
     return ScalePreset.load(path) if path.is_file() else resolved
 
 
+#: run.json fields the search resolved into preset.json: an edit of either afterwards makes them disagree.
+_PRESET_FIELDS = ("iterations_per_epoch", "min_epochs", "max_epochs", "eta")
+
+
+def stored_settings(run_dir: Path) -> SearchSettings:
+    """run.json as the later steps rebuild a run from, checked against the preset values the search trained with.
+
+    ``auto`` becomes the preset the search resolved (preset.json's name), so a run searched on a GPU
+    (nnunet) is rebuilt alike on a machine without one; a run.json edited after the search (another
+    preset, other iterations or epochs) is refused naming both values instead of training other networks.
+    """
+    settings = SearchSettings.load(run_dir)
+    path = RunFolder(run_dir).preset
+    if not path.is_file():  # runs written before hnas stored preset.json
+        return settings
+    stored = ScalePreset.load(path)
+    if settings.preset == "auto":
+        settings = replace(settings, preset=stored.name)
+    differences = [] if scale_preset(settings.preset).name == stored.name else [
+        f"preset {settings.preset!r} vs {stored.name!r}"]
+    differences += [f"{name} {getattr(settings, name)!r} vs {getattr(stored, name)!r}" for name in _PRESET_FIELDS
+                    if getattr(settings, name) is not None and getattr(settings, name) != getattr(stored, name)]
+    if differences:
+        folder = RunFolder(run_dir)
+        raise SearchError(f"{str(folder.settings)!r} disagrees with {str(path)!r}, the values the search trained "
+                          f"with ({'; '.join(differences)}, run.json vs {path.name}); it was edited after the search: "
+                          "restore the values the search wrote")
+    return settings
+
+
 def stored_residual_plan(run_dir: Path, planned: Plan | None) -> Plan | None:
     """The ResEnc M plan a run's residual encoders train with: the run folder's own copy.
 

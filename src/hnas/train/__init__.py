@@ -21,13 +21,13 @@ from hnas.train.presets import CPU, NNUNET, ScalePreset, cpu_preset, gpu_preset,
 _TORCH_EXPORTS = {
     "Result": "hnas.train.objective", "TrainObjective": "hnas.train.objective", "TrainSetup": "hnas.train.objective",
     "evaluate": "hnas.train.objective", "prepare": "hnas.train.objective", "train_fold": "hnas.train.objective",
-    "Trainer": "hnas.train.trainer", "Predictor": "hnas.train.prediction", "predict": "hnas.train.prediction",
+    "Trainer": "hnas.train.trainer", "InputLimits": "hnas.train.prediction", "Predictor": "hnas.train.prediction", "predict": "hnas.train.prediction",
     "load_checkpoint": "hnas.train.checkpoint", "checkpoint_path": "hnas.train.checkpoint",
     "validate": "hnas.train.inference",
 }
 
 __all__ = [
-    "CPU", "NNUNET", "NetworkChoice", "PipelineConfig", "PreprocessedDataset", "Predictor", "Result", "ScalePreset", "TrainConfig",
+    "CPU", "InputLimits", "NNUNET", "NetworkChoice", "PipelineConfig", "PreprocessedDataset", "Predictor", "Result", "ScalePreset", "TrainConfig",
     "TrainObjective", "TrainSetup", "Trainer", "checkpoint_path", "cpu_preset", "evaluate",
     "gpu_preset", "load_checkpoint", "load_preprocessed", "nas_network", "network_choice", "predict", "prepare",
     "preprocess_dataset", "preprocess_image", "preset", "restore_label", "train_config", "train_fold", "validate",

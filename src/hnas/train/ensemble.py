@@ -18,7 +18,7 @@ import numpy as np
 from hnas.errors import TrainingError
 from hnas.train.inference import OVERLAP
 from hnas.train.postprocessing import Postprocessing
-from hnas.train.prediction import MAX_RESAMPLED_VOXELS, PredictionWarning, Predictor
+from hnas.train.prediction import InputLimits, PredictionWarning, Predictor
 
 
 class Ensemble:
@@ -26,7 +26,7 @@ class Ensemble:
 
     def __init__(self, checkpoints: Sequence[str | Path], *, weights: Sequence[float] | None = None,
                  postprocessing: Postprocessing | None = None, device: str = "auto", mirror: bool = False,
-                 overlap: float = OVERLAP, max_voxels: int | None = MAX_RESAMPLED_VOXELS):
+                 overlap: float = OVERLAP, limits: InputLimits = InputLimits()):
         if not checkpoints:
             raise TrainingError("an ensemble needs at least one checkpoint; none was given")
         weights = [1.0] * len(checkpoints) if weights is None else [float(w) for w in weights]
@@ -34,7 +34,7 @@ class Ensemble:
             raise TrainingError(f"weights {weights} do not fit {len(checkpoints)} checkpoints; expected one positive "
                                 "weight per checkpoint")
         self.checkpoints = tuple(Path(c) for c in checkpoints)
-        self.members = tuple(Predictor(c, device=device, mirror=mirror, overlap=overlap, max_voxels=max_voxels)
+        self.members = tuple(Predictor(c, device=device, mirror=mirror, overlap=overlap, limits=limits)
                              for c in self.checkpoints)
         self.weights = tuple(w / sum(weights) for w in weights)
         self.postprocessing = postprocessing

@@ -54,9 +54,31 @@ WORK_WARNING_FACTOR = 10.0
 LONG_PREDICTION_PASSES = 1000
 #: Refuse inputs whose resampled volume would exceed 2**30 voxels (4 GiB per float32 channel; the
 #: softmax of K classes needs K times that on the device and again on the host). Real scans stay well
-#: below: a 1 mm whole-body CT is ~5e8 voxels. Callers may pass ``max_voxels=None`` (or a larger cap)
-#: for data that is genuinely bigger (e.g. microscopy).
+#: below: a 1 mm whole-body CT is ~5e8 voxels. Data that is genuinely bigger (microscopy) lifts it
+#: (:class:`InputLimits`, the CLI's --allow-unusual-inputs).
 MAX_RESAMPLED_VOXELS = 2**30
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """How far an input may stray from the training data before prediction refuses it.
+
+    Refused by default: a resampled volume above ``max_voxels`` (memory), and an input both unlike
+    any training case (voxel size beyond :data:`SPACING_WARNING_FACTOR` from the model's: most often
+    a header in other units) and long to predict (the work warning): minutes of sliding window for a
+    label map that is probably meaningless. :meth:`lifted` (the CLI's ``--allow-unusual-inputs``)
+    predicts them anyway, still with the warnings.
+    """
+
+    max_voxels: int | None = MAX_RESAMPLED_VOXELS
+    allow_unusual_spacing: bool = False
+
+    @classmethod
+    def lifted(cls) -> "InputLimits":
+        return cls(max_voxels=None, allow_unusual_spacing=True)
+
+
+LIFT_HINT = "pass --allow-unusual-inputs (Python: limits=InputLimits.lifted()) to predict it anyway"
 
 
 class PredictionWarning(UserWarning):
@@ -145,7 +167,7 @@ class Predictor:
     """A checkpoint's network, ready to segment images one by one."""
 
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", mirror: bool = False,
-                 overlap: float = OVERLAP, max_voxels: int | None = MAX_RESAMPLED_VOXELS):
+                 overlap: float = OVERLAP, limits: InputLimits = InputLimits()):
         payload = load_checkpoint(checkpoint)
         where = f"checkpoint {str(checkpoint)!r}"
         try:
@@ -171,7 +193,7 @@ class Predictor:
         self.network.eval()
         self.mirror_axes = tuple(range(self.plan.dims)) if mirror else ()  # the patch's axes: in-plane for 2D
         self.overlap = overlap
-        self.max_voxels = max_voxels
+        self.limits = limits
 
     @property
     def n_channels(self) -> int:
@@ -197,11 +219,11 @@ class Predictor:
     def input_warnings(self, shape: Sequence[int], spacing: Sequence[float], source: str = "image") -> list[str]:
         """Check a ``shape`` (z, y, x) input at ``spacing`` before predicting it; returns the warnings to give.
 
-        Refuses (DatasetError) a voxel size that is not finite and positive and a volume whose
-        resampled size exceeds ``max_voxels``; warns about a voxel size more than
-        :data:`SPACING_WARNING_FACTOR` from the model's and about more than
+        Refuses (DatasetError) a voxel size that is not finite and positive; warns about a voxel size
+        more than :data:`SPACING_WARNING_FACTOR` from the model's and about more than
         :data:`WORK_WARNING_FACTOR` times the median training case's sliding windows (and at least
-        :data:`LONG_PREDICTION_PASSES` network passes).
+        :data:`LONG_PREDICTION_PASSES` network passes); refuses what ``self.limits`` does not allow
+        (a resampled volume too large, an unusual voxel size with a long prediction).
         """
         check_voxel_size(source, spacing)
         spacing = tuple(float(f"{float(s):.6g}") for s in spacing)  # a float32 header's 0.01 is 0.00999999977
@@ -209,24 +231,32 @@ class Predictor:
         patch = tuple(self.plan.patch_size)
         estimate = f"{work.windows:,} sliding windows of {patch}" + (
             f" ({work.passes:,} network passes with mirroring)" if self.mirror_axes else "")
-        if self.max_voxels is not None and work.voxels > self.max_voxels:
+        max_voxels = self.limits.max_voxels
+        if max_voxels is not None and work.voxels > max_voxels:
             raise DatasetError(f"{source} would be resampled to {work.shape} = {work.voxels:,} voxels at the model's "
                                f"spacing {work.spacing} mm (from {tuple(int(n) for n in shape)} at {spacing} mm; "
-                               f"{estimate}); expected at most {self.max_voxels:,}: check the voxel size in its "
-                               "header")
-        found = []
+                               f"{estimate}); expected at most {max_voxels:,}: check the voxel size in its "
+                               f"header, or {LIFT_HINT}")
         ratios = [own / new for own, new in zip(spacing, work.spacing)]
         coarse, fine = max(ratios), min(ratios)
-        if coarse > SPACING_WARNING_FACTOR or fine < 1 / SPACING_WARNING_FACTOR:
-            words = f"{coarse:.3g}x coarser" if coarse >= 1 / fine else f"{1 / fine:.3g}x finer"
-            found.append(f"{source} has voxel size {spacing} mm (z, y, x), {words} than the model's {work.spacing} "
-                         f"mm (more than {SPACING_WARNING_FACTOR:g}x: unlike any training case, or a header in other "
-                         "units); its label map may be meaningless")
-        if work.per_case > WORK_WARNING_FACTOR * work.median_windows and work.passes >= LONG_PREDICTION_PASSES:
-            unit = " per slice" if self.plan.dims < len(work.shape) else ""
-            found.append(f"{source} is resampled to {work.shape} voxels at {work.spacing} mm (z, y, x): {estimate}, "
-                         f"{work.per_case / work.median_windows:.0f}x the median training case{unit} "
-                         f"({work.median_windows:,}); expect a long prediction")
+        unusual = coarse > SPACING_WARNING_FACTOR or fine < 1 / SPACING_WARNING_FACTOR
+        long = work.per_case > WORK_WARNING_FACTOR * work.median_windows and work.passes >= LONG_PREDICTION_PASSES
+        words = f"{coarse:.3g}x coarser" if coarse >= 1 / fine else f"{1 / fine:.3g}x finer"
+        spacing_text = f"{source} has voxel size {spacing} mm (z, y, x), {words} than the model's {work.spacing} mm"
+        unit = " per slice" if self.plan.dims < len(work.shape) else ""
+        work_text = (f"resampled to {work.shape} voxels at {work.spacing} mm (z, y, x): {estimate}, "
+                     f"{work.per_case / work.median_windows:.0f}x the median training case{unit} "
+                     f"({work.median_windows:,})")
+        if unusual and long and not self.limits.allow_unusual_spacing:
+            raise DatasetError(f"{spacing_text} (more than {SPACING_WARNING_FACTOR:g}x: unlike any training case, "
+                               f"or a header in other units), and would be {work_text}; expected a voxel size "
+                               f"within {SPACING_WARNING_FACTOR:g}x of the model's: check its header, or {LIFT_HINT}")
+        found = []
+        if unusual:
+            found.append(f"{spacing_text} (more than {SPACING_WARNING_FACTOR:g}x: unlike any training case, or a "
+                         "header in other units); its label map may be meaningless")
+        if long:
+            found.append(f"{source} is {work_text}; expect a long prediction")
         return found
 
     def check_input(self, shape: Sequence[int], spacing: Sequence[float], source: str = "image") -> None:
@@ -272,15 +302,15 @@ class Predictor:
 
 
 def predict(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path, *, device: str = "auto",
-            mirror: bool = False, overwrite: bool = False, max_voxels: int | None = MAX_RESAMPLED_VOXELS) -> list[Path]:
+            mirror: bool = False, overwrite: bool = False, limits: InputLimits = InputLimits()) -> list[Path]:
     """Segment ``images`` into ``out_dir`` (one ``<case>.nii.gz`` each); returns the written files.
 
     For a one-channel model every path is a case. For a C-channel model paths are grouped by
     nnU-Net's naming (``<case>_0000.nii.gz`` .. ``<case>_{C-1:04d}.nii.gz``). Existing label maps
-    are refused before any prediction unless ``overwrite``; ``max_voxels`` is
-    :class:`Predictor`'s cap on the resampled volume (None: no cap).
+    are refused before any prediction unless ``overwrite``; ``limits`` says which unusual inputs are
+    refused (:class:`InputLimits`).
     """
-    predictor = Predictor(checkpoint, device=device, mirror=mirror, max_voxels=max_voxels)
+    predictor = Predictor(checkpoint, device=device, mirror=mirror, limits=limits)
     out_dir = Path(out_dir)
     cases = group_cases([Path(p) for p in images], predictor.n_channels)
     refuse_existing([out_dir / f"{case}.nii.gz" for case in cases], overwrite)
