@@ -76,7 +76,7 @@ def test_show_default_prints_tree_table_and_cost(capsys, tmp_path, plan_file):
     assert "encoder  4" in out  # 5-stage table
     written = [p.name for p in tmp_path.iterdir()]
     if shutil.which("dot"):
-        assert {"t.svg", "t_network.svg"} <= set(written)
+        assert {"t.svg", "t_full.svg", "t_network.svg"} <= set(written)  # compact tree, full tree, network
     else:
         assert {"t.txt", "t_network.txt"} <= set(written)
 

@@ -14,10 +14,12 @@ from hnas.search import Job, Trial
 from hnas.viz.importance import (
     ARCHITECTURE_FEATURES,
     MIN_TRIALS,
+    RELIABLE_MIN_TRIALS,
     ImportanceError,
     architecture_features,
     hyperparameter_importance,
     importance_table,
+    reliable_trial_count,
 )
 
 from .run_helpers import GRAMMAR, PLAN
@@ -91,6 +93,28 @@ def test_too_few_or_flat_trials_give_a_note_not_an_error():
     assert not flat.available and flat.excluded["initial_lr"] == "constant over the trials"
     same_loss = hyperparameter_importance(sampled_trials(space, 10, lambda c, f: 0.5), space.describe())
     assert not same_loss.available and "same loss" in same_loss.note
+
+
+def test_reliable_trial_count_is_two_per_parameter_and_at_least_ten():
+    assert reliable_trial_count(3) == RELIABLE_MIN_TRIALS == 10
+    assert reliable_trial_count(7) == 14 and reliable_trial_count(13) == 26
+
+
+def test_few_trials_are_computed_but_flagged_unreliable():
+    space = make_space("hpo")
+    few = hyperparameter_importance(sampled_trials(space, 8, lr_only), space.describe(), seed=0)
+    assert few.available and few.n_trials == 8 and len(few.values) == 7  # shown, not hidden
+    assert not few.reliable and few.min_reliable_trials == 14
+    assert few.reliability_note.startswith("computed from 8 trials: unreliable below 14")
+
+
+def test_enough_trials_carry_no_warning():
+    space = make_space("hpo")
+    many = hyperparameter_importance(sampled_trials(space, 14, lr_only), space.describe(), seed=0)
+    assert many.reliable and many.n_trials == many.min_reliable_trials == 14
+    assert many.reliability_note is None
+    not_computed = hyperparameter_importance(sampled_trials(space, MIN_TRIALS - 1, lr_only), space.describe())
+    assert not not_computed.reliable and not_computed.reliability_note is None  # its note says why instead
 
 
 def test_missing_optuna_is_a_clear_error(monkeypatch):

@@ -8,7 +8,7 @@ from hnas.cfgunet import cost, spec_from_tree
 from hnas.grammar import default_architecture, grammar_options, parse, unparse
 from hnas.pipeline.text import key_value_table
 from hnas.planning import Plan
-from hnas.viz.diagrams import derivation_graph, derivation_text, network_graph, network_text, render
+from hnas.viz.diagrams import derivation_text, network_graph, network_text, render, render_derivation
 
 
 def resolve_architecture(plan: Plan, grammar: str, text: str) -> str:
@@ -32,11 +32,12 @@ def describe_architecture(grammar: str, plan: Plan, text: str, *, dropout_rate: 
 
 
 def render_architecture(grammar: str, plan: Plan, text: str, path: Path) -> list[Path]:
-    """Draw the derivation tree to ``path`` and the network to ``<stem>_network<suffix>``."""
+    """Draw the derivation tree to ``path`` (compact: readable at page width), the full tree to
+    ``<stem>_full<suffix>`` and the network to ``<stem>_network<suffix>``."""
     tree = parse(grammar, resolve_architecture(plan, grammar, text))
     spec = spec_from_tree(tree, plan)
     network_path = path.with_name(f"{path.stem}_network{path.suffix}")
-    return [
-        render(derivation_graph(tree), path, text_fallback=derivation_text(tree)),
-        render(network_graph(spec, plan.patch_size), network_path, text_fallback=network_text(spec, plan.patch_size)),
-    ]
+    pictures = render_derivation(tree, path)
+    network = render(network_graph(spec, plan.patch_size), network_path,
+                     text_fallback=network_text(spec, plan.patch_size))
+    return [pictures.compact, *([pictures.full] if pictures.full else []), network]

@@ -4,6 +4,8 @@ Sections: the runs side by side, the incumbent over cumulative training time (on
 run, e.g. PriorBand vs random search), the 1 - Dice / runtime Pareto front with each run's
 default configuration marked, per run the incumbent's derivation tree and network diagram, a
 table of the best trials and the hyperparameter importance (fANOVA, see :mod:`hnas.viz.importance`).
+The derivation tree is shown compact (per-stage rules collapsed, readable at page width) and
+linked to its full picture; importance from too few trials is shown with a warning.
 
 Runs arrive as :class:`ReportRun`, plain data read from run folders by :mod:`hnas.pipeline.report`.
 Only the search history is required: without a plan and grammar the diagrams and the
@@ -17,14 +19,17 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hnas.errors import HnasError, SearchError
 from hnas.planning.plan import Plan
 from hnas.search import RunSummary
 from hnas.train.config import NAS_KEYS
 from hnas.viz import plots
-from hnas.viz.importance import hyperparameter_importance
+from hnas.viz.importance import Importance, hyperparameter_importance
+
+if TYPE_CHECKING:  # diagrams import lark; the report loads them only when a run has a grammar
+    from hnas.viz.diagrams import DerivationPictures
 
 BEST_TRIALS = 10
 OPTIMIZER_NAMES = {"random": "random search", "priorband": "PriorBand", "regularized-priorband": "Regularized PriorBand",
@@ -110,10 +115,11 @@ def incumbent_architecture(run: ReportRun, trial) -> str | None:
 
 @dataclass(frozen=True)
 class Block:
-    kind: str  # "h1", "h2", "h3", "p", "img", "table", "pre"
+    kind: str  # "h1", "h2", "h3", "p", "warning", "img", "link", "table", "pre"
     text: str = ""
     headers: tuple[str, ...] = ()
     rows: tuple[tuple[str, ...], ...] = ()
+    href: str = ""  # a "link" block's target, a file in the report folder
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Block:
@@ -196,7 +202,7 @@ def _pareto(runs: Sequence[ReportRun], out_dir: Path) -> list[Block]:
 
 
 def _incumbent(run: ReportRun, index: int, out_dir: Path) -> list[Block]:
-    from hnas.viz.diagrams import derivation_graph, derivation_text, network_graph, network_text, render
+    from hnas.viz.diagrams import network_graph, network_text, render, render_derivation
 
     trial = run.summary.incumbent
     blocks = [Block("h3", "Incumbent")]
@@ -219,12 +225,10 @@ def _incumbent(run: ReportRun, index: int, out_dir: Path) -> list[Block]:
     except HnasError as exc:
         return blocks + [Block("p", f"No diagrams: {exc}")]
     title = f"{run.label}: trial {trial.trial_id}"
-    derivation = render(derivation_graph(tree, title=title), out_dir / f"run{index}_derivation.svg",
-                        text_fallback=derivation_text(tree))
+    derivation = render_derivation(tree, out_dir / f"run{index}_derivation.svg", title=title)
     network = render(network_graph(spec, run.plan.patch_size, title=title), out_dir / f"run{index}_network.svg",
                      text_fallback=network_text(spec, run.plan.patch_size))
-    blocks.append(Block("p", "Derivation tree (rules as boxes, chosen words as ellipses):"))
-    blocks.append(_picture(derivation))
+    blocks += _derivation(derivation)
     features = (" The features shown are the run plan's; this trial's base_features/max_features rescale them in "
                 "training." if any(k in trial.config for k in NAS_KEYS) else "")
     blocks.append(Block("p", f"Network (patch {'x'.join(map(str, run.plan.patch_size))}).{features}"))
@@ -232,6 +236,21 @@ def _incumbent(run: ReportRun, index: int, out_dir: Path) -> list[Block]:
     if network.suffix != ".txt":  # the text fallback already is this table
         blocks.append(Block("pre", network_text(spec, run.plan.patch_size)))
     return blocks
+
+
+def _derivation(pictures: DerivationPictures) -> list[Block]:
+    """The compact tree with what it collapsed, and a link to the full one (text tree without dot)."""
+    if pictures.full is None:
+        return [Block("p", "Derivation tree (a rule's choices follow it after '='; fixed words are quoted):"),
+                _picture(pictures.compact)]
+    collapsed = ", ".join(f"{run.name} ({run.n_stages} stages)" for run in pictures.stage_runs)
+    return [Block("p", "Derivation tree, compact: chains of single-child rules share a box (a -> b), a rule's "
+                       "one-word choices are listed in one blue box, and per-stage rules are collapsed into one "
+                       "orange box each, stages that chose the same blocks on one line"
+                       + (f" (collapsed: {collapsed})." if collapsed else ".")),
+            _picture(pictures.compact),
+            Block("link", f"Full derivation tree ({pictures.full_nodes} nodes, one per rule and word)",
+                  href=pictures.full.name)]
 
 
 def _picture(path: Path) -> Block:
@@ -263,18 +282,28 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else "unknown error"
 
 
+def run_importance(run: ReportRun) -> Importance:
+    """The importance the report shows for ``run`` (deterministic: `hnas report` may print its counts)."""
+    return hyperparameter_importance(run.trials, run.metadata.get("space", []), grammar=run.grammar, plan=run.plan)
+
+
 def _importance(run: ReportRun, index: int, out_dir: Path) -> list[Block]:
     blocks = [Block("h3", "Hyperparameter importance")]
     try:
-        result = hyperparameter_importance(run.trials, run.metadata.get("space", []), grammar=run.grammar,
-                                           plan=run.plan)
+        result = run_importance(run)
     except HnasError as exc:  # optuna missing (ImportanceError), or an architecture the grammar rejects
         return blocks + [Block("p", f"Not computed: {exc}")]
     excluded = "; ".join(f"{name}: {why}" for name, why in result.excluded.items())
     if not result.available:
         return blocks + [Block("p", f"Not computed: {result.note}." + (f" Excluded: {excluded}." if excluded else ""))]
+    title = f"{run.label}: fANOVA over {result.n_trials} trials"
     path = plots.plot_importance(result.values, out_dir / f"run{index}_importance.png",
-                                 title=f"{run.label}: fANOVA over {result.n_trials} trials")
+                                 title=title if result.reliable else
+                                 f"{title} (unreliable below {result.min_reliable_trials})")
+    if not result.reliable:
+        blocks.append(Block("warning", f"Unreliable: {result.reliability_note}. With this few trials even a parameter "
+                                       "that drives the loss is often not ranked first: read the ranking below as "
+                                       "a hint, not a finding."))
     return blocks + [
         Block("p", f"{result.method} over the {result.n_trials} successful trials: each parameter's share of the "
                    "variance of 1 - Dice explained by its main effect. The architecture enters as derived features "
@@ -295,6 +324,7 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-al
 th { background: #f3f5f8; } tr:nth-child(even) td { background: #fafafa; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 pre { background: #f6f8fa; padding: 0.7em; overflow-x: auto; font-size: 0.8em; white-space: pre-wrap; }
+.warning { background: #fff4e0; border-left: 4px solid #e08a00; padding: 0.5em 0.8em; }
 """
 
 
@@ -305,10 +335,14 @@ def _html(blocks: Sequence[Block], title: str) -> str:
         text = html.escape(block.text)
         if block.kind in ("h1", "h2", "h3", "p"):
             parts.append(f"<{block.kind}>{text}</{block.kind}>")
+        elif block.kind == "warning":
+            parts.append(f'<p class="warning"><strong>Warning:</strong> {text}</p>')
         elif block.kind == "pre":
             parts.append(f"<pre>{text}</pre>")
         elif block.kind == "img":
             parts.append(f'<p><img src="{html.escape(block.text, quote=True)}" alt="{text}"></p>')
+        elif block.kind == "link":
+            parts.append(f'<p><a href="{html.escape(block.href, quote=True)}">{text}</a></p>')
         elif block.kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
@@ -326,10 +360,14 @@ def _markdown(blocks: Sequence[Block]) -> str:
             parts.append("#" * int(block.kind[1]) + " " + block.text)
         elif block.kind == "p":
             parts.append(block.text)
+        elif block.kind == "warning":
+            parts.append(f"> **Warning:** {block.text}")
         elif block.kind == "pre":
             parts.append("```\n" + block.text + "\n```")
         elif block.kind == "img":
             parts.append(f"![{block.text}]({block.text})")
+        elif block.kind == "link":
+            parts.append(f"[{block.text}]({block.href})")
         elif block.kind == "table":
             lines = ["| " + " | ".join(cell(h) for h in block.headers) + " |",
                      "|" + "---|" * len(block.headers)]
