@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 
 import pytest
@@ -13,9 +14,11 @@ from hnas.grammar import default_architecture, make_grammar
 from hnas.search.executors import TrialContext
 from hnas.train import TrainObjective, TrainSetup, evaluate, load_checkpoint, train_fold
 from hnas.train.checkpoint import CHECKPOINT_NAME
+from hnas.train.training_log import PROGRESS_PLOT_NAME, TRAINING_LOG_NAME, format_epoch
 
 from .conftest import tiny_plan_2d
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONFIG = {"optimizer": "SGD", "momentum": 0.99, "initial_lr": 0.01, "lr_scheduler": "PolyLR", "weight_decay": 3e-5,
           "foreground_oversampling": 0.5, "loss": "DiceCE", "aug_factor": 1.0}
 
@@ -60,6 +63,46 @@ def test_checkpoints_hold_only_weights_only_types(one_go):
     assert set(payload) >= {"trainer", "config", "spec", "plan", "normalization", "labels"}
 
 
+def _epoch_lines(folder) -> list[str]:
+    return [line for line in (folder / TRAINING_LOG_NAME).read_text().splitlines() if line.startswith("epoch ")]
+
+
+def test_the_trial_folder_gets_a_training_log_and_a_progress_plot(one_go):
+    folder = one_go.checkpoint.parent
+    text = (folder / TRAINING_LOG_NAME).read_text()
+    assert text.startswith("hnas training log: Dataset900_SyntheticBrain, fold 0\n")
+    assert f"architecture: {one_go.architecture}\n" in text and '"loss": "DiceCE"' in text
+    assert "4 epochs x 2 training + 1 validation iterations" in text
+    assert "pseudo Dice classes: organ, substructure" in text
+    assert [line.split(":")[0] for line in _epoch_lines(folder)] == [f"epoch {e}/4" for e in (1, 2, 3, 4)]
+    picture = (folder / PROGRESS_PLOT_NAME).read_bytes()
+    assert picture.startswith(PNG_SIGNATURE) and len(picture) > 10_000
+
+
+def test_a_continued_trial_logs_its_parents_epochs_too(tiny_setup, tmp_path):
+    setup = replace(tiny_setup, iterations_per_epoch=1, validation_cases=1)
+    records, validations = [], []
+    first = evaluate(CONFIG, None, 2, None, tmp_path / "rung0", setup=setup, on_epoch=records.append,
+                     on_validation=validations.append)
+    assert _epoch_lines(tmp_path / "rung0") == [format_epoch(r) for r in records] and len(records) == 2
+    assert validations == [1]
+    evaluate(CONFIG, None, 3, first.checkpoint, tmp_path / "rung1", setup=setup, on_epoch=records.append)
+    assert [r.epoch for r in records] == [1, 2, 3]  # the continuation reports its own epoch only
+    assert _epoch_lines(tmp_path / "rung1") == [format_epoch(r) for r in records]
+    history = torch.load(tmp_path / "rung1" / CHECKPOINT_NAME, weights_only=True)["trainer"]["history"]
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert (tmp_path / "rung1" / PROGRESS_PLOT_NAME).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_the_epoch_validation_does_not_change_training(one_go, tiny_setup, tmp_path):
+    plain = evaluate(CONFIG, None, 2, None, tmp_path, setup=replace(tiny_setup, validation_iterations=0,
+                                                                    validation_cases=1))
+    trainer = load_checkpoint(plain.checkpoint)["trainer"]
+    assert trainer["train_losses"] == load_checkpoint(one_go.checkpoint)["trainer"]["train_losses"][:2]  # exactly
+    assert [(entry["val_loss"], entry["pseudo_dice"]) for entry in trainer["history"]] == [(None, {})] * 2
+    assert "+ 0 validation iterations" in (tmp_path / TRAINING_LOG_NAME).read_text()
+
+
 def test_a_foreign_file_is_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(TrainingError, match="not an hnas checkpoint"):
@@ -85,7 +128,10 @@ def test_invalid_config_and_epochs_are_named(tiny_setup, tmp_path):
 
 
 def test_objective_adapter_trains_and_promotes(tiny_setup, tmp_path):
-    objective = TrainObjective(replace(tiny_setup, iterations_per_epoch=1, validation_cases=1))
+    epochs, validations = [], []
+    objective = TrainObjective(replace(tiny_setup, iterations_per_epoch=1, validation_cases=1),
+                               on_epoch=lambda trial, record: epochs.append((trial, record.epoch)),
+                               on_validation=lambda trial, n_cases: validations.append((trial, n_cases)))
     config = {**CONFIG, "aug_factor": 0.0, "architecture": default_architecture(tiny_setup.plan, n_stages=2),
               "dropout_rate": 0.2}
     context = TrialContext(trial_id=0, config=config, fidelity=1.0, max_fidelity=3.0, rung=0, bracket=0,
@@ -99,6 +145,14 @@ def test_objective_adapter_trains_and_promotes(tiny_setup, tmp_path):
     second = objective(promoted)
     assert second["epochs"] == 3 and second["cost"] > first["cost"]
     assert load_checkpoint(tmp_path / "00001")["trainer"]["seed"] == load_checkpoint(tmp_path / "00000")["trainer"]["seed"]
+    assert epochs == [(0, 1), (1, 2), (1, 3)] and validations == [(0, 1), (1, 1)]
+    assert len(load_checkpoint(tmp_path / "00001")["trainer"]["history"]) == 3
+
+
+def test_the_objective_pickles_without_hooks(tiny_setup):
+    """Worker processes and Dask receive the objective pickled; their hooks are None."""
+    objective = pickle.loads(pickle.dumps(TrainObjective(tiny_setup)))
+    assert objective.setup == tiny_setup and objective.on_epoch is None and objective.on_validation is None
 
 
 def test_objective_reports_training_steps_with_the_budget_they_add(tiny_setup, tmp_path):
@@ -137,6 +191,10 @@ def test_train_fold_runs_its_own_schedule(tiny_setup, tmp_path):
 def test_setup_validates_its_fields(tiny_setup):
     with pytest.raises(TrainingError, match="iterations_per_epoch"):
         replace(tiny_setup, iterations_per_epoch=0)
+    with pytest.raises(TrainingError, match="validation_iterations is -1"):
+        replace(tiny_setup, validation_iterations=-1)
+    assert replace(tiny_setup, iterations_per_epoch=250).effective_validation_iterations == 50
+    assert replace(tiny_setup, validation_iterations=0).effective_validation_iterations == 0
     with pytest.raises(TrainingError, match="device 'tpu'"):
         replace(tiny_setup, device="tpu")
     if not torch.cuda.is_available():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
+import time
 
 import pytest
 import torch
@@ -11,7 +14,8 @@ from hnas.cfgunet import build, compile_architecture
 from hnas.errors import TrainingError
 from hnas.grammar import default_architecture, make_grammar
 from hnas.train.config import TrainConfig
-from hnas.train.trainer import Trainer
+from hnas.train.trainer import Trainer, confusion_counts
+from hnas.train.training_log import pseudo_dice
 
 from .conftest import tiny_plan
 
@@ -131,3 +135,118 @@ def test_gradients_are_clipped_at_12_in_unscaled_units(amp):
     trained = [(old, new) for old, new in zip(before, network.parameters()) if new.grad is not None]
     for (old, new), g in zip(trained, expected):
         torch.testing.assert_close(new.detach(), old - 1e-2 * (1 + 0.99) * (g + 3e-5 * old), rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------- per-epoch validation and the epoch records
+
+def _watched_network():
+    """The tiny network with batch norm and dropout: state that a validation pass in the wrong mode would change."""
+    plan = tiny_plan()
+    architecture = default_architecture(plan).replace("instance_norm", "batch_norm").replace("no_dropout", "dropout")
+    spec = compile_architecture(make_grammar(plan), architecture, plan, dropout_rate=0.3)
+    torch.manual_seed(0)
+    return build(spec), spec
+
+
+class ValidationBatches(FixedBatches):
+    """Other fixed batches, standing in for the validation sampler."""
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.image = torch.randn(2, 1, 16, 16, 16, generator=generator)
+
+
+def test_confusion_counts_match_a_hand_count():
+    # 1 x 6 voxels, 3 classes: predicted 0 1 1 2 2 1 against reference 0 1 2 2 0 0
+    predicted = torch.tensor([0, 1, 1, 2, 2, 1])
+    logits = torch.nn.functional.one_hot(predicted, 3).T.float().reshape(1, 3, 1, 1, 6)
+    reference = torch.tensor([0, 1, 2, 2, 0, 0]).reshape(1, 1, 1, 1, 6).float()
+    counts = confusion_counts(logits, reference)
+    # class 1: TP at 1; FP at 2, 5; FN none. class 2: TP at 3; FP at 4; FN at 2
+    assert counts.tolist() == [[1, 1], [2, 1], [0, 1]]
+    assert pseudo_dice(*counts.tolist()) == pytest.approx([2 / 4, 2 / 4])
+
+
+def test_training_is_the_same_with_and_without_the_epoch_validation():
+    runs = []
+    for iterations in (None, 0):
+        network, spec = _watched_network()
+        trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=4, seed=5)
+        batches, validation = FixedBatches(), ValidationBatches()
+        trainer.fit(batches, until_epoch=2, iterations_per_epoch=2, validation=validation,
+                    validation_iterations=iterations)
+        runs.append((trainer, batches.calls, validation.calls))
+    (watched, watched_calls, validation_calls), (plain, plain_calls, no_calls) = runs
+    assert watched.train_losses == plain.train_losses  # bit-identical
+    for name, tensor in plain.network.state_dict().items():  # weights and batch-norm statistics
+        assert torch.equal(watched.network.state_dict()[name], tensor), name
+    assert watched_calls == plain_calls == list(range(4))
+    assert validation_calls == [0, 1] and no_calls == []  # max(1, 2 // 5) = 1 batch per epoch, index = epoch
+    assert watched.network.training and all(math.isnan(r.val_loss) and not r.pseudo_dice for r in plain.history)
+
+
+def test_each_epoch_leaves_a_record():
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(initial_lr=0.01), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=10)
+    seen = []
+    trainer.fit(FixedBatches(), until_epoch=2, iterations_per_epoch=1, validation=ValidationBatches(),
+                class_names=["organ", "substructure"], on_epoch=seen.append)
+    assert seen == trainer.history and [r.epoch for r in seen] == [1, 2] and {r.max_epochs for r in seen} == {10}
+    first, second = seen
+    assert [first.train_loss, second.train_loss] == trainer.train_losses
+    assert first.learning_rate == 0.01 and second.learning_rate == pytest.approx(0.01 * (1 - 1 / 10) ** 0.9)
+    assert set(first.pseudo_dice) == {"organ", "substructure"} and math.isfinite(first.val_loss)
+    assert first.mean_pseudo_dice == pytest.approx(sum(first.pseudo_dice.values()) / 2)
+    assert first.ema_pseudo_dice == first.mean_pseudo_dice
+    assert second.ema_pseudo_dice == pytest.approx(0.9 * first.mean_pseudo_dice + 0.1 * second.mean_pseudo_dice)
+    assert all(r.epoch_seconds > 0 for r in seen)
+
+
+def test_validation_and_the_epoch_hook_are_not_training_time():
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=2)
+    started = time.perf_counter()
+    trainer.fit(FixedBatches(), until_epoch=2, iterations_per_epoch=1, validation=ValidationBatches(),
+                on_epoch=lambda record: time.sleep(0.5))
+    wall = time.perf_counter() - started
+    validation = sum(r.epoch_seconds for r in trainer.history) - trainer.runtime  # the validation passes
+    assert 0 < trainer.runtime < wall - 1.0 and validation > 0
+
+
+def test_epoch_validation_settings_are_checked():
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=2)
+    with pytest.raises(TrainingError, match="validation_iterations is -1"):
+        trainer.fit(FixedBatches(), 1, 1, validation=ValidationBatches(), validation_iterations=-1)
+    with pytest.raises(TrainingError, match="no validation sampler"):
+        trainer.fit(FixedBatches(), 1, 1, validation_iterations=2)
+    with pytest.raises(TrainingError, match=r"class_names \['organ'\] name 1 classes.*2 foreground"):
+        trainer.fit(FixedBatches(), 1, 1, validation=ValidationBatches(), class_names=["organ"])
+
+
+def test_the_history_travels_in_a_weights_only_state_dict(tmp_path):
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=3)
+    trainer.fit(FixedBatches(), until_epoch=2, iterations_per_epoch=1, validation=ValidationBatches())
+    torch.save(trainer.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    json.dumps(state["history"], allow_nan=False)
+    restored = Trainer(_network()[0], TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=3)
+    restored.load_state_dict(state)
+    assert restored.history == trainer.history and len(restored.history) == 2
+    restored.fit(FixedBatches(), until_epoch=3, iterations_per_epoch=1, validation=ValidationBatches())
+    assert [r.epoch for r in restored.history] == [1, 2, 3]
+    assert restored.history[2].ema_pseudo_dice == pytest.approx(
+        0.9 * trainer.history[1].ema_pseudo_dice + 0.1 * restored.history[2].mean_pseudo_dice)
+
+
+def test_a_state_dict_from_before_the_history_loads_with_an_empty_one():
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=3)
+    trainer.fit(FixedBatches(), until_epoch=1, iterations_per_epoch=1)
+    state = trainer.state_dict()
+    del state["history"]
+    restored = Trainer(_network()[0], TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=3)
+    restored.load_state_dict(state)
+    assert restored.epoch == 1 and restored.history == []

@@ -5,6 +5,12 @@ and the training seconds spent so far; :meth:`Trainer.state_dict` holds only ten
 values, so a checkpoint loads with ``torch.load(weights_only=True)``. Each epoch reseeds torch
 from (seed, epoch) and takes its learning rate from (epoch, max_epochs), so continuing from a
 checkpoint is the same computation as training in one go.
+
+After each epoch's training, ``fit`` can score the network on unaugmented validation patches
+(nnU-Net's per-epoch pseudo Dice, docs/references.md "Per-epoch training log") and keeps one
+:class:`~hnas.train.training_log.EpochRecord` per epoch in :attr:`Trainer.history`. That
+validation reads its own batches (its own sampler and seed), runs without gradients in eval
+mode, and is not counted in :attr:`Trainer.runtime`: training is the same with or without it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -22,17 +29,42 @@ from hnas.train.config import TrainConfig
 from hnas.train.loader import PatchSampler, batch_loader
 from hnas.train.losses import SegmentationLoss
 from hnas.train.optim import learning_rate, make_optimizer, set_learning_rate
+from hnas.train.training_log import (EpochRecord, default_validation_iterations, mean_ignoring_nan, next_ema,
+                                     pseudo_dice)
 
 GRADIENT_CLIP = 12.0
 
 #: ``on_iteration(done, total)``: called after every step of a ``fit`` with the iterations that
 #: call has done and will do in all (a progress display's hook; it must not touch the training).
 IterationCallback = Callable[[int, int], None]
+#: ``on_epoch(record)``: called after every epoch of a ``fit``, its validation done, with the epoch's
+#: :class:`EpochRecord` (a log line's hook; its time is not counted as training).
+EpochCallback = Callable[[EpochRecord], None]
+
+#: Validation patches draw from the stream ``seed + VALIDATION_SEED_SALT``, never the training batches'.
+VALIDATION_SEED_SALT = 0x5EED_7A11
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """Torch seed of an epoch (dropout etc.): a function of the run seed and the epoch only."""
     return (int(seed) * 1_000_003 + int(epoch)) % (2 ** 63 - 1)
+
+
+def validation_seed(seed: int) -> int:
+    """Seed of a run's validation patch sampler: deterministic, and not the training batches' seed."""
+    return (int(seed) + VALIDATION_SEED_SALT) % (2 ** 63 - 1)
+
+
+def confusion_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[3, K-1]`` int64: TP, FP, FN per foreground class of ``argmax(logits)`` against a
+    ``[B, 1, ...]`` label map, summed over the batch and every voxel (nnU-Net's pseudo-Dice counts)."""
+    predicted = logits.argmax(1)
+    reference = target[:, 0].long()
+    counts = torch.zeros((3, logits.shape[1] - 1), dtype=torch.int64, device=logits.device)
+    for label in range(1, logits.shape[1]):
+        hit, truth = predicted == label, reference == label
+        counts[:, label - 1] = torch.stack([(hit & truth).sum(), (hit & ~truth).sum(), (~hit & truth).sum()])
+    return counts
 
 
 def synchronize(device: torch.device) -> None:
@@ -59,6 +91,7 @@ class Trainer:
         self.epoch = 0
         self.runtime = 0.0  # seconds of training, all fits (and earlier rungs) together
         self.train_losses: list[float] = []
+        self.history: list[EpochRecord] = []  # one record per epoch, all fits (and earlier rungs) together
 
     # ---------------------------------------------------------------- one step
 
@@ -82,14 +115,21 @@ class Trainer:
     # ---------------------------------------------------------------- epochs
 
     def fit(self, sampler: PatchSampler, until_epoch: int, iterations_per_epoch: int, num_workers: int = 0,
-            on_iteration: IterationCallback | None = None) -> None:
+            on_iteration: IterationCallback | None = None, *, validation: PatchSampler | None = None,
+            validation_iterations: int | None = None, class_names: Sequence[str] | None = None,
+            on_epoch: EpochCallback | None = None) -> None:
         """Train epochs ``self.epoch .. until_epoch - 1``; batch indices continue across calls.
 
         ``on_iteration`` lets a progress bar move during a trial, not only when it ends.
+        ``validation`` (a sampler over the fold's validation cases, augmentation off) scores each
+        epoch on ``validation_iterations`` patch batches (None: nnU-Net's 1 per 5 training
+        iterations, at least 1; 0: none); ``class_names`` name the foreground classes of the pseudo
+        Dice (default "1", "2", ...). ``on_epoch`` gets each epoch's record.
         """
         if until_epoch > self.max_epochs:
             raise TrainingError(f"cannot train to epoch {until_epoch}: the schedule ends at max_epochs="
                                 f"{self.max_epochs}; expected epochs <= max_epochs")
+        n_validation = _validation_batches(validation, validation_iterations, iterations_per_epoch)
         if until_epoch <= self.epoch:
             return
         self.network.train()
@@ -102,12 +142,26 @@ class Trainer:
         if on_iteration is not None:
             done, total = itertools.count(1), (until_epoch - self.epoch) * iterations_per_epoch
             on_step = lambda: on_iteration(next(done), total)  # noqa: E731
+        not_training = 0.0  # validation and callbacks: seconds left out of the runtime
+        epoch_started = started
         try:
             for epoch in range(self.epoch, until_epoch):
                 self._train_epoch(batches, epoch, iterations_per_epoch, on_step)
+                synchronize(self.device)
+                trained = time.perf_counter()
+                scores = self._validate_epoch(validation, epoch, n_validation, class_names) if n_validation \
+                    else (math.nan, {})
+                synchronize(self.device)
+                validated = time.perf_counter()
+                not_training += validated - trained
+                record = self._record_epoch(epoch, *scores, seconds=validated - epoch_started)
+                if on_epoch is not None:
+                    on_epoch(record)
+                epoch_started = time.perf_counter()
+                not_training += epoch_started - validated
         finally:
             synchronize(self.device)
-            self.runtime += time.perf_counter() - started
+            self.runtime += time.perf_counter() - started - not_training
             _stop_workers(batches)
 
     def _train_epoch(self, batches, epoch: int, iterations: int, on_step: Callable[[], None] | None) -> None:
@@ -128,6 +182,48 @@ class Trainer:
         self.train_losses.append(mean)
         self.epoch = epoch + 1
 
+    @torch.no_grad()
+    def _validate_epoch(self, validation: PatchSampler, epoch: int, iterations: int,
+                        class_names: Sequence[str] | None) -> tuple[float, dict[str, float]]:
+        """Mean loss and pseudo Dice per class on the epoch's validation patches (eval mode, no gradients).
+
+        Deep supervision stays on, as in nnU-Net: the loss is the training loss's definition and the
+        Dice counts come from the highest-resolution output. Batch indices ``epoch * iterations + i``
+        make each epoch's patches a function of (seed, epoch).
+        """
+        was_training = self.network.training
+        self.network.eval()
+        total = torch.zeros((), device=self.device)
+        counts = None
+        try:
+            for index in range(epoch * iterations, (epoch + 1) * iterations):
+                batch = validation.batch(index)
+                image = batch["image"].to(self.device, non_blocking=True)
+                target = batch["label"].to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, enabled=self.amp):
+                    outputs = self.network(image)
+                    total += self.loss(outputs, target).float()
+                highest = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+                batch_counts = confusion_counts(highest, target)
+                counts = batch_counts if counts is None else counts + batch_counts
+        finally:
+            self.network.train(was_training)
+        true_positives, false_positives, false_negatives = counts.cpu().tolist()
+        names = _class_names(class_names, len(true_positives))
+        return float(total) / iterations, dict(zip(names, pseudo_dice(true_positives, false_positives,
+                                                                        false_negatives)))
+
+    def _record_epoch(self, epoch: int, val_loss: float, dice: dict[str, float], *, seconds: float) -> EpochRecord:
+        """The epoch's record, appended to :attr:`history` (EMA continued from the previous record)."""
+        mean = mean_ignoring_nan(list(dice.values()))
+        previous = self.history[-1].ema_pseudo_dice if self.history else math.nan
+        record = EpochRecord(epoch=epoch + 1, max_epochs=self.max_epochs, train_loss=self.train_losses[-1],
+                             val_loss=val_loss, pseudo_dice=dice, mean_pseudo_dice=mean,
+                             ema_pseudo_dice=next_ema(previous, mean),
+                             learning_rate=float(self.optimizer.param_groups[0]["lr"]), epoch_seconds=seconds)
+        self.history.append(record)
+        return record
+
     # ---------------------------------------------------------------- checkpoint state
 
     def state_dict(self) -> dict:
@@ -138,6 +234,7 @@ class Trainer:
             "epoch": self.epoch,
             "runtime": self.runtime,
             "train_losses": list(self.train_losses),
+            "history": [record.to_state() for record in self.history],
             "seed": self.seed,
             "max_epochs": self.max_epochs,
         }
@@ -150,7 +247,29 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.runtime = float(state["runtime"])
         self.train_losses = [float(v) for v in state["train_losses"]]
+        self.history = [EpochRecord.from_state(entry) for entry in state.get("history") or []]  # older: none
         self.seed = int(state["seed"])
+
+
+def _validation_batches(validation: PatchSampler | None, iterations: int | None, iterations_per_epoch: int) -> int:
+    """How many validation batches each epoch runs (0 without a validation sampler)."""
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
+        raise TrainingError(f"validation_iterations is {iterations!r}; expected an integer >= 0 or None")
+    if validation is None:
+        if iterations:
+            raise TrainingError(f"validation_iterations is {iterations} but no validation sampler was given; "
+                                "pass validation=PatchSampler(...) over the validation cases, or 0")
+        return 0
+    return default_validation_iterations(iterations_per_epoch) if iterations is None else iterations
+
+
+def _class_names(names: Sequence[str] | None, n_foreground: int) -> list[str]:
+    if names is None:
+        return [str(label) for label in range(1, n_foreground + 1)]
+    if len(names) != n_foreground:
+        raise TrainingError(f"class_names {list(names)} name {len(names)} classes; the network predicts "
+                            f"{n_foreground} foreground classes")
+    return [str(name) for name in names]
 
 
 def _stop_workers(batches) -> None:
