@@ -184,8 +184,8 @@ def _show_command(commands) -> None:
                         help="an architecture string (quote it), or 'default' for nnU-Net's network")
     _add_plan_source(parser)
     parser.add_argument("--render", type=_output_file, metavar="FILE",
-                        help="draw the derivation tree (.svg/.png/.pdf); the network goes to FILE's stem + "
-                             "'_network' beside it")
+                        help="draw the derivation tree (.svg/.png/.pdf; compact, the full tree to FILE's stem + "
+                             "'_full'); the network goes to FILE's stem + '_network' beside it")
     parser.add_argument("--dropout-rate", type=float, default=0.2, help="rate used where dropout is chosen")
     parser.set_defaults(handler=_run_show)
 
@@ -210,12 +210,13 @@ def _search_command(commands) -> None:
                     "max-fidelity trainings.")
     parser.add_argument("--dataset", type=Path, metavar="DIR", help="dataset folder (nnU-Net raw or MSD)")
     parser.add_argument("--max-stages", type=_positive_int, metavar="N", help="stage count N of the grammar")
-    parser.add_argument("--space", choices=SPACES, default="hpo+hnas", help="search space (default hpo+hnas)")
-    parser.add_argument("--optimizer", choices=SEARCH_OPTIMIZERS, default="regularized-priorband",
+    # Settings default to None here (SearchSettings holds the defaults), so a resume can tell what was given.
+    parser.add_argument("--space", choices=SPACES, help="search space (default hpo+hnas)")
+    parser.add_argument("--optimizer", choices=SEARCH_OPTIMIZERS,
                         help="optimizer (default regularized-priorband: Dice and training runtime)")
-    parser.add_argument("--confidence", choices=CONFIDENCES, default="medium", help="prior confidence")
-    parser.add_argument("--preset", choices=("auto", "cpu", "nnunet"), default="auto",
-                        help="scale preset (auto: nnunet with CUDA, cpu otherwise and for the built-in data)")
+    parser.add_argument("--confidence", choices=CONFIDENCES, help="prior confidence (default medium)")
+    parser.add_argument("--preset", choices=("auto", "cpu", "nnunet"),
+                        help="scale preset (default auto: nnunet with CUDA, cpu otherwise and for the built-in data)")
     limit = parser.add_argument_group("limits (default: the preset's budget)")
     limit.add_argument("--budget", type=_positive_float, metavar="B",
                        help="budget in max-fidelity trainings (a promotion pays only the epochs it adds)")
@@ -226,12 +227,17 @@ def _search_command(commands) -> None:
     fidelity.add_argument("--max-epochs", type=_positive_int, metavar="E")
     fidelity.add_argument("--eta", type=_positive_int, metavar="ETA")
     fidelity.add_argument("--iterations-per-epoch", type=_positive_int, metavar="I")
-    parser.add_argument("--fold", type=int, default=0, choices=range(5), metavar="F", help="validation fold 0..4")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="parallel trials (Dask LocalCluster if > 1)")
+    parser.add_argument("--fold", type=int, choices=range(5), metavar="F", help="validation fold 0..4 (default 0)")
+    parser.add_argument("--splits", type=Path, metavar="FILE",
+                        help="nnU-Net's splits_final.json: the cases of each fold (default: nnU-Net's split, "
+                             "KFold(5, shuffle, seed 12345) over the sorted case ids); copied into the run")
+    parser.add_argument("--workers", type=_positive_int, help="parallel trials (Dask LocalCluster if > 1; default 1)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/<dataset>_<space>_...)")
-    parser.add_argument("--resume", action="store_true", help="continue the run stored in --run-dir")
-    parser.add_argument("--seed", type=_seed, default=0, help=f"random seed 0..{MAX_SEED} (default 0)")
+    parser.add_argument("--resume", nargs="?", const=True, type=Path, metavar="RUN",
+                        help="continue the run stored in RUN (or --run-dir) with its stored settings; flags given "
+                             "again must match them, except the limits, --workers and --scheduler")
+    parser.add_argument("--seed", type=_seed, help=f"random seed 0..{MAX_SEED} (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_search)
 
@@ -258,6 +264,9 @@ def _train_command(commands) -> None:
                         help="with --folds: also the first N trials of the Pareto front at the top fidelity")
     parser.add_argument("--iterations-per-epoch", type=_positive_int, metavar="I",
                         help="with --folds: iterations per epoch (default: the run's)")
+    parser.add_argument("--splits", type=Path, metavar="FILE",
+                        help="with --folds: nnU-Net's splits_final.json for the folds (default: the run's split; "
+                             "kept as RUN/cv/splits_final.json)")
     parser.add_argument("--workers", type=_positive_int, metavar="N",
                         help="with --folds: train N folds at once in local processes (one GPU each, or cores // N "
                              "CPU threads each)")
@@ -276,6 +285,9 @@ def _evaluate_command(commands) -> None:
                         help="where metrics.csv and summary.json go (default: RUN/evaluation/...)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier evaluation in the output folder (refused otherwise)")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="with --test-dir: score every model without its find-best post-processing (compare "
+                             "the networks alone)")
     parser.add_argument("--allow-unusual-inputs", action="store_true",
                         help="with --test-dir: predict images refused as unlike the training data (voxel size beyond 8x the model's "
                              "with a long prediction, or above 2^30 voxels once resampled); still warned about")
@@ -303,10 +315,15 @@ def _predict_command(commands) -> None:
                     "post-processing decision is post-processed as decided (when given alone).")
     parser.add_argument("--model", type=Path, nargs="+", required=True, metavar="PATH",
                         help="checkpoints (trial or retrain), model folders RUN/cv/<name> (their fold ensemble) or "
-                             "RUN/cv/best_configuration.json (from hnas find-best); NIfTI files listed here are "
-                             "taken as images")
+                             "RUN/cv/best_configuration.json (from hnas find-best); NIfTI files and folders of "
+                             "them (no checkpoint inside) listed here are taken as images")
     parser.add_argument("images", type=Path, nargs="*", metavar="IMAGES",
-                        help="NIfTI files; several channels per case as <case>_0000.nii.gz, <case>_0001.nii.gz, ...")
+                        help="NIfTI files or folders of them (as -i); several channels per case as "
+                             "<case>_0000.nii.gz, <case>_0001.nii.gz, ...")
+    parser.add_argument("-i", "--input", type=Path, action="append", default=[], metavar="DIR",
+                        help="a folder of images, as nnUNetv2_predict -i: its .nii.gz/.nii files (not subfolders), "
+                             "grouped into cases by the channel suffix _XXXX; repeatable, and IMAGES may be added "
+                             "if no case is given twice")
     parser.add_argument("-o", "--output", type=_output_dir, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace label maps already in the output folder")
@@ -334,6 +351,9 @@ def _export_command(commands) -> None:
     parser.add_argument("--trial", type=int, metavar="ID", help="trial id (default: the incumbent)")
     parser.add_argument("--configuration-name", default="3d_fullres_hnas")
     parser.add_argument("--base-configuration", default="3d_fullres")
+    parser.add_argument("--allow-preset", action="store_true",
+                        help="export a run searched at another scale preset than nnunet (cpu: features 8..64, "
+                             "batch 2, patch at most 48^3) at that scale, with a warning; refused without it")
     parser.set_defaults(handler=_run_export)
 
 
@@ -399,19 +419,37 @@ def _run_show(args) -> int:
     return 0
 
 
+#: `hnas search` flags that are run.json's settings (the others say how this call runs)
+SEARCH_FLAGS = ("dataset", "max_stages", "space", "optimizer", "confidence", "preset", "budget", "time_limit",
+                "max_trials", "min_epochs", "max_epochs", "eta", "iterations_per_epoch", "fold", "workers",
+                "scheduler", "seed", "splits")
+
+
+def _search_run_dir(args, settings) -> Path:
+    """--resume RUN, --run-dir, or the default folder named after the settings."""
+    from hnas.errors import SearchError
+    from hnas.pipeline.search import default_run_dir
+
+    if isinstance(args.resume, Path):
+        if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
+            raise SearchError(f"--resume {str(args.resume)!r} and --run-dir {str(args.run_dir)!r} name two "
+                              "folders; expected one run folder (give either)")
+        return args.resume
+    return args.run_dir or default_run_dir(settings)
+
+
 def _run_search(args) -> int:
     from hnas.pipeline.layout import RunFolder
     from hnas.pipeline.run import SearchSettings
-    from hnas.pipeline.search import default_run_dir, search, summary_text
+    from hnas.pipeline.search import resumed_settings, search, summary_text
 
-    settings = SearchSettings(
-        dataset=str(args.dataset) if args.dataset else None, max_stages=args.max_stages, space=args.space,
-        optimizer=args.optimizer, confidence=args.confidence, preset=args.preset, budget=args.budget,
-        time_limit=args.time_limit, max_trials=args.max_trials, min_epochs=args.min_epochs,
-        max_epochs=args.max_epochs, eta=args.eta, iterations_per_epoch=args.iterations_per_epoch, fold=args.fold,
-        workers=args.workers, scheduler=args.scheduler, seed=args.seed)
-    run_dir = args.run_dir or default_run_dir(settings)
-    summary = search(settings, run_dir, resume=args.resume, progress=not args.no_progress)
+    given = {name: getattr(args, name) for name in SEARCH_FLAGS if getattr(args, name) is not None}
+    for name in ("dataset", "splits"):
+        if name in given:
+            given[name] = str(given[name])
+    run_dir = _search_run_dir(args, SearchSettings(**given))
+    settings = resumed_settings(run_dir, given) if args.resume else SearchSettings(**given)
+    summary = search(settings, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print()
     print(summary_text(summary))
     print(f"report: {RunFolder(run_dir).summary} (status: hnas status {run_dir})")
@@ -430,10 +468,10 @@ def _run_train(args) -> int:
 
     if args.folds is not None:
         return _run_cross_validation(args)
-    fold_options = (args.default, args.pareto, args.iterations_per_epoch, args.workers)
+    fold_options = (args.default, args.pareto, args.iterations_per_epoch, args.workers, args.splits)
     if any(fold_options) or (args.trial and len(args.trial) > 1):
-        raise SearchError("--default, --pareto, --iterations-per-epoch, --workers and several --trial ids need "
-                          "--folds; expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
+        raise SearchError("--default, --pareto, --iterations-per-epoch, --workers, --splits and several --trial ids "
+                          "need --folds; expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
     from hnas.pipeline.retrain import retrain
 
     trial, result = retrain(args.run, args.epochs, args.trial[0] if args.trial else None)
@@ -452,9 +490,10 @@ def _run_cross_validation(args) -> int:
     choices += cv.pareto_choices(args.run, args.pareto) if args.pareto else []
     if not choices:
         choices = [cv.trial_choice(args.run)]  # the incumbent
-    unique = list({c.name(args.epochs): c for c in choices}.values())
+    unique = cv.distinct_choices(choices, args.epochs)
     for folder in cv.cross_validate(args.run, unique, args.folds, args.epochs,
-                                    iterations_per_epoch=args.iterations_per_epoch, workers=args.workers or 1):
+                                    iterations_per_epoch=args.iterations_per_epoch, workers=args.workers or 1,
+                                    splits=args.splits):
         print(f"cross-validated: {folder}")
     return 0
 
@@ -464,7 +503,8 @@ def _run_evaluate(args) -> int:
     from hnas.pipeline.layout import EVALUATION_SUMMARY_FILE, METRICS_FILE
 
     summary, out_dir = evaluate_run(args.run, args.models, test_dir=args.test_dir, out_dir=args.output,
-                                    overwrite=args.overwrite, limits=_input_limits(args))
+                                    overwrite=args.overwrite, limits=_input_limits(args),
+                                    postprocessing=not args.no_postprocessing)
     print(summary_table(summary))
     print(f"wrote {out_dir / METRICS_FILE} and {out_dir / EVALUATION_SUMMARY_FILE}")
     return 0
@@ -478,11 +518,11 @@ def _input_limits(args):
 
 def _run_predict(args) -> int:
     from hnas.data.io import is_nifti
-    from hnas.pipeline.predict import predict_with
+    from hnas.pipeline.predict import image_folders, is_image_folder, predict_with
 
     # --model takes several paths, so images written right after it land there; a model is never NIfTI
-    models = [p for p in args.model if not is_nifti(p)]
-    images = [p for p in args.model if is_nifti(p)] + list(args.images)
+    models = [p for p in args.model if not (is_nifti(p) or is_image_folder(p))]
+    images = image_folders(args.input) + [p for p in args.model if p not in models] + list(args.images)
     ensemble, written = predict_with(models, images, args.output, device=args.device, overwrite=args.overwrite,
                                      limits=_input_limits(args))
     if len(ensemble.members) > 1:
@@ -516,8 +556,13 @@ def _run_report(args) -> int:
 def _run_export(args) -> int:
     from hnas.pipeline.export import export_run
 
-    out = export_run(args.run, args.plans, args.output, trial_id=args.trial,
-                     configuration_name=args.configuration_name, base_configuration=args.base_configuration)
+    export = export_run(args.run, args.plans, args.output, trial_id=args.trial,
+                        configuration_name=args.configuration_name, base_configuration=args.base_configuration,
+                        allow_preset=args.allow_preset)
+    print(f"{args.configuration_name!r} replaces these values of nnU-Net's {args.base_configuration!r}:")
+    for replacement in export.replaced:
+        print(f"  {replacement.describe()}")
+    out = export.path
     print(f"wrote {out}: train it with nnUNetv2_train DATASET {args.configuration_name} FOLD -p {out.stem}")
     return 0
 

@@ -104,3 +104,62 @@ def test_split_names_a_bad_fold(fold):
 def test_split_needs_five_cases():
     with pytest.raises(TrainingError, match="4 cases"):
         fold_split(["a", "b", "c", "d"], 0)
+
+
+# ---------------------------------------------------------------- a user's splits_final.json (issue 17)
+
+CASES = [f"case_{i:02d}" for i in range(10)]
+
+
+def _write_splits(path, folds):
+    import json
+
+    path.write_text(json.dumps(folds))
+    return path
+
+
+def _round_robin(cases=CASES):
+    """Five folds validating cases i, i+5 (not nnU-Net's shuffled split)."""
+    return [{"train": [c for j, c in enumerate(cases) if j % 5 != k], "val": [c for j, c in enumerate(cases)
+                                                                              if j % 5 == k]} for k in range(5)]
+
+
+def test_a_split_file_gives_each_folds_cases(tmp_path):
+    from hnas.data.splits import load_splits, split_of
+
+    splits = load_splits(_write_splits(tmp_path / "splits_final.json", _round_robin()), CASES)
+    assert split_of(CASES, 1, splits) == (tuple(c for j, c in enumerate(CASES) if j % 5 != 1), ("case_01", "case_06"))
+    assert split_of(CASES, 1) == fold_split(CASES, 1)  # without a file: nnU-Net's default
+    with pytest.raises(TrainingError, match=r"fold 5 does not exist in the split file's 5 folds"):
+        split_of(CASES, 5, splits)
+
+
+def test_nnunets_own_splits_final_json_is_read_as_its_folds(tmp_path):
+    """The file nnU-Net writes (its default split) gives the folds hnas computes itself."""
+    from hnas.data.splits import load_splits
+
+    folds = [{"train": list(fold_split(CASES, k)[0]), "val": list(fold_split(CASES, k)[1])} for k in range(5)]
+    assert load_splits(_write_splits(tmp_path / "s.json", folds), CASES) == tuple(fold_split(CASES, k)
+                                                                                  for k in range(5))
+
+
+@pytest.mark.parametrize("folds, message", [
+    ("{not json", "cannot be read as JSON"),
+    ({"train": []}, "is not a list of"),
+    ([{"train": ["case_00"], "val": "case_01"}] * 5, "is not a list of"),
+    (_round_robin()[:4], "has 4 folds; expected 5"),
+    ([{"train": ["case_00", "nobody"], "val": ["case_01"]}] * 5, r"fold 0 names cases the dataset lacks: \['nobody'\]"),
+    ([{"train": ["case_00", "case_01"], "val": ["case_01"]}] * 5, r"trains and validates on the same cases \['case_01'\]"),
+    ([{"train": ["case_00"], "val": []}] * 5, "has no val cases"),
+    ([{"train": ["case_00", "case_00"], "val": ["case_01"]}] * 5, "has repeated train cases"),
+])
+def test_a_broken_split_file_is_refused_naming_the_problem(tmp_path, folds, message):
+    import json
+
+    from hnas.data.splits import load_splits
+
+    path = tmp_path / "splits_final.json"
+    path.write_text(folds if isinstance(folds, str) else json.dumps(folds))
+    with pytest.raises(TrainingError, match=message) as error:
+        load_splits(path, CASES)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)

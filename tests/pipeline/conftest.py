@@ -24,9 +24,10 @@ def run_cli(capsys, *argv):
 
 
 def model_record(name: str, folds, **fields) -> dict:
-    """A model.json as `hnas train --folds` writes it (settings of a hand-made model folder)."""
+    """A model.json as `hnas train --folds` writes it (settings of a hand-made model folder; each name its own
+    configuration, so two folders are two networks)."""
     return {"name": name, "trial_id": None if name.startswith("default") else int(name.split("_")[1]),
-            "config": {}, "epochs": 1, "iterations_per_epoch": 1, "folds": list(folds), **fields}
+            "config": {"hand-made": name}, "epochs": 1, "iterations_per_epoch": 1, "folds": list(folds), **fields}
 
 
 def record_fold(model_dir, fold: int, dataset_dir) -> dict:

@@ -263,3 +263,14 @@ def test_validation_predictions_are_never_written_through_a_link(tmp_path):
     with pytest.raises(TrainingError, match="is a link .* never written through a link"):
         cv.predict_validation(fold_dir, None, 0, {"validation": {}})
     assert list((tmp_path / "labelsTr").iterdir()) == []
+
+
+def test_a_configuration_asked_for_twice_is_cross_validated_once_saying_so():
+    default = cv.ModelChoice(None, {"lr": 0.01, "architecture": "s"})
+    incumbent = cv.ModelChoice(13, {"architecture": "s", "lr": 0.01})  # the same values, another key order
+    other = cv.ModelChoice(7, {"lr": 0.02, "architecture": "s"})
+    lines = []
+    kept = cv.distinct_choices([default, incumbent, other, other], 9, log=lines.append)
+    assert kept == [default, other]
+    assert lines == ["trial 13 has the configuration of the default configuration: cross-validated once, as "
+                     "default_9ep"]  # the same trial twice is the same name: nothing to say

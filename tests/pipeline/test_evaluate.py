@@ -406,3 +406,48 @@ def test_a_test_set_in_20_mm_voxels_is_refused_unless_unusual_inputs_are_allowed
                                                                                     match="expect a long prediction"):
         evaluate.ensemble_test_rows(test_model, test_dir, tmp_path / "out", limits=InputLimits.lifted(),
                                     log=lambda line: None)
+
+
+# ---------------------------------------------------------------- honest comparisons (issue 17)
+
+
+def _two_models(root, configs):
+    folders = []
+    for name, config in zip(("default_1ep", "trial_00003_1ep"), configs):
+        folder = root / "cv" / name
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text(json.dumps(model_record(name, [0], config=config)))
+        folders.append(folder)
+    return folders
+
+
+def test_a_model_with_the_baselines_configuration_gets_no_test_and_is_named(tmp_path):
+    folders = _two_models(tmp_path, [{"lr": 0.01}, {"lr": 0.01}])
+    facts = evaluate.model_facts(folders, test_dir=None)
+    rows = [{"model": m, "fold": "0", "case": f"c{i}", "class": "organ", "dice": d, "hd95": 1.0}
+            for m in ("default_1ep", "trial_00003_1ep") for i, d in enumerate([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97])]
+    rows = [dict(r, dice=r["dice"] - 0.01) if r["model"] == "default_1ep" else r for r in rows]
+    (pair,) = evaluate.summarize(rows, facts)["pairs"]
+    assert pair["p"] is None and "the same network trained twice" in pair["reason"]
+    assert evaluate.summarize(rows)["pairs"][0]["p"] is not None  # without the facts: a real test (W = 0)
+
+
+def test_the_post_processing_each_model_was_scored_with_is_stated_and_mixed_ones_warned(tmp_path):
+    from hnas.train.postprocessing import Postprocessing
+
+    default, trial = _two_models(tmp_path, [{"lr": 0.01}, {"lr": 0.02}])
+    (default / "postprocessing.json").write_text(json.dumps(Postprocessing(((1, 2),)).to_dict()))
+    facts = evaluate.model_facts([default, trial], test_dir=tmp_path)
+    assert facts["default_1ep"]["postprocessing"].startswith("keep the largest connected component of labels 1+2")
+    assert facts["trial_00003_1ep"]["postprocessing"] == "none"
+    with pytest.warns(evaluate.EvaluationWarning, match=r"different post-processing \(default_1ep: largest "
+                                                        r"component: labels 1\+2; trial_00003_1ep: none\).*"
+                                                        r"--no-postprocessing"):
+        evaluate._warn_different_postprocessing(facts)
+    alone = evaluate.model_facts([default, trial], test_dir=tmp_path, postprocessing=False)
+    assert {fact["postprocessing"] for fact in alone.values()} == {"none"}
+    assert evaluate.model_facts([default, trial], test_dir=None)["default_1ep"]["postprocessing"] == "none"
+    rows = [{"model": m, "fold": "ensemble", "case": "c0", "class": "organ", "dice": 0.9, "hd95": 1.0}
+            for m in facts]
+    table = evaluate.summary_table(evaluate.summarize(rows, facts))
+    assert "| post-processing |" in table and "largest component: labels 1+2 |" in table

@@ -139,7 +139,7 @@ def test_stray_fold_folders_are_left_out_with_a_warning(own_model, checkpoints):
 def test_a_fold_recorded_for_another_model_or_a_replaced_checkpoint_is_refused(own_model, checkpoints):
     from hnas.data.io import file_digest
 
-    settings = {"trial_id": None, "config": {}, "epochs": 1, "iterations_per_epoch": 1, "provenance": None}
+    settings = {"trial_id": None, "config": {"hand-made": "default_1ep"}, "epochs": 1, "iterations_per_epoch": 1, "provenance": None}
     fold_json = own_model / "fold_1" / "fold.json"
     fold_json.write_text(json.dumps({"model": "trial_00002_1ep", "fold": 1, "settings": settings,
                                      "validation_cases": [], "validation": {}}))
@@ -271,3 +271,111 @@ def test_predict_does_not_write_into_a_model_folder(own_model, image, tmp_path):
     with pytest.raises(TrainingError, match="is inside .*default_1ep', a folder of --model"):
         predict_with([own_model], [path], own_model / "fold_0" / "validation", device="cpu")
     assert not (own_model / "fold_0" / "validation").exists()
+
+
+# ---------------------------------------------------------------- a folder of images (nnUNetv2_predict -i)
+
+
+def _image_folder(root, names, spacing=(1.0, 1.0, 1.0)):
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        _volume(root / name, spacing, shape=(16, 16, 16))
+    return root
+
+
+@pytest.fixture
+def no_windows(monkeypatch):
+    """Which files make which case is under test, not the network: every window predicts background."""
+    from hnas.train import prediction
+
+    monkeypatch.setattr(prediction, "sliding_window_logits",
+                        lambda network, image, *args, **kwargs: torch.zeros((len(LABELS), *image.shape[1:])))
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv] + ["--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def two_channel_checkpoint(tmp_path_factory):
+    """A 2-channel model (say T1 and T2): cases are <case>_0000 and <case>_0001."""
+    plan = replace(isotropic_plan(3, patch=16, base=4, top=16), n_input_channels=2,
+                   normalization=("zscore", "zscore"))
+    torch.manual_seed(2)
+    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
+    return save_checkpoint(tmp_path_factory.mktemp("two") / "two.pt", {
+        "trainer": {"model": build(spec, torch.device("cpu")).state_dict()}, "plan": plan.to_json(),
+        "spec": spec.to_json(), "labels": LABELS, "normalization": [ChannelNormalization("zscore").to_dict()] * 2})
+
+
+def test_cli_predict_takes_a_folder_with_i_or_among_the_images(capsys, checkpoints, tmp_path, no_windows):
+    folder = _image_folder(tmp_path / "imagesTs", ["b_0000.nii.gz", "a_0000.nii"])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "._a_0000.nii").write_bytes(b"macOS metadata")  # hidden: not an image
+    _image_folder(folder / "nested", ["deeper_0000.nii.gz"])  # not recursive
+    code, out, _ = _cli(capsys, "predict", "--model", checkpoints["fine"], "-i", folder, "-o", tmp_path / "i")
+    assert code == 0 and [line.split("/")[-1] for line in out.splitlines()] == ["a.nii.gz", "b.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "i").iterdir()) == ["a.nii.gz", "b.nii.gz"]
+    # a folder written right after --model, or after the other options, is a folder of images too
+    code, _, _ = _cli(capsys, "predict", "--model", checkpoints["fine"], folder, "-o", tmp_path / "after_model")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "after_model").iterdir()) == ["a.nii.gz", "b.nii.gz"]
+    code, _, _ = _cli(capsys, "predict", "--model", checkpoints["fine"], "-o", tmp_path / "positional", folder)
+    assert code == 0 and sorted(p.name for p in (tmp_path / "positional").iterdir()) == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_cli_predict_refuses_a_folder_without_nifti_files(capsys, checkpoints, tmp_path):
+    empty = tmp_path / "empty"
+    _image_folder(empty / "nested", ["x_0000.nii.gz"])
+    (empty / "x_0000.nii.gz.txt").write_text("not an image")
+    code, _, err = _cli(capsys, "predict", "--model", checkpoints["fine"], "-i", empty, "-o", tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1
+    assert f"folder {str(empty)!r} holds no NIfTI image; expected files ending in .nii.gz or .nii" in err
+    image = _volume(tmp_path / "a_0000.nii.gz", (1.0, 1.0, 1.0))
+    code, _, err = _cli(capsys, "predict", "--model", checkpoints["fine"], "-i", image, "-o", tmp_path / "out")
+    assert code == 1 and f"-i {str(image)!r} is not a folder; expected a folder of NIfTI images" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_predict_refuses_a_case_given_twice(capsys, checkpoints, two_channel_checkpoint, tmp_path, no_windows):
+    folder = _image_folder(tmp_path / "in", ["a_0000.nii.gz", "b_0000.nii.gz"])
+    other = _image_folder(tmp_path / "other", ["c_0000.nii.gz"])
+    code, _, _ = _cli(capsys, "predict", "--model", checkpoints["fine"], "-i", folder, other, "-o", tmp_path / "ok")
+    assert code == 0 and len(list((tmp_path / "ok").iterdir())) == 3  # -i and files mix when no case repeats
+    code, _, err = _cli(capsys, "predict", "--model", checkpoints["fine"], "-i", folder, folder / "b_0000.nii.gz",
+                        "-o", tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1 and "case 'b' is given twice" in err
+    _image_folder(tmp_path / "two", ["a_0000.nii.gz", "a_0001.nii.gz"])
+    code, _, err = _cli(capsys, "predict", "--model", two_channel_checkpoint, "-i", tmp_path / "two",
+                        tmp_path / "two" / "a_0001.nii.gz", "-o", tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1 and "case 'a' channel 1 is given twice" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_predict_groups_a_folder_by_channel_and_names_what_is_missing(capsys, two_channel_checkpoint, tmp_path, no_windows):
+    from hnas.train.prediction import group_cases
+
+    folder = _image_folder(tmp_path / "in", ["b_0001.nii.gz", "a_0001.nii.gz", "a_0000.nii.gz", "b_0000.nii.gz"])
+    assert group_cases([folder], 2) == {case: [folder / f"{case}_0000.nii.gz", folder / f"{case}_0001.nii.gz"]
+                                        for case in ("a", "b")}
+    code, out, _ = _cli(capsys, "predict", "--model", two_channel_checkpoint, "-i", folder, "-o", tmp_path / "out")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "b.nii.gz"]
+
+    _volume(folder / "c_0000.nii.gz", (1.0, 1.0, 1.0))  # its second channel is missing
+    code, _, err = _cli(capsys, "predict", "--model", two_channel_checkpoint, "-i", folder, "-o", tmp_path / "o2")
+    assert code == 1 and err.count("\n") == 1
+    assert (f"case 'c' lacks channel(s) [1]: {str(folder / 'c_0000.nii.gz')!r} has no "
+            f"{str(folder / 'c_0001.nii.gz')!r} beside it; expected channels 0..1 for a 2-channel model") in err
+    (folder / "c_0000.nii.gz").rename(folder / "c.nii.gz")  # no channel suffix: cannot be grouped
+    code, _, err = _cli(capsys, "predict", "--model", two_channel_checkpoint, "-i", folder, "-o", tmp_path / "o2")
+    assert code == 1 and f"image {str(folder / 'c.nii.gz')!r} is not named <case>_<XXXX>.nii.gz" in err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_cli_predict_refuses_to_write_into_its_image_folder(capsys, checkpoints, tmp_path):
+    folder = _image_folder(tmp_path / "in", ["a_0000.nii.gz"])
+    code, _, err = _cli(capsys, "predict", "--model", checkpoints["fine"], "-i", folder, "-o", folder)
+    assert code == 1 and err.count("\n") == 1 and f"-o {str(folder)!r} is the image folder" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["a_0000.nii.gz"]

@@ -36,7 +36,7 @@ def settings_for(dataset: Path, **changes) -> SearchSettings:
 class FakeObjective:
     """Stands in for TrainObjective: writes a checkpoint per trial and returns a deterministic loss."""
 
-    def __init__(self, setup=None, *callbacks):
+    def __init__(self, setup=None, *callbacks, **hooks):
         self.setup = setup
 
     def __call__(self, context):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,10 +63,49 @@ def arch_kwargs_of(spec: UNetSpec) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in NNUNET_PASSES}
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """One value of nnU-Net's configuration that the exported configuration overrides."""
+
+    key: str
+    nnunet: Any  # the base configuration's value (None where it has none)
+    exported: Any
+
+    def describe(self) -> str:
+        """``key: nnU-Net's value -> exported value``, the line `hnas export-nnunet` prints."""
+        return f"{self.key}: {_shown(self.nnunet)} -> {_shown(self.exported)}"
+
+
+@dataclass(frozen=True)
+class NnUNetExport:
+    """nnU-Net's plans with the searched network added; ``path`` is None until :meth:`write`.
+
+    ``replaced`` lists every value of ``base_configuration`` that the new configuration overrides,
+    so nobody trains a network at another scale than nnU-Net's without having been told.
+    """
+
+    plans: dict
+    configuration_name: str
+    base_configuration: str
+    replaced: tuple[Replacement, ...]
+    path: Path | None = None
+
+    def write(self, out_json: str | Path) -> "NnUNetExport":
+        """Write the plans as ``out_json`` (its stem becomes their ``plans_name``); the written export."""
+        out = Path(out_json)
+        plans = {**self.plans, "plans_name": out.stem}  # nnU-Net's `-p` identifier is the file name
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(plans, indent=4) + "\n")
+        except OSError as exc:
+            raise SpecError(f"cannot write the exported plans to {str(out)!r}: {exc}") from exc
+        return replace(self, plans=plans, path=out)
+
+
 def export_nnunet(spec: str | Path | UNetSpec, plans_json: str | Path, out_json: str | Path, *,
                   configuration_name: str = "3d_fullres_hnas", base_configuration: str = "3d_fullres",
-                  plan: Plan | None = None, record: Mapping[str, Any] | None = None) -> Path:
-    """Write ``plans_json`` plus a configuration that trains ``spec`` with nnU-Net.
+                  plan: Plan | None = None, record: Mapping[str, Any] | None = None) -> NnUNetExport:
+    """Write ``plans_json`` plus a configuration that trains ``spec`` with nnU-Net; returns what was written.
 
     ``spec``: a UNetSpec or a JSON file of one. ``plan`` (the plan the network was searched
     on) also sets the configuration's patch and batch size, after checking its grid matches
@@ -75,6 +115,14 @@ def export_nnunet(spec: str | Path | UNetSpec, plans_json: str | Path, out_json:
     original, train it with ``nnUNetv2_train DATASET 3d_fullres_hnas FOLD -p nnUNetPlans_hnas`` once hnas is
     importable in nnU-Net's environment.
     """
+    return prepare_export(spec, plans_json, configuration_name=configuration_name,
+                          base_configuration=base_configuration, plan=plan, record=record).write(out_json)
+
+
+def prepare_export(spec: str | Path | UNetSpec, plans_json: str | Path, *,
+                   configuration_name: str = "3d_fullres_hnas", base_configuration: str = "3d_fullres",
+                   plan: Plan | None = None, record: Mapping[str, Any] | None = None) -> NnUNetExport:
+    """:func:`export_nnunet` without writing: the plans, checked, and the values they replace."""
     plans = _load_plans(Path(plans_json))
     base = _resolved_configuration(plans, base_configuration)
     existing = plans["configurations"].get(configuration_name)
@@ -89,20 +137,42 @@ def export_nnunet(spec: str | Path | UNetSpec, plans_json: str | Path, out_json:
     if plan is not None:
         _check_grid(plan, base, base_configuration)
         configuration.update(patch_size=list(plan.patch_size), batch_size=int(plan.batch_size))
-        record.setdefault("replaced", {"patch_size": base.get("patch_size"), "batch_size": base.get("batch_size")})
     _check_fits(spec, base, configuration.get("patch_size", base.get("patch_size")), base_configuration)
     configuration["architecture"] = {"network_class_name": NETWORK_CLASS_NAME, "arch_kwargs": arch_kwargs_of(spec),
                                      "_kw_requires_import": []}
+    replaced = replaced_values(base, configuration)
+    record["replaced"] = {r.key: r.nnunet for r in replaced}
     configuration[HNAS_KEY] = record
     plans["configurations"][configuration_name] = configuration
-    out = Path(out_json)
-    plans["plans_name"] = out.stem  # nnU-Net's plans identifier (`-p`) is the file name; results folders use it
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(plans, indent=4) + "\n")
-    except OSError as exc:
-        raise SpecError(f"cannot write the exported plans to {str(out)!r}: {exc}") from exc
-    return out
+    return NnUNetExport(plans, configuration_name, base_configuration, replaced)
+
+
+#: arch_kwargs that nnU-Net's own networks (PlainConvUNet, ResidualEncoderUNet) and UNetSpec both have.
+SHARED_ARCH_KWARGS = ("n_stages", "features_per_stage", "strides", "kernel_sizes")
+
+
+def replaced_values(base: Mapping[str, Any], configuration: Mapping[str, Any]) -> tuple[Replacement, ...]:
+    """What ``configuration`` (inheriting from ``base``) changes of nnU-Net's values, in plans order.
+
+    The patch, batch and network class, and the network's topology where both describe it (stages,
+    features, strides, kernels); the block choices have no counterpart among nnU-Net's arch_kwargs
+    and come with the network class.
+    """
+    ours, theirs = configuration["architecture"], base.get("architecture") or {}
+    pairs = [(key, base.get(key), configuration[key]) for key in ("patch_size", "batch_size") if key in configuration]
+    pairs.append(("network_class_name", theirs.get("network_class_name"), ours["network_class_name"]))
+    base_kwargs = theirs.get("arch_kwargs") or {}
+    pairs += [(key, base_kwargs.get(key), ours["arch_kwargs"][key]) for key in SHARED_ARCH_KWARGS]
+    return tuple(Replacement(key, old, new) for key, old, new in pairs if _as_json(old) != _as_json(new))
+
+
+def _as_json(value: Any) -> Any:
+    """Tuples and lists alike, as the plans file stores them."""
+    return json.loads(json.dumps(value))
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _load_plans(path: Path) -> dict:

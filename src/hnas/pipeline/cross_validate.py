@@ -11,6 +11,7 @@ cross-validation resumes; folds may run in parallel processes (one lock per fold
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -25,15 +26,16 @@ import numpy as np
 from hnas.data import load_dataset, read_images, write_label_map
 from hnas.data.cache import cache_dir
 from hnas.data.io import file_digest
-from hnas.data.splits import N_FOLDS, fold_split
+from hnas.data.splits import N_FOLDS, load_splits, split_of
 from hnas.errors import SearchError, TrainingError
 from hnas.pipeline.layout import (MODEL_FILE, MODEL_LOCK, TRAIN_LOCK, RunFolder, fold_folder, load_model_record,
                                   model_name, prediction_file, replace_fold_record, replace_model_record,
-                                  require_folder, validation_folder)
+                                  require_folder, stored_splits, validation_folder, write_splits)
 from hnas.pipeline.provenance import (case_inputs, check_dataset_unchanged, check_fold_record, checkpoint_matches,
                                       model_provenance, new_fold_record, plain, prediction_is_current,
                                       settings_differences)
 from hnas.pipeline.run import check_rebuildable, pick_trial, resolve, stored_preset, stored_settings
+from hnas.pipeline.progress import TrainingProgress
 from hnas.pipeline.workers import worker_environments
 from hnas.search import load_run, pareto_front
 from hnas.search.executors import single_process_pool
@@ -99,6 +101,26 @@ def pareto_choices(run_dir: Path, k: int) -> list[ModelChoice]:
 # ---------------------------------------------------------------- training
 
 
+def distinct_choices(choices: Sequence[ModelChoice], epochs: int, log=print) -> list[ModelChoice]:
+    """``choices`` without repeats: a configuration asked for twice (the incumbent is the default) trains once.
+
+    Two names for one configuration would train the same network twice and then be compared as if
+    they were two models; the later name is dropped, saying which model it is.
+    """
+    kept: dict[str, ModelChoice] = {}
+    for choice in choices:
+        key = json.dumps(plain(choice.config), sort_keys=True)
+        first = kept.setdefault(key, choice)
+        if first is not choice and first.name(epochs) != choice.name(epochs):
+            log(f"{_describe(choice)} has the configuration of {_describe(first)}: cross-validated once, as "
+                f"{first.name(epochs)}")
+    return list(kept.values())
+
+
+def _describe(choice: ModelChoice) -> str:
+    return "the default configuration" if choice.trial_id is None else f"trial {choice.trial_id}"
+
+
 def check_folds(folds: Sequence[int]) -> list[int]:
     for fold in folds:
         if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < N_FOLDS:
@@ -109,11 +131,14 @@ def check_folds(folds: Sequence[int]) -> list[int]:
 
 
 def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: Sequence[int], epochs: int, *,
-                   iterations_per_epoch: int | None = None, workers: int = 1, log=print) -> list[Path]:
+                   iterations_per_epoch: int | None = None, workers: int = 1, splits: str | Path | None = None,
+                   terminal: bool | None = None, log=print) -> list[Path]:
     """Train every choice on every fold for ``epochs`` and write its validation predictions; returns model folders.
 
     ``workers > 1`` trains that many (choice, fold) pairs at once in local processes, each with its
     share of the machine (one GPU each, or its share of the CPU cores; see hnas.pipeline.workers).
+    ``splits``: a splits_final.json for the folds (kept as RUN/cv/splits_final.json); without it the
+    run's split (``hnas search --splits``) or nnU-Net's default.
     """
     run_dir, folder = Path(run_dir), RunFolder(run_dir)
     folds = check_folds(list(folds))
@@ -123,17 +148,21 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     setup = _resolved(settings)
     check_rebuildable(run_dir, setup.grammar)
     check_dataset_unchanged(run_dir, setup.dataset, settings.dataset_digest)
-    base = setup.train_setup(run_dir)
+    require_folder(folder.cv, "the run's cross-validation folder")
+    dataset = load_dataset(setup.dataset)
+    fold_cases = _cross_validation_splits(run_dir, dataset, splits)
+    base = replace(setup.train_setup(run_dir), splits=fold_cases)
     if iterations_per_epoch is not None:
         base = replace(base, iterations_per_epoch=iterations_per_epoch)
-    provenance = model_provenance(run_dir, stored_preset(run_dir, setup.preset), setup.grammar, setup.dataset)
-    require_folder(folder.cv, "the run's cross-validation folder")
+    provenance = model_provenance(run_dir, stored_preset(run_dir, setup.preset), setup.grammar, setup.dataset,
+                                  fold_cases)
     # every refusal (a model folder of other settings included) before any training or process starts
     records = [_claim_model(folder.model(choice.name(epochs)), choice, epochs, base.iterations_per_epoch, provenance)
                for choice in choices]
+    if splits is not None and not folder.cv_splits.is_file():
+        write_splits(folder.cv_splits, fold_cases)  # the worker processes (and later steps) read it
     if workers > 1:
         return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers)
-    dataset = load_dataset(base.dataset)
     model_dirs = []
     for choice, record in zip(choices, records):
         model_dir = folder.model(choice.name(epochs))
@@ -141,14 +170,34 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
             fold_dir = require_folder(fold_folder(model_dir, fold), f"the folder of fold {fold}")
             with _training_lock(fold_dir):
                 fold_record = check_fold_record(fold_dir, record, fold)
-                _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log, fold_record)
+                _train_if_needed(choice, epochs, fold_dir, replace(base, fold=fold), log, fold_record, terminal)
                 if fold_record is None:
-                    fold_record = new_fold_record(record, fold, dataset, fold_dir / "checkpoint.pt")
+                    fold_record = new_fold_record(record, fold, dataset, fold_dir / "checkpoint.pt", fold_cases)
                     replace_fold_record(fold_dir, fold_record)
                 _add_fold(model_dir, record, fold)
-                predict_validation(fold_dir, dataset, fold, fold_record, log=log)
+                predict_validation(fold_dir, dataset, fold, fold_record, splits=fold_cases, log=log)
         model_dirs.append(model_dir)
     return model_dirs
+
+
+def _cross_validation_splits(run_dir: Path, dataset, path: str | Path | None) -> tuple | None:
+    """The folds to cross-validate on: ``path`` (checked), else RUN/cv's or the run's split (None: nnU-Net's).
+
+    A split may be given once: it is refused when it differs from the one RUN/cv's models already
+    use (their folds would validate on other cases than the new ones').
+    """
+    current = stored_splits(run_dir, dataset, cross_validation=True)
+    if path is None:
+        return current
+    given = load_splits(path, dataset.case_ids)
+    effective = current or tuple(split_of(dataset.case_ids, fold) for fold in range(N_FOLDS))
+    folder = RunFolder(run_dir)
+    models = sorted(p.name for p in folder.cv.iterdir() if p.is_dir()) if folder.cv.is_dir() else []
+    if given != effective and (models or folder.cv_splits.is_file()):
+        source = str(folder.cv_splits) if folder.cv_splits.is_file() else "the run's split"
+        raise SearchError(f"--splits {str(path)!r} gives other folds than {source}, which the models {models} were "
+                          "cross-validated on; expected the same split, or cross-validate in a new run")
+    return given
 
 
 def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], folds: list[int], epochs: int,
@@ -169,7 +218,8 @@ def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], 
                 if jobs:
                     choice, fold = jobs.pop(0)
                     future = pools[slot].submit(cross_validate, run_dir, [choice], [fold], epochs,
-                                                iterations_per_epoch=iterations_per_epoch)
+                                                iterations_per_epoch=iterations_per_epoch,
+                                                terminal=False)  # lines: several processes share the terminal
                     running[future] = (slot, f"{choice.name(epochs)} fold {fold}")
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -267,7 +317,12 @@ def _refuse_other_settings(model_dir: Path, stored: dict, wanted: dict) -> None:
                           "remove the folder")
 
 
-def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, log, fold_record: dict | None) -> None:
+def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, log, fold_record: dict | None,
+                     terminal: bool | None = None) -> None:
+    """Train the fold unless its checkpoint already has ``epochs`` (a rerun resumes, it does not start over).
+
+    Progress: a bar with ETA and the epoch lines (``terminal`` None: a bar on a terminal, lines in a log).
+    """
     path = checkpoint_path(fold_dir)
     if path.is_file() and int(load_checkpoint(path)["trainer"]["epoch"]) >= epochs:
         if not checkpoint_matches(fold_dir, fold_record):
@@ -278,12 +333,17 @@ def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, lo
     if fold_record is not None:  # recorded as trained, but the checkpoint is gone or short: the record is stale
         raise TrainingError(f"{str(fold_dir)!r} records a trained fold, but {str(path)!r} is missing or has fewer "
                             f"than {epochs} epochs; remove the fold folder to train it again")
-    result = train_fold(choice.config, epochs, fold_dir, setup=setup)
+    progress = TrainingProgress(f"{fold_dir.parent.name} fold {setup.fold}", terminal=terminal)
+    try:
+        result = train_fold(choice.config, epochs, fold_dir, setup=setup, **progress.hooks())
+    finally:
+        progress.close()
     log(f"{fold_dir}: trained {epochs} x {setup.iterations_per_epoch} iterations in {result.runtime:.1f} s, "
         f"Dice {result.mean_dice:.4f} on {result.validation_cases} validation cases")
 
 
-def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *, log=print) -> Path:
+def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *, splits: tuple | None = None,
+                       log=print) -> Path:
     """Predict fold ``fold``'s validation cases from their raw files (label map + float16 softmax).
 
     A case counts as predicted when fold.json records both files with the digests they still have
@@ -297,7 +357,7 @@ def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *,
                             "folder: predictions are never written through a link into other data")
     out.mkdir(parents=True, exist_ok=True)
     predictor, written = None, 0
-    for case_id in fold_split(dataset.case_ids, fold)[1]:
+    for case_id in split_of(dataset.case_ids, fold, splits)[1]:
         case = dataset.case(case_id)
         inputs = case_inputs(case)
         if prediction_is_current(fold_record["validation"].get(case_id), inputs, model_dir, fold, case_id):

@@ -20,12 +20,13 @@ from hnas.data.dataset import parse_labels, read_dataset_json
 from hnas.data.geometry import check_label_file, check_label_values, check_same_grid, check_same_labels
 from hnas.errors import DatasetError, SearchError
 from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFolder, load_model_record, model_dirs,
-                                  prediction_file, require_folder, stray_folds, validation_folder,
-                                  write_json)
+                                  prediction_file, read_postprocessing, require_folder, stray_folds,
+                                  validation_folder, write_json)
 from hnas.pipeline.predict import load_models
 from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import stored_settings
 from hnas.train.evaluation import case_metrics, mean_dice, paired_test
+from hnas.train.postprocessing import Postprocessing
 from hnas.train.prediction import InputLimits, group_cases, refuse_existing
 
 ENSEMBLE_FOLD = "ensemble"
@@ -140,14 +141,17 @@ def read_test_set(test_dir: str | Path, labels: Sequence[tuple[str, int]] | None
 
 
 def ensemble_test_rows(model_dir: Path, test_dir: str | Path, out_dir: Path, *, limits: InputLimits = InputLimits(),
-                       log=print) -> list[dict]:
+                       postprocessing: bool = True, log=print) -> list[dict]:
     """Predict a labelled test folder as `hnas predict --model RUN/cv/<name>` does; rows with fold ``ensemble``.
 
-    That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so.
+    That is the mean softmax of the model's folds, post-processed when ``postprocessing.json`` says so
+    (and ``postprocessing``: False compares the networks alone).
     """
     name = Path(model_dir).name
     load_model_record(model_dir)
     ensemble = load_models([model_dir], limits=limits)
+    if not postprocessing:
+        ensemble.postprocessing = None
     cases, labels = read_test_set(test_dir, ensemble.labels, ensemble.n_channels, model=model_dir)
     values = [value for _, value in labels]
     for case in cases:  # every label against its image before minutes of prediction
@@ -184,8 +188,13 @@ def case_means(rows: Sequence[dict], model: str) -> dict[str, float]:
     return {case: mean_dice(metrics) for case, metrics in by_case.items()}
 
 
-def summarize(rows: Sequence[dict]) -> dict:
-    """Per model mean +- std (per class and overall, over cases and over folds); default vs each other model."""
+def summarize(rows: Sequence[dict], facts: dict[str, dict] | None = None) -> dict:
+    """Per model mean +- std (per class and overall, over cases and over folds); default vs each other model.
+
+    ``facts`` (:func:`model_facts`) adds each model's post-processing and configuration; a model
+    with the baseline's configuration gets no test (one network trained twice: any difference is noise).
+    """
+    facts = facts or {}
     models = list(dict.fromkeys(row["model"] for row in rows))
     summary = {"models": {}, "pairs": [], "conventions": (
         "Dice of a class absent from prediction and truth is nan and excluded (nnU-Net); HD95 is nan when either "
@@ -206,25 +215,46 @@ def summarize(rows: Sequence[dict]) -> dict:
             "dice_over_folds": _mean_std(v for v in fold_means.values() if v is not None),
             "per_class": {c: {"dice": _mean_std(r["dice"] for r in mine if r["class"] == c),
                               "hd95": _mean_std(r["hd95"] for r in mine if r["class"] == c)} for c in classes},
+            "postprocessing": facts.get(model, {}).get("postprocessing"),
         }
     baseline = next((m for m in models if m.startswith("default_")), None)
     if baseline is not None:
         for other in models:
             if other != baseline:
                 test = paired_test(case_means(rows, other), case_means(rows, baseline))
+                if _same_configuration(facts, other, baseline):
+                    test = {**test, "statistic": None, "p": None, "reason": f"{other} has the configuration of "
+                            f"{baseline}: the same network trained twice, so no test"}
                 summary["pairs"].append({"baseline": baseline, "model": other, "test": "wilcoxon signed-rank, "
                                          "two-sided, per-case mean Dice (model - baseline)", **test})
     return summary
 
 
-def write_outputs(rows: Sequence[dict], out_dir: Path) -> dict:
+def _same_configuration(facts: dict[str, dict], one: str, other: str) -> bool:
+    configs = [facts.get(name, {}).get("config") for name in (one, other)]
+    return configs[0] is not None and configs[0] == configs[1]
+
+
+def model_facts(folders: Sequence[Path], test_dir: str | Path | None, postprocessing: bool = True) -> dict[str, dict]:
+    """Per model folder: its configuration (model.json) and the post-processing its scores include."""
+    facts = {}
+    for folder in folders:
+        applied = "none"
+        stored = read_postprocessing(folder) if test_dir is not None and postprocessing else None
+        if stored is not None:
+            applied = Postprocessing.from_dict(stored[0], str(stored[1])).describe()
+        facts[folder.name] = {"config": load_model_record(folder)["config"], "postprocessing": applied}
+    return facts
+
+
+def write_outputs(rows: Sequence[dict], out_dir: Path, facts: dict[str, dict] | None = None) -> dict:
     """metrics.csv and summary.json in ``out_dir``; returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / METRICS_FILE, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["model", "fold", "case", "class", "dice", "hd95"])
         writer.writeheader()
         writer.writerows(rows)
-    summary = summarize(rows)
+    summary = summarize(rows, facts)
     write_json(out_dir / EVALUATION_SUMMARY_FILE, summary)
     return summary
 
@@ -233,13 +263,14 @@ def summary_table(summary: dict) -> str:
     """The default first, then the other models: Dice mean +- std, HD95, cases; then the paired tests."""
     names = sorted(summary["models"], key=lambda n: (not n.startswith("default_"), n))
     classes = list(dict.fromkeys(c for n in names for c in summary["models"][n]["per_class"]))
-    header = ["model", "cases", "Dice (mean +- std)"] + [f"Dice {c}" for c in classes] + ["HD95 mm"]
+    header = ["model", "cases", "Dice (mean +- std)"] + [f"Dice {c}" for c in classes] + ["HD95 mm",
+                                                                                          "post-processing"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         model = summary["models"][name]
         cells = [name, str(model["cases"]), _pm(model["dice"])]
         cells += [_pm(model["per_class"].get(c, {}).get("dice", {"mean": None})) for c in classes]
-        cells.append(_pm(model["hd95"], digits=2))
+        cells += [_pm(model["hd95"], digits=2), _short_postprocessing(model.get("postprocessing"))]
         lines.append("| " + " | ".join(cells) + " |")
     for pair in summary["pairs"]:
         if pair["p"] is None:
@@ -248,6 +279,12 @@ def summary_table(summary: dict) -> str:
             lines.append(f"{pair['model']} vs {pair['baseline']}: Wilcoxon W = {pair['statistic']:g}, "
                          f"p = {pair['p']:.4g}, n = {pair['n']} cases")
     return "\n".join(lines)
+
+
+def _short_postprocessing(description: str | None) -> str:
+    if description is None or description == "none" or description.startswith("no post-processing"):
+        return "none"
+    return description.replace("keep the largest connected component of ", "largest component: ")
 
 
 def _pm(stats: dict, digits: int = 4) -> str:
@@ -262,7 +299,7 @@ class EvaluationWarning(UserWarning):
 
 def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, test_dir: str | Path | None = None,
                  out_dir: str | Path | None = None, overwrite: bool = False, limits: InputLimits = InputLimits(),
-                 log=print) -> tuple[dict, Path]:
+                 postprocessing: bool = True, log=print) -> tuple[dict, Path]:
     """`hnas evaluate`: metrics of the run's models on their validation folds or on ``test_dir``.
 
     Like `hnas predict`, an earlier evaluation in ``out_dir`` is refused before any work unless
@@ -284,9 +321,12 @@ def evaluate_run(run_dir: str | Path, names: Sequence[str] | None = None, *, tes
     else:
         predictions = out_dir / "predictions"
         rows = [row for folder in folders
-                for row in ensemble_test_rows(folder, test_dir, predictions, limits=limits, log=log)]
+                for row in ensemble_test_rows(folder, test_dir, predictions, limits=limits,
+                                              postprocessing=postprocessing, log=log)]
     _warn_different_cases(rows)
-    return write_outputs(rows, out_dir), out_dir
+    facts = model_facts(folders, test_dir, postprocessing)
+    _warn_different_postprocessing(facts)
+    return write_outputs(rows, out_dir, facts), out_dir
 
 
 def _check_output_place(out_dir: Path, run_dir: Path, test_dir: str | Path | None) -> None:
@@ -297,6 +337,15 @@ def _check_output_place(out_dir: Path, run_dir: Path, test_dir: str | Path | Non
         if target == folder.resolve() or target.is_relative_to(folder.resolve()):
             raise SearchError(f"-o {str(out_dir)!r} is inside {str(folder)!r}, which evaluate reads; expected an "
                               "output folder elsewhere (default: RUN/evaluation/...)")
+
+
+def _warn_different_postprocessing(facts: dict[str, dict]) -> None:
+    """Scores with and without post-processing compare two pipelines, not two networks: say so."""
+    if len({fact["postprocessing"] for fact in facts.values()}) > 1:
+        applied = "; ".join(f"{name}: {_short_postprocessing(fact['postprocessing'])}" for name, fact in facts.items())
+        warnings.warn(f"the models are scored under different post-processing ({applied}); their differences mix "
+                      "network and post-processing: pass --no-postprocessing to compare the networks alone",
+                      EvaluationWarning, stacklevel=3)
 
 
 def _warn_different_cases(rows: Sequence[dict]) -> None:

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from hnas.data import Dataset, load_dataset, read_label_map
-from hnas.data.splits import fold_split
+from hnas.data.splits import split_of
 from hnas.errors import SearchError, TrainingError
-from hnas.pipeline.layout import (RunFolder, load_model_record, model_dirs, prediction_file, write_best_configuration,
-                                  write_postprocessing)
+from hnas.pipeline.layout import (RunFolder, load_model_record, model_dirs, prediction_file, stored_splits,
+                                  write_best_configuration, write_postprocessing)
 from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import stored_settings
 from hnas.train.postprocessing import class_dice, decide_postprocessing, mean_over_classes
@@ -67,7 +67,8 @@ class CrossValidation:
 
     def __init__(self, dataset: Dataset, folds: Sequence[int], run: RunFolder):
         self.dataset, self.folds, self.run = dataset, tuple(folds), run
-        self.cases = [(fold, case) for fold in self.folds for case in fold_split(dataset.case_ids, fold)[1]]
+        splits = stored_splits(run.root, dataset, cross_validation=True)
+        self.cases = [(fold, case) for fold in self.folds for case in split_of(dataset.case_ids, fold, splits)[1]]
         self.truths = {case: read_label_map(dataset.case(case).label_file)[0] for _, case in self.cases}
         self.values = np.array([value for _, value in dataset.labels], dtype=np.int16)
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from hnas.data.splits import N_FOLDS
+from hnas.data.splits import N_FOLDS, SPLITS_FILE, load_splits
 from hnas.errors import SearchError, TrainingError
 from hnas.search.storage import database_path
 
@@ -89,6 +89,8 @@ class RunFolder:
     trials = property(lambda self: self.root / TRIALS_DIR)
     cv = property(lambda self: self.root / CV_DIR)
     best_configuration = property(lambda self: self.root / CV_DIR / BEST_FILE)
+    splits = property(lambda self: self.root / SPLITS_FILE)  # the user's split (`hnas search --splits`)
+    cv_splits = property(lambda self: self.root / CV_DIR / SPLITS_FILE)  # `hnas train --folds --splits`
     report = property(lambda self: self.root / REPORT_DIR)
 
     def retrain(self, trial_id: int, epochs: int) -> Path:
@@ -100,6 +102,31 @@ class RunFolder:
     def evaluation(self, test_dir: str | Path | None) -> Path:
         """Where `hnas evaluate` writes by default: validation folds or one test set."""
         return self.root / EVALUATION_DIR / (VALIDATION_DIR if test_dir is None else f"test_{Path(test_dir).name}")
+
+
+def stored_splits(run_dir: Path, dataset, cross_validation: bool = False) -> tuple | None:
+    """The run's split: `hnas train --folds --splits` (for cross-validation), then `hnas search --splits`.
+
+    None means nnU-Net's default split. The run folder keeps its own copy, so the user's file may
+    move or change afterwards. ``dataset``: a folder or a loaded Dataset (its case ids check the file).
+    """
+    folder = RunFolder(run_dir)
+    for path in ([folder.cv_splits] if cross_validation else []) + [folder.splits]:
+        if path.is_file():
+            return load_splits(path, _case_ids(dataset))
+    return None
+
+
+def write_splits(path: Path, splits: tuple) -> None:
+    """``splits`` as nnU-Net's splits_final.json (what `nnUNetv2_train` reads from its preprocessed folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"train": list(train), "val": list(val)} for train, val in splits], indent=2) + "\n")
+
+
+def _case_ids(dataset) -> list[str]:
+    from hnas.data import load_dataset
+
+    return list(dataset.case_ids) if hasattr(dataset, "case_ids") else list(load_dataset(dataset).case_ids)
 
 
 def model_name(trial_id: int | None, epochs: int) -> str:

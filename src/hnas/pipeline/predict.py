@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hnas.errors import TrainingError
+from hnas.data.io import is_nifti
+from hnas.errors import DatasetError, TrainingError
 from hnas.pipeline.layout import (MODEL_FILE, fold_dirs, fold_folder, inside_folder, load_model_record,
                                   read_best_configuration, read_postprocessing, require_folder, stray_folds)
 from hnas.pipeline.provenance import check_fold_record, checkpoint_matches
@@ -164,13 +165,16 @@ def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out
                  limits: InputLimits = InputLimits()) -> tuple[Ensemble, list[Path]]:
     """Segment ``images`` into ``out_dir`` with the ensemble of ``models``; returns it and the written files.
 
-    Label maps already in ``out_dir`` are refused before any work unless ``overwrite``."""
+    ``images``: NIfTI files and folders of them (each folder's files, as nnUNetv2_predict -i reads it,
+    :func:`hnas.train.prediction.group_cases`). Label maps already in ``out_dir`` are refused before
+    any work unless ``overwrite``."""
     ensemble = load_models(models, device=device, mirror=mirror, limits=limits)
     out_dir = require_folder(Path(out_dir), "a folder for the label maps")
     cases = group_cases([Path(p) for p in images], ensemble.n_channels)
     outputs = [out_dir / f"{case}.nii.gz" for case in cases]
     refuse_inputs_as_outputs(outputs, [p for files in cases.values() for p in files]
                              + list(ensemble.checkpoints))
+    _refuse_output_in_image_folder(out_dir, [Path(p) for p in images])
     _refuse_output_inside_models(out_dir, [Path(m) for m in models])
     refuse_existing(outputs, overwrite)
     return ensemble, [ensemble.predict_file(files, out_dir / f"{case}.nii.gz") for case, files in cases.items()]
@@ -193,3 +197,34 @@ def _refuse_output_inside_models(out_dir: Path, models: Sequence[Path]) -> None:
         if target == folder or target.is_relative_to(folder):
             raise TrainingError(f"-o {str(out_dir)!r} is inside {str(folder)!r}, a folder of --model {str(model)!r}; "
                                 "expected an output folder apart from the models it reads")
+
+
+# ---------------------------------------------------------------- folders of images (nnUNetv2_predict -i)
+
+
+def image_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """``-i`` paths, each required to be a folder (its NIfTI files are the images; files go as IMAGES)."""
+    for path in map(Path, paths):
+        if not path.is_dir():
+            what = "does not exist" if not path.exists() else "is not a folder"
+            raise DatasetError(f"-i {str(path)!r} {what}; expected a folder of NIfTI images (image files are "
+                               "given as IMAGES)")
+    return [Path(p) for p in paths]
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """Whether a ``--model`` path is a folder of images rather than a model (``--model`` takes several paths,
+    so a folder written right after it lands there): NIfTI files in it, and nothing a model folder holds."""
+    path = Path(path)
+    if not path.is_dir() or (path / CHECKPOINT_NAME).exists() or (path / MODEL_FILE).exists() or fold_dirs(path):
+        return False
+    return any(is_nifti(p) and p.is_file() for p in path.iterdir())
+
+
+def _refuse_output_in_image_folder(out_dir: Path, images: Sequence[Path]) -> None:
+    """Label maps go apart from a folder of images: the next prediction would read them as images."""
+    target = out_dir.resolve()
+    for folder in (p for p in images if p.is_dir()):
+        if folder.resolve() == target:
+            raise TrainingError(f"-o {str(out_dir)!r} is the image folder {str(folder)!r}; expected an output folder "
+                                "apart from it (its label maps would be read as images by the next prediction)")

@@ -15,6 +15,7 @@ of the two files predicted for it. So:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -22,11 +23,11 @@ from pathlib import Path
 from hnas.data import Dataset, load_dataset
 from hnas.data.dataset import Case, content_digest
 from hnas.data.io import file_digest
-from hnas.data.splits import N_FOLDS, SPLIT_SEED, fold_split
+from hnas.data.splits import N_FOLDS, SPLIT_SEED, SPLITS_FILE, split_of
 from hnas.errors import SearchError, TrainingError
 from hnas.grammar import grammar_hash
 from hnas.pipeline.layout import (PREDICTION_ENDINGS, RunFolder, fold_folder, load_fold_record, prediction_file,
-                                  require_folder)
+                                  require_folder, stored_splits)
 from hnas.train.checkpoint import CHECKPOINT_NAME
 
 SPLIT = f"KFold({N_FOLDS}, shuffle=True, random_state={SPLIT_SEED}) over the sorted case ids (nnU-Net)"
@@ -41,12 +42,20 @@ def plain(value):
     return json.loads(json.dumps(value))
 
 
-def model_provenance(run_dir: Path, preset, grammar: str, dataset: Path) -> dict:
+def model_provenance(run_dir: Path, preset, grammar: str, dataset: Path, splits: tuple | None = None) -> dict:
     """The inputs every fold of a model is made from, besides its configuration and epochs."""
     plan = RunFolder(run_dir).plan
     return plain({"preset": asdict(preset), "plan": file_digest(plan) if plan.is_file() else None,
                   "grammar": grammar_hash(grammar), "dataset": str(Path(dataset).resolve()),
-                  "dataset_digest": content_digest(load_dataset(dataset)), "split": SPLIT})
+                  "dataset_digest": content_digest(load_dataset(dataset)), "split": describe_split(splits)})
+
+
+def describe_split(splits: tuple | None) -> str:
+    """nnU-Net's default split by its rule; a user's split file by its content's digest."""
+    if splits is None:
+        return SPLIT
+    text = json.dumps([[list(train), list(val)] for train, val in splits], sort_keys=True)
+    return f"{SPLITS_FILE} given with --splits, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def settings_differences(stored: dict, wanted: dict) -> list[str]:
@@ -73,9 +82,10 @@ def fold_settings(model_record: dict) -> dict:
     return {field: model_record.get(field) for field in SETTINGS}
 
 
-def new_fold_record(model_record: dict, fold: int, dataset: Dataset, checkpoint: Path) -> dict:
+def new_fold_record(model_record: dict, fold: int, dataset: Dataset, checkpoint: Path,
+                    splits: tuple | None = None) -> dict:
     """fold.json for a fold just trained: its model and settings, split, checkpoint digest; nothing predicted yet."""
-    training, validation = fold_split(dataset.case_ids, fold)
+    training, validation = split_of(dataset.case_ids, fold, splits)
     return plain({"model": model_record["name"], "fold": fold, "settings": fold_settings(model_record),
                   "checkpoint": file_digest(checkpoint), "labels": [list(pair) for pair in dataset.labels],
                   "training_cases": list(training), "validation_cases": list(validation), "validation": {}})
@@ -136,7 +146,7 @@ def checked_validation(model_dir: Path, fold: int, dataset: Dataset) -> tuple[li
         raise TrainingError(f"the labels of dataset {str(dataset.root)!r} changed since {str(fold_dir)!r} was "
                             f"cross-validated ({record['labels']} then, {labels} now in dataset.json); restore "
                             "dataset.json, or cross-validate again in a new run")
-    today = list(fold_split(dataset.case_ids, fold)[1])
+    today = list(split_of(dataset.case_ids, fold, stored_splits(Path(model_dir).parent.parent, dataset, True))[1])
     if record["validation_cases"] != today:
         added = sorted(set(today) - set(record["validation_cases"]))
         gone = sorted(set(record["validation_cases"]) - set(today))

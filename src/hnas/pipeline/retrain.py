@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hnas.pipeline.layout import RunFolder
+from hnas.pipeline.progress import TrainingProgress
 from hnas.pipeline.run import check_rebuildable, pick_trial, resolve, stored_settings
 from hnas.search import Trial
 from hnas.train import Result, train_fold
@@ -17,4 +18,8 @@ def retrain(run_dir: Path, epochs: int, trial_id: int | None = None) -> tuple[Tr
     setup = resolve(settings)
     check_rebuildable(run_dir, setup.grammar, f"trial {trial.trial_id}'s network")
     out = RunFolder(run_dir).retrain(trial.trial_id, epochs)
-    return trial, train_fold(dict(trial.config), epochs, out, setup=setup.train_setup(run_dir))
+    progress = TrainingProgress(f"retrain trial {trial.trial_id}")
+    try:
+        return trial, train_fold(dict(trial.config), epochs, out, setup=setup.train_setup(run_dir), **progress.hooks())
+    finally:
+        progress.close()

@@ -13,10 +13,10 @@ from pathlib import Path
 from hnas.data import load_dataset
 from hnas.data.cache import builtin_dataset, cache_dir, fingerprint_of
 from hnas.data.dataset import content_digest, locate_dataset
-from hnas.data.splits import N_FOLDS
+from hnas.data.splits import N_FOLDS, load_splits
 from hnas.errors import DatasetError, SearchError
 from hnas.grammar import grammar_hash, make_grammar
-from hnas.pipeline.layout import RunFolder
+from hnas.pipeline.layout import RunFolder, stored_splits
 from hnas.pipeline.spaces import GRAMMAR_SPACES, PIPELINE_SPACES, SPACES, make_space
 from hnas.planning import Plan, make_plan
 from hnas.sampling import GrammarArchitecture
@@ -53,6 +53,7 @@ class SearchSettings:
     scheduler: str | None = None
     seed: int = 0
     dataset_digest: str | None = None  # the dataset's content when the run began (run.json; None before 2026-12)
+    splits: str | None = None  # a splits_final.json given with --splits (copied into the run folder)
 
     def __post_init__(self):
         if self.space not in SPACES:
@@ -73,7 +74,8 @@ class SearchSettings:
         """These settings with the dataset as an absolute path and its content digest, as run.json keeps them."""
         loaded = load_dataset(dataset)
         return replace(self, dataset=str(loaded.root) if self.dataset else None,
-                       dataset_digest=content_digest(loaded))
+                       dataset_digest=content_digest(loaded),
+                       splits=str(Path(self.splits).resolve()) if self.splits else None)
 
     def save(self, run_dir: Path) -> None:
         RunFolder(run_dir).settings.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -101,7 +103,7 @@ _FIELD_TYPES = {"dataset": (str, None), "max_stages": (int, None), "space": (str
                 "confidence": (str,), "preset": (str,), "budget": (int, float, None), "time_limit": (int, float, None),
                 "max_trials": (int, None), "min_epochs": (int, None), "max_epochs": (int, None), "eta": (int, None),
                 "iterations_per_epoch": (int, None), "fold": (int,), "workers": (int,), "scheduler": (str, None),
-                "seed": (int,), "dataset_digest": (str, None)}
+                "seed": (int,), "dataset_digest": (str, None), "splits": (str, None)}
 
 
 def _check_field_types(settings: SearchSettings, path: Path) -> None:
@@ -132,16 +134,19 @@ class RunSetup:
     plan_2d: Plan | None = None  # pipeline spaces: nnU-Net's 2d plan, preset applied
     grammar_2d: str | None = None
     residual_plan: Plan | None = None  # nnU-Net's ResEnc M plan, preset applied
+    splits: tuple | None = None  # the folds of --splits FILE (None: nnU-Net's default split)
 
     def train_setup(self, run_dir: Path) -> TrainSetup:
+        """The trials' training setup: the run folder's own preset values and split (its copies, if any)."""
         preset = stored_preset(run_dir, self.preset)
+        splits = stored_splits(run_dir, self.dataset) if RunFolder(run_dir).splits.is_file() else self.splits
         return TrainSetup(dataset=self.dataset, plan=self.plan, grammar=self.grammar,
                           cache_dir=cache_dir() / "preprocessed", fold=self.settings.fold,
                           iterations_per_epoch=preset.iterations_per_epoch, num_workers=preset.num_workers,
                           max_epochs=self.max_epochs, seed=self.settings.seed, overlap=preset.overlap,
                           validation_cases=preset.validation_cases, plan_2d=self.plan_2d,
                           grammar_2d=self.grammar_2d,
-                          residual_plan=stored_residual_plan(run_dir, self.residual_plan))
+                          residual_plan=stored_residual_plan(run_dir, self.residual_plan), splits=splits)
 
     def space(self) -> SearchSpace:
         architecture = None
@@ -174,12 +179,13 @@ def resolve(settings: SearchSettings) -> RunSetup:
         plan_2d = preset.apply(make_plan(fingerprint, dims=2))
         grammar_2d = make_grammar(plan_2d)
     min_epochs, max_epochs = preset.min_epochs, preset.max_epochs
+    splits = load_splits(settings.splits, load_dataset(dataset).case_ids) if settings.splits else None
     budget = settings.budget
     if budget is None and settings.time_limit is None and settings.max_trials is None:
         budget = DEFAULT_BUDGET.get(preset.name, DEFAULT_BUDGET["nnunet"])
     return RunSetup(settings=settings, dataset=dataset, preset=preset, plan=plan, grammar=make_grammar(plan),
                     min_epochs=min_epochs, max_epochs=max_epochs, eta=preset.eta, budget=budget,
-                    plan_2d=plan_2d, grammar_2d=grammar_2d, residual_plan=residual_plan)
+                    plan_2d=plan_2d, grammar_2d=grammar_2d, residual_plan=residual_plan, splits=splits)
 
 
 def check_enough_cases(dataset: Path, n_cases: int) -> None:

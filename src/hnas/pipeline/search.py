@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from hnas.data import load_dataset
+from hnas.data.dataset import content_digest, locate_dataset
+from hnas.data.splits import N_FOLDS, fold_split, load_splits
 from hnas.errors import SearchError
 from hnas.grammar import grammar_hash
-from hnas.pipeline.layout import RunFolder
+from hnas.pipeline.layout import RunFolder, stored_splits, write_splits
 from hnas.pipeline.progress import SearchProgressBar
-from hnas.pipeline.run import RESUME_CONTRACT, RunSetup, SearchSettings, resolve, stored_preset
+from hnas.pipeline.run import RESUME_CONTRACT, RunSetup, SearchSettings, resolve, stored_preset, stored_settings
 from hnas.pipeline.status import describe_trial
 from hnas.pipeline.workers import describe_workers, worker_environments
 from hnas.planning import Plan
@@ -58,6 +62,72 @@ def check_run_dir(run_dir: Path, settings: SearchSettings, resume: bool) -> None
     _check_same_settings(run_dir, SearchSettings.load(run_dir), settings)
 
 
+#: Settings a resume may change: how long this call searches and where its trials run.
+RESUME_MAY_CHANGE = ("budget", "time_limit", "max_trials", "workers", "scheduler")
+
+
+def resumed_settings(run_dir: Path, given: dict) -> SearchSettings:
+    """The settings to resume ``run_dir`` with: the stored ones, with the ``given`` flags checked against them.
+
+    Only limits and workers (:data:`RESUME_MAY_CHANGE`) may differ; any other flag given again must
+    match run.json, or the resume is refused naming each flag with its stored and given value. A
+    dataset given again must be the stored folder (or, if that folder is gone, a copy with the same
+    content). Nothing is written.
+    """
+    folder = RunFolder(run_dir)
+    if not folder.settings.is_file() or not folder.database.is_file():
+        raise SearchError(f"{str(run_dir)!r} holds no search to resume (no {folder.settings.name} or "
+                          f"{folder.database.name}); expected the run folder of an earlier `hnas search`")
+    stored = stored_settings(run_dir)
+    unknown = sorted(set(given) - set(SearchSettings.__dataclass_fields__))
+    if unknown:
+        raise SearchError(f"unknown search settings {unknown}; expected names of run.json's fields")
+    differences = [f"{_flag(name)} {given[name]!r} given, the run has {getattr(stored, name)!r}"
+                   for name in RESUME_CONTRACT if name in given and given[name] != getattr(stored, name)
+                   and not (name == "preset" and given[name] == "auto")]
+    dataset = _resumed_dataset(stored, given.get("dataset"))
+    if dataset is not None:
+        differences.insert(0, dataset)
+    if "splits" in given and _split_differs(run_dir, stored, given["splits"]):
+        theirs = folder.splits.name if folder.splits.is_file() else "nnU-Net's default split"
+        differences.append(f"--splits {given['splits']!r} given, its folds differ from the run's ({theirs})")
+    if differences:
+        raise SearchError(f"cannot resume {str(run_dir)!r}: " + "; ".join(differences) + " (run.json); leave "
+                          "these flags out to take the stored values, or start a new search in another --run-dir")
+    changes = {name: given[name] for name in RESUME_MAY_CHANGE if name in given}
+    if "dataset" in given and not Path(stored.dataset or "").is_dir():
+        changes["dataset"] = str(Path(given["dataset"]).resolve())  # the moved copy, checked by content
+    return replace(stored, **changes, splits=None)  # the run folder's copy of the split is used
+
+
+def _split_differs(run_dir: Path, stored: SearchSettings, given: str) -> bool:
+    """Whether ``given``'s folds are not those the run trains on (its copy, or nnU-Net's default split)."""
+    case_ids = load_dataset(stored.dataset_path()).case_ids
+    current = stored_splits(run_dir, stored.dataset_path()) or tuple(fold_split(case_ids, k) for k in range(N_FOLDS))
+    return load_splits(given, case_ids) != current
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _resumed_dataset(stored: SearchSettings, given: str | None) -> str | None:
+    """Why a dataset given with --resume is not the run's (None when it is, or none was given)."""
+    if given is None:
+        return None
+    if stored.dataset is None:
+        return f"--dataset {given!r} given, the run searched the built-in synthetic data"
+    path = Path(given) if Path(given).exists() else locate_dataset(Path(given))
+    if path.resolve() == Path(stored.dataset).resolve():
+        return None
+    if Path(stored.dataset).is_dir() or stored.dataset_digest is None:
+        return f"--dataset {str(path.resolve())!r} given, the run searched {stored.dataset!r}"
+    if content_digest(load_dataset(path)) != stored.dataset_digest:
+        return (f"--dataset {str(path.resolve())!r} given, the run searched {stored.dataset!r} (gone) and the "
+                "given folder holds other cases or labels")
+    return None
+
+
 def _check_folder_writable(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise SearchError(f"the run folder {str(run_dir)!r} is a file; expected a folder (or a path to create one)")
@@ -71,8 +141,10 @@ def _check_folder_writable(run_dir: Path) -> None:
 
 
 def _check_same_settings(run_dir: Path, stored: SearchSettings, given: SearchSettings) -> None:
+    resolved = stored_settings(run_dir)  # also refuses a run.json edited since the search; 'auto' as it resolved
     differences = [f"{name}: stored {getattr(stored, name)!r}, given {getattr(given, name)!r}"
-                   for name in RESUME_CONTRACT if getattr(stored, name) != getattr(given, name)]
+                   for name in RESUME_CONTRACT
+                   if getattr(given, name) not in (getattr(stored, name), getattr(resolved, name))]
     if differences:
         raise SearchError(f"cannot resume {str(run_dir)!r}: its settings differ from the stored ones ("
                           + "; ".join(differences) + "); pass the stored values, or start a new search in another "
@@ -116,6 +188,8 @@ def prepare_run_dir(run_dir: Path, setup: RunSetup, resume: bool) -> None:
         folder.grammar_2d.write_text(setup.grammar_2d)
     if setup.residual_plan is not None:
         setup.residual_plan.save(folder.residual_plan)
+    if setup.splits is not None:
+        write_splits(folder.splits, setup.splits)
     setup.preset.save(folder.preset)
 
 
@@ -179,10 +253,12 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
     if worker_env:
         print(f"workers: {settings.workers} local processes, {describe_workers(worker_env)}")
     bar = SearchProgressBar(setup.budget, settings.max_trials) if progress else None
-    on_iteration = bar.iteration if bar and executor == "serial" else None  # other processes cannot call back
+    in_process = bar is not None and executor == "serial"  # other processes cannot call back
+    objective = TrainObjective(train_setup, bar.iteration if in_process else None,
+                               on_validation=bar.validating if in_process else None)
     try:
         summary = run_search(
-            TrainObjective(train_setup, on_iteration), setup.space(), optimizer=settings.optimizer, budget=setup.budget,
+            objective, setup.space(), optimizer=settings.optimizer, budget=setup.budget,
             max_trials=settings.max_trials, time_limit=settings.time_limit, min_fidelity=setup.min_epochs,
             max_fidelity=setup.max_epochs, eta=setup.eta, run_dir=run_dir, seed=settings.seed, executor=executor,
             workers=settings.workers, scheduler=settings.scheduler, worker_env=worker_env, resume=resume,

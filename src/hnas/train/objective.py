@@ -5,6 +5,11 @@ scaler, epoch counter, accumulated runtime), trains up to ``epochs`` in total, w
 checkpoint and validates on the fold's held-out cases with sliding-window inference.
 ``loss = 1 - mean foreground Dice``; ``runtime`` counts training seconds over all rungs
 (validation excluded). :class:`TrainObjective` adapts it to the search engine's TrialContext.
+
+Training can be watched: every epoch also scores unaugmented validation patches (pseudo Dice)
+and rewrites ``training_log.txt`` and ``progress.png`` beside the checkpoint
+(:mod:`hnas.train.training_log`); ``on_epoch`` hooks receive each epoch's record and
+``on_validation`` announces the final sliding-window validation. Without hooks nothing is printed.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ from hnas.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpo
 from hnas.train.config import ARCHITECTURE_KEY, NetworkChoice, TrainConfig, network_choice, train_config
 from hnas.train.inference import OVERLAP, validate
 from hnas.train.loader import PatchSampler
-from hnas.data.splits import N_FOLDS
+from hnas.data.splits import N_FOLDS, split_of
 from hnas.train.preprocessing import PreprocessedDataset, preprocess_dataset
 from hnas.train.presets import ScalePreset
-from hnas.train.trainer import IterationCallback, Trainer
+from hnas.train.trainer import EpochCallback, IterationCallback, Trainer, validation_seed
+from hnas.train.training_log import EpochRecord, TrainingLog, default_validation_iterations
+
+#: ``on_validation(n_cases)``: the final sliding-window validation of ``n_cases`` cases starts now.
+ValidationCallback = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,9 @@ class TrainSetup:
     seed: int = 0
     fingerprint: Fingerprint | None = None  # needed for CT channels (computed when absent)
     validation_cases: int | None = None  # None: every validation case of the fold
+    # per-epoch pseudo-Dice batches of validation patches (training_log.txt): None: nnU-Net's
+    # max(1, iterations_per_epoch // 5); 0: none. Not counted in the runtime; training is unchanged.
+    validation_iterations: int | None = None
     overlap: float = OVERLAP
     amp: bool = True  # mixed precision, CUDA only
     preprocessing_workers: int = 1
@@ -62,6 +74,8 @@ class TrainSetup:
     grammar_2d: str | None = None
     # nnU-Net's ResEnc M plan (preset applied): residual encoders train with its patch and batch.
     residual_plan: Plan | None = None
+    # a user's split (splits_final.json) as ((training ids, validation ids), ...) per fold; None: nnU-Net's
+    splits: tuple | None = None
 
     def __post_init__(self):
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < N_FOLDS:
@@ -74,6 +88,10 @@ class TrainSetup:
             raise TrainingError(f"batch_size is {self.batch_size!r}; expected a positive integer or None")
         if self.validation_cases is not None and self.validation_cases < 1:
             raise TrainingError(f"validation_cases is {self.validation_cases!r}; expected a positive integer or None")
+        if self.validation_iterations is not None and (isinstance(self.validation_iterations, bool) or not isinstance(
+                self.validation_iterations, int) or self.validation_iterations < 0):
+            raise TrainingError(f"validation_iterations is {self.validation_iterations!r}; expected an integer >= 0 "
+                                "or None")
         if not 0 <= self.overlap < 1:
             raise TrainingError(f"overlap is {self.overlap!r}; expected a number in [0, 1)")
         self.torch_device()
@@ -102,6 +120,13 @@ class TrainSetup:
     @property
     def effective_batch_size(self) -> int:
         return self.batch_size or self.plan.batch_size
+
+    @property
+    def effective_validation_iterations(self) -> int:
+        """Validation patch batches per epoch (nnU-Net's ratio unless set)."""
+        if self.validation_iterations is None:
+            return default_validation_iterations(self.iterations_per_epoch)
+        return self.validation_iterations
 
 
 @dataclass(frozen=True)
@@ -139,12 +164,15 @@ def prepare(setup: TrainSetup) -> PreprocessedDataset:
 
 
 def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, previous_checkpoint: str | Path | None,
-             trial_dir: str | Path, *, setup: TrainSetup, on_iteration: IterationCallback | None = None) -> Result:
+             trial_dir: str | Path, *, setup: TrainSetup, on_iteration: IterationCallback | None = None,
+             on_epoch: EpochCallback | None = None, on_validation: ValidationCallback | None = None) -> Result:
     """Train ``config`` up to ``epochs`` epochs in total (continuing ``previous_checkpoint``), then validate.
 
     ``architecture`` None takes it from the config (``architecture`` key or NAS keys) or uses
     nnU-Net's default network. Invalid values raise SearchSpaceError naming the key; a diverging
-    run raises TrainingError. ``on_iteration(done, total)`` follows the training steps (Trainer.fit).
+    run raises TrainingError. ``on_iteration(done, total)`` follows the training steps (Trainer.fit);
+    ``on_epoch(record)`` gets each epoch's :class:`EpochRecord` after ``trial_dir``'s training_log.txt
+    has it; ``on_validation(n_cases)`` is called just before the final sliding-window validation.
     """
     settings = train_config(config)
     choice = network_choice(config, setup.plan, setup.grammar, architecture, plan_2d=setup.plan_2d,
@@ -154,7 +182,7 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
     epochs = _whole_epochs(epochs)
     device = setup.torch_device()
     data = prepare(replace(setup, plan=choice.plan))  # pipeline choices may change spacing and normalisation
-    train_ids, validation_ids = data.split(setup.fold)
+    train_ids, validation_ids = split_of(data.case_ids, setup.fold, setup.splits)
     previous = load_checkpoint(previous_checkpoint) if previous_checkpoint is not None else None
     seed = int(previous["trainer"]["seed"]) if previous is not None else setup.seed
     torch.manual_seed(seed)
@@ -165,9 +193,23 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
         trainer.load_state_dict(previous["trainer"])
     sampler = PatchSampler(data, train_ids, choice.plan.patch_size, setup.effective_batch_size,
                            settings.foreground_oversampling, settings.aug_factor, seed)
-    trainer.fit(sampler, epochs, setup.iterations_per_epoch, setup.num_workers, on_iteration)
+    patches = _validation_patches(data, validation_ids, choice, settings, setup, seed)
+    log = TrainingLog(trial_dir, _log_header(settings, choice, data, setup, seed,
+                                             setup.effective_validation_iterations if patches else 0))
+
+    def after_epoch(record: EpochRecord) -> None:
+        log.update(trainer.history)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    trainer.fit(sampler, epochs, setup.iterations_per_epoch, setup.num_workers, on_iteration, validation=patches,
+                validation_iterations=setup.effective_validation_iterations if patches else 0,
+                class_names=[name for name, value in data.labels if value != 0], on_epoch=after_epoch)
+    log.finish(trainer.history)
     saved = save_checkpoint(checkpoint_path(trial_dir), _payload(trainer, settings, choice, spec.to_json(), data, setup))
     validation_ids = validation_ids[: setup.validation_cases] if setup.validation_cases else validation_ids
+    if on_validation is not None:
+        on_validation(len(validation_ids))
     validation = validate(trainer.network, data, validation_ids, choice.plan.patch_size, device, overlap=setup.overlap,
                           batch_size=setup.effective_batch_size, amp=setup.amp)
     measured = cost(spec, tuple(choice.plan.patch_size))
@@ -179,12 +221,40 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
 
 
 def train_fold(config: Mapping[str, Any], epochs: int, out_dir: str | Path, *, setup: TrainSetup,
-               architecture: str | None = None) -> Result:
+               architecture: str | None = None, on_iteration: IterationCallback | None = None,
+               on_epoch: EpochCallback | None = None, on_validation: ValidationCallback | None = None) -> Result:
     """Train a configuration from scratch for ``epochs`` on ``setup.fold`` (e.g. a benchmark's baseline).
 
-    The schedule runs over exactly ``epochs``, as a stand-alone nnU-Net training would.
+    The schedule runs over exactly ``epochs``, as a stand-alone nnU-Net training would. The hooks
+    are :func:`evaluate`'s.
     """
-    return evaluate(config, architecture, epochs, None, out_dir, setup=replace(setup, max_epochs=_whole_epochs(epochs)))
+    return evaluate(config, architecture, epochs, None, out_dir, setup=replace(setup, max_epochs=_whole_epochs(epochs)),
+                    on_iteration=on_iteration, on_epoch=on_epoch, on_validation=on_validation)
+
+
+def _validation_patches(data: PreprocessedDataset, validation_ids, choice: NetworkChoice, settings: TrainConfig,
+                        setup: TrainSetup, seed: int) -> PatchSampler | None:
+    """The per-epoch validation sampler: the fold's validation cases, training's patch rules, no
+    augmentation (aug_factor 0), its own seed; None when there is nothing to validate."""
+    if not validation_ids or setup.effective_validation_iterations == 0:
+        return None
+    return PatchSampler(data, validation_ids, choice.plan.patch_size, setup.effective_batch_size,
+                        settings.foreground_oversampling, 0.0, validation_seed(seed))
+
+
+def _log_header(settings: TrainConfig, choice: NetworkChoice, data: PreprocessedDataset, setup: TrainSetup, seed: int,
+                n_validation: int) -> list[str]:
+    """training_log.txt's first lines: what is trained, on what, with which schedule."""
+    plan = choice.plan
+    return [
+        f"hnas training log: {data.dataset_name}, fold {setup.fold}",
+        f"architecture: {choice.architecture}",
+        f"configuration: {json.dumps(settings.to_dict(), sort_keys=True)}",
+        f"plan: {plan.dims}D, patch {'x'.join(map(str, plan.patch_size))}, spacing {list(plan.spacing)}, "
+        f"batch {setup.effective_batch_size}",
+        f"schedule: {setup.max_epochs} epochs x {setup.iterations_per_epoch} training + {n_validation} validation "
+        f"iterations (validation: patches, no augmentation), seed {seed}, device {setup.torch_device()}",
+    ]
 
 
 @dataclass(frozen=True)
@@ -204,12 +274,19 @@ class TrainObjective:
     Continues from ``context.previous_trial_dir``'s checkpoint for promotions; the schedule runs
     over ``context.max_fidelity`` epochs. A new trial's seed is ``(setup.seed, trial_id)``-derived;
     a promotion keeps its parent's. ``on_iteration`` (an in-process progress display; None for
-    worker processes, which cannot call back) gets an :class:`IterationProgress` after every step.
+    worker processes, which cannot call back) gets an :class:`IterationProgress` after every step;
+    likewise ``on_epoch(trial_id, record)`` after every epoch and ``on_validation(trial_id, n_cases)``
+    before the final sliding-window validation. Each trial folder gets training_log.txt and
+    progress.png whether or not hooks are given.
     """
 
-    def __init__(self, setup: TrainSetup, on_iteration: Callable[[IterationProgress], None] | None = None):
+    def __init__(self, setup: TrainSetup, on_iteration: Callable[[IterationProgress], None] | None = None,
+                 on_epoch: Callable[[int, EpochRecord], None] | None = None,
+                 on_validation: Callable[[int, int], None] | None = None):
         self.setup = setup
         self.on_iteration = on_iteration
+        self.on_epoch = on_epoch
+        self.on_validation = on_validation
 
     def __call__(self, context) -> dict[str, Any]:
         config = dict(context.config)
@@ -220,7 +297,9 @@ class TrainObjective:
         setup = replace(self.setup, max_epochs=_whole_epochs(context.max_fidelity),
                         seed=self.setup.seed * 100_003 + int(context.trial_id))
         result = evaluate(config, architecture, _whole_epochs(context.fidelity), previous, context.trial_dir,
-                          setup=setup, on_iteration=self._reporter(context))
+                          setup=setup, on_iteration=self._reporter(context),
+                          on_epoch=_for_trial(self.on_epoch, context),
+                          on_validation=_for_trial(self.on_validation, context))
         return result.to_objective()
 
     def _reporter(self, context) -> IterationCallback | None:
@@ -233,6 +312,14 @@ class TrainObjective:
             self.on_iteration(IterationProgress(int(context.trial_id), _whole_epochs(context.fidelity), done, total,
                                                 budget))
         return report
+
+
+def _for_trial(hook: Callable | None, context) -> Callable | None:
+    """A per-trial hook: ``hook(trial_id, value)`` called as ``hook(value)``."""
+    if hook is None:
+        return None
+    trial_id = int(context.trial_id)
+    return lambda value: hook(trial_id, value)
 
 
 def _whole_epochs(epochs) -> int:

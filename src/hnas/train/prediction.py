@@ -318,35 +318,92 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str |
 
 
 def group_cases(paths: Sequence[Path], n_channels: int) -> dict[str, list[Path]]:
-    """Case name -> channel files in channel order."""
-    if not paths:
-        raise TrainingError("no images given; expected at least one NIfTI file")
-    for path in paths:
-        if not path.is_file():
-            raise DatasetError(f"image {str(path)!r} does not exist")
+    """Case name -> channel files in channel order; a folder stands for its NIfTI files (nnUNetv2_predict -i)."""
+    files = image_files(paths)
     if n_channels == 1:
-        cases = {}
-        for path in paths:
-            case = _case_name(path)
-            if case in cases:
-                raise DatasetError(f"images {str(cases[case][0])!r} and {str(path)!r} would both be written as "
-                                   f"{case}.nii.gz; expected distinct case names")
-            cases[case] = [path]
-        return cases
+        return _single_channel_cases(files)
+    return _channel_cases(files, n_channels)
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The image files ``paths`` name: files as given, each folder replaced by its NIfTI files."""
+    if not paths:
+        raise TrainingError("no images given; expected at least one NIfTI file or a folder of them")
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += folder_images(path)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DatasetError(f"image {str(path)!r} does not exist")
+    return files
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """A folder's NIfTI files, sorted by name, as nnUNetv2_predict -i reads it: not its subfolders, and no
+    hidden files (macOS leaves ``._<name>.nii.gz`` copies that are not images)."""
+    found = sorted(p for p in folder.iterdir() if p.name.endswith(ENDINGS) and not p.name.startswith(".")
+                   and p.is_file())
+    if not found:
+        raise DatasetError(f"folder {str(folder)!r} holds no NIfTI image; expected files ending in "
+                           f"{' or '.join(ENDINGS)} directly in it (as nnUNetv2_predict -i reads a folder)")
+    return found
+
+
+_TWICE = "expected each case once (a folder already gives all its images)"
+
+
+def _single_channel_cases(files: Sequence[Path]) -> dict[str, list[Path]]:
+    """One case per file, named without the optional ``_0000``; two files of one name would overwrite each other."""
+    cases: dict[str, list[Path]] = {}
+    for path in files:
+        case = _case_name(path)
+        if case in cases:
+            raise DatasetError(f"case {case!r} is given twice, as {str(cases[case][0])!r} and {str(path)!r} (both "
+                               f"would be written as {case}.nii.gz); {_TWICE}")
+        cases[case] = [path]
+    return cases
+
+
+def _channel_cases(files: Sequence[Path], n_channels: int) -> dict[str, list[Path]]:
+    """Files grouped by nnU-Net's ``<case>_<XXXX>`` naming, every case with exactly channels 0..n-1."""
     grouped: dict[str, dict[int, Path]] = {}
-    for path in paths:
-        ending = next((e for e in ENDINGS if path.name.endswith(e)), None)
-        match = split_channel_file(path.name, ending) if ending else None
-        if match is None:
-            raise DatasetError(f"image {str(path)!r} is not named <case>_<XXXX>.nii.gz; a {n_channels}-channel model "
-                               "needs nnU-Net's channel naming to group files")
-        grouped.setdefault(match[0], {})[match[1]] = path
-    result = {}
+    for path in files:
+        case, channel = _channel_of(path, n_channels)
+        channels = grouped.setdefault(case, {})
+        if channel in channels:
+            raise DatasetError(f"case {case!r} channel {channel} is given twice, as {str(channels[channel])!r} and "
+                               f"{str(path)!r}; {_TWICE}")
+        channels[channel] = path
     for case, channels in grouped.items():
-        if sorted(channels) != list(range(n_channels)):
-            raise DatasetError(f"case {case!r} has channels {sorted(channels)}; expected 0..{n_channels - 1}")
-        result[case] = [channels[c] for c in range(n_channels)]
-    return result
+        _check_channels(case, channels, n_channels)
+    return {case: [channels[c] for c in range(n_channels)] for case, channels in grouped.items()}
+
+
+def _channel_of(path: Path, n_channels: int) -> tuple[str, int]:
+    ending = next((e for e in ENDINGS if path.name.endswith(e)), None)
+    match = split_channel_file(path.name, ending) if ending else None
+    if match is None:
+        raise DatasetError(f"image {str(path)!r} is not named <case>_<XXXX>.nii.gz; a {n_channels}-channel model "
+                           "needs nnU-Net's channel naming to group files")
+    return match
+
+
+def _check_channels(case: str, channels: dict[int, Path], n_channels: int) -> None:
+    """Name the file a case lacks (or the channel it has beyond the model's): a guess would mix up modalities."""
+    first = channels[min(channels)]
+    missing = [c for c in range(n_channels) if c not in channels]
+    if missing:
+        ending = next(e for e in ENDINGS if first.name.endswith(e))
+        expected = [str(first.parent / f"{case}_{c:04d}{ending}") for c in missing]
+        raise DatasetError(f"case {case!r} lacks channel(s) {missing}: {str(first)!r} has no "
+                           f"{' or '.join(map(repr, expected))} beside it; expected channels 0..{n_channels - 1} "
+                           f"for a {n_channels}-channel model")
+    extra = sorted(set(channels) - set(range(n_channels)))
+    if extra:
+        raise DatasetError(f"case {case!r} has channel(s) {extra} ({str(channels[extra[0]])!r}) beyond the model's; "
+                           f"expected channels 0..{n_channels - 1} for a {n_channels}-channel model")
 
 
 def _case_name(path: Path) -> str:
