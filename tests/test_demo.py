@@ -38,3 +38,24 @@ def test_no_fastest_line_when_nothing_close_to_the_default_is_cheaper(tmp_path):
         max_fidelity=9, eta=3, run_dir=tmp_path, seed=0)
     lines = default_vs_incumbent(tmp_path).splitlines()
     assert len(lines) == 3 and "fastest" not in "\n".join(lines)
+
+
+def test_the_readme_quotes_the_demo_in_the_format_it_prints_today():
+    """README's demo figures are the last `make demo`'s own lines: a changed format (or hand-edited
+    figures that no longer parse) breaks this test, so the README is updated from a fresh run."""
+    import re
+    from pathlib import Path
+
+    from hnas.demo import DICE_TOLERANCE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- make demo output -->\n```text\n(.*?)```", readme, re.S)
+    assert block, "README.md lacks the quoted `make demo` output (<!-- make demo output --> + a text fence)"
+    lines = block.group(1).splitlines()
+    assert lines[0] == "validation Dice (mean of the foreground labels):"
+    names = ["nnU-Net default", "incumbent", f"fastest within {DICE_TOLERANCE:g} of the default"]
+    row = r"  (?P<name>.+?) +(?P<dice>0\.\d{3})  \(trial (?P<trial>\d+), (?P<epochs>\d+) epochs, (?P<s>\d+) s training\)"
+    rows = [re.fullmatch(row, line) for line in lines[1:] if line.startswith("  ")]
+    assert rows and all(rows), f"a README demo line is not in default_vs_incumbent's format: {lines[1:]}"
+    assert [r["name"] for r in rows] == names[:len(rows)]
+    assert re.fullmatch(r"demo finished in \d+ s; outputs in demo-output/", lines[-1])
