@@ -73,6 +73,18 @@ def test_fingerprint_without_intensities_round_trips(tmp_path):
     assert load_fingerprint(save_fingerprint(fp, tmp_path / "fp.json")) == fp
 
 
+def test_awkward_floats_round_trip_bit_for_bit(tmp_path):
+    """The fingerprint cache serves the file instead of recomputing: every float must come back exactly."""
+    awkward = (0.1 + 0.2, math.pi, 5e-324, 1.7976931348623157e308, -0.0, 1 / 3, 2.0 ** 0.5)
+    fp = Fingerprint(name="x", spacings=((0.1 + 0.2, 1 / 3, 0.7000000000000001),), shapes_after_crop=((3, 4, 5),),
+                     channel_names=("a",), labels=(("background", 0), ("b", 1)),
+                     intensity=(ChannelIntensity(*awkward),))
+    loaded = load_fingerprint(save_fingerprint(fp, tmp_path / "fp.json"))
+    assert loaded == fp
+    assert [math.copysign(1.0, v) for v in vars(loaded.intensity[0]).values()] == [math.copysign(1.0, v)
+                                                                                    for v in awkward]
+
+
 def test_plain_nnunet_file_without_dataset_json_is_explained(tmp_path):
     path = tmp_path / "dataset_fingerprint.json"
     path.write_text(json.dumps(NNUNET_STYLE))

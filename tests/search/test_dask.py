@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from hnas.pipeline.spaces import make_space
@@ -67,3 +69,41 @@ def test_a_local_cluster_leaves_the_search_process_threads_alone(tmp_path, monke
         max_fidelity=9, executor="dask", workers=2, run_dir=tmp_path)  # a worker dies: its Nanny spawns another
     # Dask's Nanny sets OMP_NUM_THREADS=1 etc. in the process that spawns workers; later work here would crawl
     assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
+
+
+def reports_daemonic_or_dies_on_trial_3(context) -> dict:
+    """Whether the worker process is daemonic (module level, so a Dask worker unpickles it); trial 3 kills it."""
+    import multiprocessing
+
+    if context.trial_id == 3:
+        os._exit(7)
+    return {**objectives.quadratic(context), "daemon": multiprocessing.current_process().daemon}
+
+
+def test_local_cluster_workers_are_not_daemonic_so_trials_can_start_data_loader_workers(tmp_path):
+    """Dask's Nanny starts daemonic workers by default, and a daemonic process may not start children: the
+    DataLoader would drop its augmentation workers. A worker the Nanny restarts after a death is checked too."""
+    import dask
+
+    from hnas.search.executors import TrialContext, make_executor
+
+    def context(trial_id):
+        return TrialContext(trial_id=trial_id, config={"initial_lr": 0.01, "aug_factor": 0.0}, fidelity=9,
+                            max_fidelity=9, rung=0, bracket=0, trial_dir=tmp_path / str(trial_id))
+
+    default = dask.config.get("distributed.worker.daemon")
+    executor = make_executor("dask", reports_daemonic_or_dies_on_trial_3, workers=1)
+    try:
+        executor.submit(context(1))
+        first, = executor.wait()
+        executor.submit(context(3))
+        died, = executor.wait()
+        executor.submit(context(4))
+        restarted, = executor.wait()
+    finally:
+        executor.close()
+    assert first.state == "success" and first.extra["daemon"] is False
+    assert died.state == "failed" and "KilledWorker" in died.error
+    assert restarted.state == "success" and restarted.extra["daemon"] is False
+    assert restarted.extra["pid"] != first.extra["pid"]
+    assert dask.config.get("distributed.worker.daemon") == default  # closing gives the setting back

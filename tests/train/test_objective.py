@@ -13,7 +13,9 @@ from hnas.errors import SearchSpaceError, TrainingError
 from hnas.grammar import default_architecture, make_grammar
 from hnas.search.executors import TrialContext
 from hnas.train import TrainObjective, TrainSetup, evaluate, load_checkpoint, train_fold
+from hnas.train import objective as objective_module
 from hnas.train.checkpoint import CHECKPOINT_NAME
+from hnas.train.objective import release_cached_gpu_memory
 from hnas.train.training_log import PROGRESS_PLOT_NAME, TRAINING_LOG_NAME, format_epoch
 
 from .conftest import tiny_plan_2d
@@ -227,3 +229,48 @@ def test_a_2d_plan_trains_and_validates_on_volumes(tiny_setup, tmp_path):
     assert result.flops > 0 and result.parameters > 0
     spec = UNetSpec.from_json(load_checkpoint(result.checkpoint)["spec"])
     assert spec.dims == 2
+
+
+# ---------------------------------------------------------------- device checks and GPU memory, on the CPU
+
+def _one_visible_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def test_a_cuda_index_beyond_the_visible_gpus_is_refused(tiny_setup, monkeypatch):
+    _one_visible_gpu(monkeypatch)
+    with pytest.raises(TrainingError, match=r"device 'cuda:7' asks for GPU 7 but 1 CUDA device\(s\) are visible.*"
+                                            r"'cuda:0'..'cuda:0'"):
+        replace(tiny_setup, device="cuda:7")
+    with pytest.raises(TrainingError, match="GPU 1 but 1"):
+        replace(tiny_setup, device="cuda:1")
+
+
+def test_visible_cuda_devices_are_accepted(tiny_setup, monkeypatch):
+    _one_visible_gpu(monkeypatch)
+    assert replace(tiny_setup, device="cuda:0").torch_device() == torch.device("cuda", 0)
+    assert replace(tiny_setup, device="cuda").torch_device() == torch.device("cuda")
+
+
+def test_the_cuda_cache_is_emptied_only_on_cuda(monkeypatch):
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    release_cached_gpu_memory(torch.device("cpu"))
+    assert emptied == []
+    release_cached_gpu_memory(torch.device("cuda", 0))
+    assert emptied == [True]
+
+
+def test_every_trial_releases_the_gpu_memory_it_cached_failed_ones_too(tiny_setup, tmp_path, monkeypatch):
+    released = []
+    monkeypatch.setattr(objective_module, "release_cached_gpu_memory", released.append)
+    objective = TrainObjective(replace(tiny_setup, iterations_per_epoch=1, validation_cases=1,
+                                       validation_iterations=0))
+    context = TrialContext(trial_id=0, config={**CONFIG, "aug_factor": 0.0}, fidelity=1.0, max_fidelity=1.0, rung=0,
+                           bracket=0, trial_dir=tmp_path / "00000")
+    objective(context)
+    assert released == [torch.device("cpu")]
+    with pytest.raises(SearchSpaceError):
+        objective(replace(context, trial_id=1, config={"loss": "Focal"}, trial_dir=tmp_path / "00001"))
+    assert released == [torch.device("cpu")] * 2

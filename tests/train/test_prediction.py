@@ -128,9 +128,11 @@ def test_a_zero_pixdim_warns_as_plan_does_and_predicts(checkpoint, tmp_path):
     assert (tmp_path / "out" / "flat.nii.gz").is_file()
 
 
-@pytest.mark.parametrize("spacing, words", [((0.01, 0.01, 0.01), "100x finer"), ((20.0, 1.0, 1.0), "20x coarser")])
-def test_a_voxel_size_far_from_the_models_warns(checkpoint, tmp_path, spacing, words):
-    path = _image(tmp_path / "far_0000.nii.gz", spacing)
+@pytest.mark.parametrize("spacing, shape, words", [((0.01, 0.01, 0.01), (24, 24, 24), "100x finer"),
+                                                   ((20.0, 1.0, 1.0), (2, 24, 24), "20x coarser")])
+def test_a_voxel_size_far_from_the_models_warns(checkpoint, tmp_path, spacing, shape, words):
+    """Warned, and predicted: the inputs are as cheap as a training case (a costly one is refused)."""
+    path = _image(tmp_path / "far_0000.nii.gz", spacing, shape=shape)
     caught = _hnas_warnings(lambda: predict(checkpoint, [path], tmp_path / "out", device="cpu"))
     messages = [str(w.message) for w in caught if w.category is PredictionWarning]
     far = [m for m in messages if words in m]
@@ -203,6 +205,18 @@ def test_an_unusual_voxel_size_with_a_long_prediction_is_refused_unless_allowed(
     assert len(messages) == 2 and "20x coarser" in messages[0] and "expect a long prediction" in messages[1]
 
 
+def test_an_unusual_voxel_size_is_refused_when_costly_even_below_the_long_prediction_floor(checkpoint):
+    """(2, 3, 3) at 20 mm: 40x60x60 at 1 mm, 4x7x7 = 196 windows (< 1000 passes, no work warning) but 24x the
+    median case's 8: refused, as the spacing says the header is probably wrong."""
+    predictor = Predictor(checkpoint, device="cpu")
+    work = predictor.work((2, 3, 3), (20.0,) * 3)
+    assert (work.windows, work.median_windows) == (196, 8)
+    with pytest.raises(DatasetError, match=r"20x coarser.*196 sliding windows"):
+        predictor.input_warnings((2, 3, 3), (20.0,) * 3)
+    small = predictor.input_warnings((1, 1, 1), (20.0,) * 3)  # 20^3 at 1 mm: 8 windows, as cheap as a case
+    assert len(small) == 1 and "20x coarser" in small[0]
+
+
 def test_lifted_limits_predict_a_volume_above_the_voxel_cap(checkpoint):
     predictor = Predictor(checkpoint, device="cpu", limits=InputLimits.lifted())
     assert predictor.work((64, 64, 64), (20.0,) * 3).voxels > MAX_RESAMPLED_VOXELS
@@ -222,3 +236,67 @@ def test_the_window_count_is_monais(shape, patch):
     per_slice = len(dense_patch_slices(size, patch, interval))
     expected = per_slice * (shape[0] if len(patch) == 2 else 1)
     assert window_count(shape, patch, 0.5) == expected
+
+
+# ---------------------------------------------------------------- device: cuDNN tuning, host float32, out of memory
+
+def test_cudnn_picks_kernels_for_the_fixed_windows_on_cuda_only(checkpoint, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
+    prediction_module.tune_for_fixed_windows(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    prediction_module.tune_for_fixed_windows(torch.device("cuda:0"))
+    assert torch.backends.cudnn.benchmark is True
+    tuned = []
+    monkeypatch.setattr(prediction_module, "tune_for_fixed_windows", tuned.append)
+    Predictor(checkpoint, device="cpu")
+    assert tuned == [torch.device("cpu")]  # the Predictor's own device decides
+
+
+def test_half_precision_scores_reach_the_host_as_float32():
+    import torch
+
+    scores = torch.full((3, 2, 2), 1 / 3, dtype=torch.float16)
+    array = prediction_module.host_float32(scores.transpose(0, 1))  # a 2D plan's scores are a strided view
+    assert array.dtype == np.float32 and array.shape == (2, 3, 2) and np.allclose(array, 1 / 3, atol=1e-3)
+
+
+def test_an_image_out_of_memory_is_one_error_naming_its_size(checkpoint, tmp_path, monkeypatch):
+    from hnas.train import inference
+
+    def window(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(inference, "sliding_window_inference", window)
+    path = _image(tmp_path / "big_0000.nii.gz", (1.0, 1.0, 1.0))
+    with pytest.raises(TrainingError, match=r"a case of shape \(1, 22, 22, 22\) \(10,648 voxels\) ran out of memory "
+                                            r"with the whole case on cpu: its 3 class scores need about 0.0 GiB"):
+        predict(checkpoint, [path], tmp_path / "out", device="cpu")
+
+
+def test_an_image_out_of_host_memory_when_resampled_back_is_one_error(checkpoint, monkeypatch):
+    def restore(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(prediction_module, "restore_probabilities", restore)
+    predictor = Predictor(checkpoint, device="cpu")
+    image = np.random.default_rng(0).normal(size=(1, 20, 20, 20)).astype(np.float32)
+    with pytest.raises(TrainingError, match=r"an image of shape \(1, 20, 20, 20\) ran out of host memory: its 3 class "
+                                            r"scores need about 0.0 GiB \(160,000 bytes\)"):
+        predictor.checked_probabilities(image, (1.0, 1.0, 1.0))
+
+
+def test_cli_predict_out_of_memory_prints_one_line(checkpoint, tmp_path, monkeypatch, capsys):
+    from hnas.cli import main
+    from hnas.train import inference
+
+    def window(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(inference, "sliding_window_inference", window)
+    path = _image(tmp_path / "big_0000.nii.gz", (1.0, 1.0, 1.0))
+    code = main(["predict", "--model", str(checkpoint), str(path), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("hnas: error: a case of shape (1, 22, 22, 22)")
+    assert "Traceback" not in err

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import multiprocessing
 import time
+import warnings
 
 import pytest
 import torch
@@ -14,7 +17,9 @@ from hnas.cfgunet import build, compile_architecture
 from hnas.errors import TrainingError
 from hnas.grammar import default_architecture, make_grammar
 from hnas.train.config import TrainConfig
-from hnas.train.trainer import Trainer, confusion_counts
+from hnas.train import trainer as trainer_module
+from hnas.train.trainer import (DaemonicProcessWarning, Trainer, autocast, confusion_counts, cuda_grad_scaler,
+                                training_diverged, warn_if_workers_are_dropped)
 from hnas.train.training_log import pseudo_dice
 
 from .conftest import tiny_plan
@@ -250,3 +255,149 @@ def test_a_state_dict_from_before_the_history_loads_with_an_empty_one():
     restored = Trainer(_network()[0], TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=3)
     restored.load_state_dict(state)
     assert restored.epoch == 1 and restored.history == []
+
+
+# ---------------------------------------------------------------- CUDA paths, exercised on the CPU
+
+class _FakeScaler:
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_the_cuda_grad_scaler_comes_from_torch_amp_when_it_has_one(monkeypatch):
+    monkeypatch.setattr(torch.amp, "GradScaler", _FakeScaler, raising=False)
+    assert cuda_grad_scaler().args == ("cuda",)
+
+
+def test_torch_before_2_3_gets_the_cuda_amp_grad_scaler(monkeypatch):
+    """torch 2.1/2.2 (allowed by pyproject) have no torch.amp.GradScaler: nnU-Net's fallback."""
+    monkeypatch.delattr(torch.amp, "GradScaler", raising=False)
+    monkeypatch.setattr(torch.cuda.amp, "GradScaler", _FakeScaler)
+    assert isinstance(cuda_grad_scaler(), _FakeScaler) and cuda_grad_scaler().args == ()
+
+
+@pytest.mark.parametrize("device_type, enabled", [("mps", False), ("meta", False), ("cuda", False), ("cpu", False),
+                                                  ("meta", True), ("mps", True)])
+def test_no_autocast_is_built_where_mixed_precision_is_off(monkeypatch, device_type, enabled):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"torch.autocast{args} built")
+    monkeypatch.setattr(torch, "autocast", refuse)
+    with autocast(torch.device(device_type), enabled):
+        pass
+
+
+def test_autocast_runs_on_cuda_and_on_the_cpu_when_enabled(monkeypatch):
+    built = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type: built.append(device_type) or contextlib.nullcontext())
+    autocast(torch.device("cuda", 0), True)
+    autocast(torch.device("cpu"), True)
+    assert built == ["cuda", "cpu"]
+
+
+def test_a_cpu_fit_never_builds_an_autocast(monkeypatch):
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: pytest.fail("torch.autocast built on the CPU"))
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=1)
+    trainer.fit(FixedBatches(), until_epoch=1, iterations_per_epoch=1, validation=ValidationBatches())
+
+
+class InfiniteOnSteps:
+    """The trainer's loss, made infinite on the given steps (0-based), as an fp16 overflow would."""
+
+    def __init__(self, loss, steps):
+        self.loss, self.steps, self.calls = loss, set(steps), 0
+
+    def __call__(self, outputs, target):
+        value = self.loss(outputs, target)
+        step, self.calls = self.calls, self.calls + 1
+        return value * float("inf") if step in self.steps else value
+
+
+def _scaled_trainer(max_epochs=2):
+    """A trainer stepping through a GradScaler (the AMP path; a CPU scaler skips inf steps as a CUDA one does)."""
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=max_epochs)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    return trainer
+
+
+def test_one_overflowing_amp_step_is_skipped_not_a_failed_trial():
+    trainer = _scaled_trainer()
+    trainer.loss = InfiniteOnSteps(trainer.loss, steps={1})
+    finite_losses = []
+    original_step = trainer.step
+    trainer.step = lambda image, target: finite_losses.append(original_step(image, target)) or finite_losses[-1]
+    trainer.fit(FixedBatches(), until_epoch=1, iterations_per_epoch=3)
+    losses = [float(loss) for loss in finite_losses]
+    assert math.isinf(losses[1]) and trainer.non_finite_steps == [1]
+    assert trainer.train_losses == [pytest.approx((losses[0] + losses[2]) / 2)]
+    assert trainer.scaler.get_scale() == 2.0 ** 15  # the scaler skipped the step and lowered its scale
+    assert all(torch.isfinite(p).all() for p in trainer.network.parameters())
+    assert trainer.state_dict()["non_finite_steps"] == [1]
+
+
+def test_an_amp_epoch_without_a_finite_step_diverged():
+    trainer = _scaled_trainer()
+    trainer.loss = InfiniteOnSteps(trainer.loss, steps={0})
+    with pytest.raises(TrainingError, match=r"inf in epoch 1 \(1 of 1 steps non-finite.*diverged"):
+        trainer.fit(FixedBatches(), until_epoch=1, iterations_per_epoch=1)
+
+
+def test_without_a_scaler_one_non_finite_step_diverged():
+    """Nothing skips an fp32 step: the optimizer already wrote the non-finite gradients into the weights."""
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=2)
+    trainer.loss = InfiniteOnSteps(trainer.loss, steps={1})
+    # step 2's loss is non-finite too: step 1 wrote NaN into the weights, as the rule assumes
+    with pytest.raises(TrainingError, match=r"nan in epoch 1 \(2 of 3 steps non-finite.*diverged"):
+        trainer.fit(FixedBatches(), until_epoch=1, iterations_per_epoch=3)
+    assert trainer.train_losses == [] and trainer.epoch == 0
+    assert not all(torch.isfinite(p).all() for p in trainer.network.parameters())
+
+
+@pytest.mark.parametrize("non_finite, steps, scaled, diverged", [
+    (0, 5, True, False), (4, 5, True, False), (5, 5, True, True),
+    (0, 5, False, False), (1, 5, False, True)])
+def test_the_divergence_rule(non_finite, steps, scaled, diverged):
+    assert training_diverged(non_finite, steps, scaled=scaled) is diverged
+
+
+def _failing_synchronize(device):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_failing_device_synchronize_does_not_mask_the_error_that_stopped_the_fit(monkeypatch):
+    monkeypatch.setattr(trainer_module, "synchronize", _failing_synchronize)
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=4)
+    with pytest.raises(TrainingError, match="nan in epoch 1"):
+        trainer.fit(FixedBatches(poison=True), until_epoch=1, iterations_per_epoch=1)
+    assert trainer.runtime > 0  # the cleanup still ran
+
+
+def test_a_failing_device_synchronize_after_an_epoch_is_the_fits_error(monkeypatch):
+    monkeypatch.setattr(trainer_module, "synchronize", _failing_synchronize)
+    network, spec = _network()
+    trainer = Trainer(network, TrainConfig(), n_outputs=spec.n_stages - 1, device="cpu", max_epochs=4)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        trainer.fit(FixedBatches(), until_epoch=1, iterations_per_epoch=1)
+
+
+def test_a_daemonic_process_warns_once_that_it_drops_the_augmentation_workers(monkeypatch):
+    monkeypatch.setattr(trainer_module, "_warned_about_daemonic_process", False)
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    with pytest.warns(DaemonicProcessWarning, match="cannot start the 8 augmentation worker.*"
+                                                    "DASK_DISTRIBUTED__WORKER__DAEMON=False"):
+        warn_if_workers_are_dropped(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_workers_are_dropped(8)  # once per process
+
+
+def test_no_warning_without_workers_or_in_a_normal_process(monkeypatch):
+    monkeypatch.setattr(trainer_module, "_warned_about_daemonic_process", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_workers_are_dropped(8)  # pytest's process is not daemonic
+        monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+        warn_if_workers_are_dropped(0)

@@ -214,6 +214,9 @@ def _intensities(per_channel, n_channels: int, source: Path) -> tuple[ChannelInt
 
 SAMPLES_PER_CASE = 10_000
 SAMPLING_SEED = 1234  # nnU-Net's seed for foreground intensity sampling
+#: Bump when compute_fingerprint gives a different result for the same files: fingerprints cached
+#: under a key of the files (hnas.data.cache) are then computed afresh instead of served stale.
+COMPUTATION_VERSION = 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -30,6 +30,11 @@ from hnas.search.storage import json_default
 EXECUTORS: tuple[str, ...] = ("serial", "processes", "dask")
 #: One environment per worker process (e.g. its own GPU, or its share of the CPU threads); ``None``: inherit.
 WorkerEnv = Sequence[Mapping[str, str]] | None
+#: Dask settings while a local cluster runs. Dask's Nanny starts daemonic worker processes by
+#: default, and a daemonic process may not start children: the DataLoader's augmentation workers
+#: (8 in the nnunet preset) would be dropped. The Nanny still stops its worker on close, and the
+#: worker exits by itself when the Nanny's process dies.
+LOCAL_WORKER_CONFIG = {"distributed.worker.daemon": False}
 
 
 @dataclass(frozen=True)
@@ -263,6 +268,8 @@ class DaskExecutor:
     (``KilledWorker``) instead of taking other workers down with the same trial. Its workers
     start with ``worker_env[i]`` (their GPU, their CPU threads: Dask's default is one OpenMP
     thread per worker); an existing scheduler's workers keep the environment they were started with.
+    Its worker processes are not daemonic (:data:`LOCAL_WORKER_CONFIG`), so a trial's DataLoader
+    can start its augmentation workers.
     """
 
     def __init__(self, objective: Objective, workers: int, scheduler: str | None = None,
@@ -285,13 +292,19 @@ class DaskExecutor:
                           for w in self._client.scheduler_info()["workers"].values())
             self.capacity = workers if workers > 1 else max(1, threads)
         else:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self._parent_env = _spawn_environment(dask)
-                try:
-                    self._cluster = _local_cluster(distributed, workers, _check_worker_env(worker_env, workers))
-                finally:
-                    _restore(self._parent_env)
-                self._client = distributed.Client(self._cluster)
+            # kept until close(): a Nanny reads the daemon flag at every (re)start of its worker
+            self._worker_config = dask.config.set(LOCAL_WORKER_CONFIG)
+            try:
+                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                    self._parent_env = _spawn_environment(dask)
+                    try:
+                        self._cluster = _local_cluster(distributed, workers, _check_worker_env(worker_env, workers))
+                    finally:
+                        _restore(self._parent_env)
+                    self._client = distributed.Client(self._cluster)
+            except BaseException:
+                self._worker_config.__exit__(None, None, None)
+                raise
             self.capacity = workers
         self._running: dict[Any, TrialContext] = {}
 
@@ -326,6 +339,7 @@ class DaskExecutor:
         if self._cluster is not None:
             self._cluster.close()
             _restore(self._parent_env)  # a worker restarted during the search set them again
+            self._worker_config.__exit__(None, None, None)  # Dask's daemon default again
 
 
 SCHEDULER_EXAMPLE = "tcp://host:8786"

@@ -107,6 +107,7 @@ class TrainSetup:
         return cls(dataset=dataset, plan=preset.apply(plan), grammar=grammar, cache_dir=cache_dir, **fields)
 
     def torch_device(self) -> torch.device:
+        """The device trials train on; a CUDA device must exist on this machine (index included)."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -115,6 +116,8 @@ class TrainSetup:
             raise TrainingError(f"device {self.device!r} is not a torch device; expected 'auto', 'cpu' or 'cuda'") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"device {self.device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+        if device.type == "cuda" and device.index is not None:
+            _check_cuda_index(self.device, device.index)
         return device
 
     @property
@@ -127,6 +130,24 @@ class TrainSetup:
         if self.validation_iterations is None:
             return default_validation_iterations(self.iterations_per_epoch)
         return self.validation_iterations
+
+
+def _check_cuda_index(name: str, index: int) -> None:
+    """``cuda:N`` must name a visible GPU: torch would fail only at the first tensor moved there."""
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise TrainingError(f"device {name!r} asks for GPU {index} but {count} CUDA device(s) are visible "
+                            f"(CUDA_VISIBLE_DEVICES counts); expected 'cuda' or 'cuda:0'..'cuda:{count - 1}'")
+
+
+def release_cached_gpu_memory(device: torch.device) -> None:
+    """Hand the CUDA caching allocator's unused blocks back to the driver after a trial.
+
+    Workers that share a GPU each keep the peak memory of their last trial cached otherwise,
+    and the next trial of another worker may run out of memory. Cheap, and a no-op off CUDA.
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @dataclass(frozen=True)
@@ -277,7 +298,8 @@ class TrainObjective:
     worker processes, which cannot call back) gets an :class:`IterationProgress` after every step;
     likewise ``on_epoch(trial_id, record)`` after every epoch and ``on_validation(trial_id, n_cases)``
     before the final sliding-window validation. Each trial folder gets training_log.txt and
-    progress.png whether or not hooks are given.
+    progress.png whether or not hooks are given. After every trial, failed ones too, the CUDA
+    cache is emptied (:func:`release_cached_gpu_memory`), for workers that share a GPU.
     """
 
     def __init__(self, setup: TrainSetup, on_iteration: Callable[[IterationProgress], None] | None = None,
@@ -296,10 +318,13 @@ class TrainObjective:
             previous = checkpoint_path(context.previous_trial_dir)
         setup = replace(self.setup, max_epochs=_whole_epochs(context.max_fidelity),
                         seed=self.setup.seed * 100_003 + int(context.trial_id))
-        result = evaluate(config, architecture, _whole_epochs(context.fidelity), previous, context.trial_dir,
-                          setup=setup, on_iteration=self._reporter(context),
-                          on_epoch=_for_trial(self.on_epoch, context),
-                          on_validation=_for_trial(self.on_validation, context))
+        try:
+            result = evaluate(config, architecture, _whole_epochs(context.fidelity), previous, context.trial_dir,
+                              setup=setup, on_iteration=self._reporter(context),
+                              on_epoch=_for_trial(self.on_epoch, context),
+                              on_validation=_for_trial(self.on_validation, context))
+        finally:  # a failed trial's cached blocks too (what its traceback still holds stays)
+            release_cached_gpu_memory(setup.torch_device())
         return result.to_objective()
 
     def _reporter(self, context) -> IterationCallback | None:

@@ -31,7 +31,7 @@ from hnas.data.io import check_voxel_size
 from hnas.errors import DatasetError, HnasError, TrainingError
 from hnas.planning.plan import Plan
 from hnas.train.checkpoint import load_checkpoint
-from hnas.train.inference import OVERLAP, sliding_window_logits
+from hnas.train.inference import OVERLAP, InferenceMemoryError, estimated_bytes, sliding_window_logits
 from hnas.train.preprocessing import (ChannelNormalization, preprocess_image, resampled_spacing, restore_probabilities,
                                       spacing_in_file_order, target_shape)
 
@@ -65,8 +65,9 @@ class InputLimits:
 
     Refused by default: a resampled volume above ``max_voxels`` (memory), and an input both unlike
     any training case (voxel size beyond :data:`SPACING_WARNING_FACTOR` from the model's: most often
-    a header in other units) and long to predict (the work warning): minutes of sliding window for a
-    label map that is probably meaningless. :meth:`lifted` (the CLI's ``--allow-unusual-inputs``)
+    a header in other units) and costly to predict (more than :data:`WORK_WARNING_FACTOR` times the
+    sliding windows of the median training case): up to minutes of sliding window for a label map
+    that is probably meaningless. :meth:`lifted` (the CLI's ``--allow-unusual-inputs``)
     predicts them anyway, still with the warnings.
     """
 
@@ -140,6 +141,17 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def tune_for_fixed_windows(device: torch.device) -> None:
+    """On CUDA let cuDNN pick the fastest kernels: every window has the patch size, as in training."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def host_float32(scores: torch.Tensor) -> np.ndarray:
+    """Class scores as a float32 array on the host, converted after the move (float16 on a GPU)."""
+    return scores.cpu().float().numpy()
+
+
 def check_weights(weights, where: str) -> None:
     """Refuse NaN/inf weights: such a network predicts background everywhere without any error."""
     if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
@@ -183,6 +195,7 @@ class Predictor:
                                 "training") from None
         check_weights(weights, where)
         self.device = resolve_device(device)
+        tune_for_fixed_windows(self.device)
         self.network = build(self.spec, self.device)
         try:
             self.network.load_state_dict(weights)
@@ -240,14 +253,15 @@ class Predictor:
         ratios = [own / new for own, new in zip(spacing, work.spacing)]
         coarse, fine = max(ratios), min(ratios)
         unusual = coarse > SPACING_WARNING_FACTOR or fine < 1 / SPACING_WARNING_FACTOR
-        long = work.per_case > WORK_WARNING_FACTOR * work.median_windows and work.passes >= LONG_PREDICTION_PASSES
+        costly = work.per_case > WORK_WARNING_FACTOR * work.median_windows  # than validating a training case
+        long = costly and work.passes >= LONG_PREDICTION_PASSES
         words = f"{coarse:.3g}x coarser" if coarse >= 1 / fine else f"{1 / fine:.3g}x finer"
         spacing_text = f"{source} has voxel size {spacing} mm (z, y, x), {words} than the model's {work.spacing} mm"
         unit = " per slice" if self.plan.dims < len(work.shape) else ""
         work_text = (f"resampled to {work.shape} voxels at {work.spacing} mm (z, y, x): {estimate}, "
                      f"{work.per_case / work.median_windows:.0f}x the median training case{unit} "
                      f"({work.median_windows:,})")
-        if unusual and long and not self.limits.allow_unusual_spacing:
+        if unusual and costly and not self.limits.allow_unusual_spacing:
             raise DatasetError(f"{spacing_text} (more than {SPACING_WARNING_FACTOR:g}x: unlike any training case, "
                                f"or a header in other units), and would be {work_text}; expected a voxel size "
                                f"within {SPACING_WARNING_FACTOR:g}x of the model's: check its header, or {LIFT_HINT}")
@@ -274,11 +288,24 @@ class Predictor:
 
     def checked_probabilities(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         """:meth:`probabilities` of an input already checked (an ensemble checks with every member first)."""
-        prepared, _, record = preprocess_image(image, spacing, self.plan, self.normalization)
-        probabilities = sliding_window_logits(self.network, prepared, self.plan.patch_size, self.device,
-                                              overlap=self.overlap, batch_size=self.plan.batch_size,
-                                              mirror_axes=self.mirror_axes).cpu().numpy()
-        return restore_probabilities(probabilities, record)
+        try:
+            prepared, _, record = preprocess_image(image, spacing, self.plan, self.normalization)
+            scores = sliding_window_logits(self.network, prepared, self.plan.patch_size, self.device,
+                                           overlap=self.overlap, batch_size=self.plan.batch_size,
+                                           mirror_axes=self.mirror_axes)
+            probabilities = host_float32(scores)
+            del scores
+            return restore_probabilities(probabilities, record)
+        except MemoryError:  # the host, in preprocessing or resampling back (the device's are handled inside)
+            raise self._memory_error(image.shape) from None
+
+    def _memory_error(self, shape: Sequence[int]) -> TrainingError:
+        """Out of host memory: the input's shape and what its float32 class scores take."""
+        needed = estimated_bytes(shape, len(self.labels), torch.float32, bool(self.mirror_axes))
+        return InferenceMemoryError(f"an image of shape {tuple(shape)} ran out of host memory: its "
+                                    f"{len(self.labels)} class scores need about {needed / 2**30:.1f} GiB "
+                                    f"({needed:,} bytes) at its own size, more if resampled to a finer voxel "
+                                    "size; expected a machine with that much free memory, or a smaller image")
 
     def to_labels(self, probabilities: np.ndarray) -> np.ndarray:
         """The label map of ``[K, ...]`` class probabilities (argmax mapped to label values)."""

@@ -11,13 +11,20 @@ After each epoch's training, ``fit`` can score the network on unaugmented valida
 :class:`~hnas.train.training_log.EpochRecord` per epoch in :attr:`Trainer.history`. That
 validation reads its own batches (its own sampler and seed), runs without gradients in eval
 mode, and is not counted in :attr:`Trainer.runtime`: training is the same with or without it.
+
+An epoch's training loss is the mean of its finite step losses; with AMP a step whose fp16 loss
+overflows is skipped by the GradScaler and only counted (:attr:`Trainer.non_finite_steps`), and
+the trial fails as diverged only by :func:`training_diverged`'s rule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import multiprocessing
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Callable
 
@@ -72,6 +79,76 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cuda_grad_scaler():
+    """A gradient scaler for CUDA AMP on every torch hnas allows (>= 2.1).
+
+    ``torch.amp.GradScaler("cuda")`` exists from torch 2.3 on; before, only
+    ``torch.cuda.amp.GradScaler()`` does (deprecated since 2.4, so it is only the fallback).
+    """
+    device_agnostic = getattr(torch.amp, "GradScaler", None)
+    if device_agnostic is not None:
+        return device_agnostic("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
+#: Device types whose ``torch.autocast`` hnas uses (CPU only when a caller enables it explicitly).
+AUTOCAST_DEVICE_TYPES = ("cuda", "cpu")
+
+
+def autocast(device: torch.device, enabled: bool):
+    """``torch.autocast`` when mixed precision is on, else a no-op context.
+
+    Building ``torch.autocast`` for a device type without autocast support raises or warns even
+    with ``enabled=False`` (``meta``: "unsupported scalarType"; ``mps`` on the torch versions
+    nnU-Net's trainer notes), so a disabled (or unsupported) autocast is never constructed.
+    """
+    if enabled and device.type in AUTOCAST_DEVICE_TYPES:
+        return torch.autocast(device.type)
+    return contextlib.nullcontext()
+
+
+def training_diverged(non_finite_steps: int, steps: int, *, scaled: bool) -> bool:
+    """Whether an epoch with ``non_finite_steps`` of ``steps`` non-finite losses diverged.
+
+    With a GradScaler (AMP) a non-finite loss gives non-finite gradients, and the scaler skips
+    that optimizer step and halves its scale: the weights stay as they were, so an fp16
+    overflow on one batch is routine, not divergence (nnU-Net never checks the loss at all). Only
+    an epoch in which *every* step was non-finite means the network no longer trains (its
+    weights or activations are no longer finite at any scale). Without a scaler nothing skips
+    the step: a non-finite loss has already put non-finite values into the weights through
+    the optimizer, so one such step is divergence.
+    """
+    if scaled:
+        return non_finite_steps >= steps
+    return non_finite_steps > 0
+
+
+class DaemonicProcessWarning(UserWarning):
+    """Augmentation workers were dropped because training runs in a daemonic process."""
+
+
+_warned_about_daemonic_process = False
+
+
+def warn_if_workers_are_dropped(num_workers: int) -> None:
+    """Warn (once per process) that a daemonic process makes batches without its ``num_workers``.
+
+    A daemonic process may not start children, so :func:`~hnas.train.loader.batch_loader` makes
+    the batches in the training process instead, which silently slows training down.
+    """
+    global _warned_about_daemonic_process
+    if num_workers <= 0 or not multiprocessing.current_process().daemon or _warned_about_daemonic_process:
+        return
+    _warned_about_daemonic_process = True
+    warnings.warn(
+        f"training runs in a daemonic process (e.g. a Dask worker started by a nanny with distributed.worker.daemon "
+        f"True, Dask's default), which cannot start the {num_workers} augmentation worker processes asked for: "
+        "batches are made in the training process instead, which is slower. Start such Dask workers with "
+        "DASK_DISTRIBUTED__WORKER__DAEMON=False in their environment (or `dask worker --no-nanny`); "
+        "`hnas search --workers N` configures its local cluster this way itself.",
+        DaemonicProcessWarning, stacklevel=3)
+
+
 class Trainer:
     """Trains one network with one configuration; ``fit`` can be called again to continue."""
 
@@ -87,10 +164,11 @@ class Trainer:
         self.amp = bool(amp) and self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.scaler = cuda_grad_scaler() if self.amp else None
         self.epoch = 0
         self.runtime = 0.0  # seconds of training, all fits (and earlier rungs) together
-        self.train_losses: list[float] = []
+        self.train_losses: list[float] = []  # per epoch: the mean of its finite step losses
+        self.non_finite_steps: list[int] = []  # per epoch: steps whose loss was inf/NaN (skipped by the scaler)
         self.history: list[EpochRecord] = []  # one record per epoch, all fits (and earlier rungs) together
 
     # ---------------------------------------------------------------- one step
@@ -98,7 +176,7 @@ class Trainer:
     def step(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch; returns the (detached) loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with autocast(self.device, self.amp):
             loss = self.loss(self.network(image), target)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -135,6 +213,7 @@ class Trainer:
         self.network.train()
         self.network.decoder.deep_supervision = True
         started = time.perf_counter()
+        warn_if_workers_are_dropped(num_workers)
         loader = batch_loader(sampler, self.epoch * iterations_per_epoch, num_workers,
                               pin_memory=self.device.type == "cuda")
         batches = iter(loader)
@@ -160,26 +239,40 @@ class Trainer:
                 epoch_started = time.perf_counter()
                 not_training += epoch_started - validated
         finally:
-            synchronize(self.device)
+            # No device synchronize here: each epoch already ended with one, and a CUDA error raised
+            # while another exception propagates would replace the error that stopped the fit.
             self.runtime += time.perf_counter() - started - not_training
             _stop_workers(batches)
 
     def _train_epoch(self, batches, epoch: int, iterations: int, on_step: Callable[[], None] | None) -> None:
+        """One epoch of steps; its loss is the mean over the finite step losses.
+
+        The sums stay on the device (no synchronize per step); :func:`training_diverged` decides at
+        the end of the epoch whether its non-finite steps fail the trial.
+        """
         torch.manual_seed(epoch_seed(self.seed, epoch))
         set_learning_rate(self.optimizer, learning_rate(self.config, epoch, self.max_epochs))
-        total = torch.zeros((), device=self.device)
+        total = torch.zeros((), device=self.device)  # every step: non-finite once any step is
+        finite_total = torch.zeros((), device=self.device)
+        finite_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         for _ in range(iterations):
             batch = next(batches)
             image = batch["image"].to(self.device, non_blocking=True)
             target = batch["label"].to(self.device, non_blocking=True)
-            total += self.step(image, target)
+            loss = self.step(image, target).float()
+            finite = torch.isfinite(loss)
+            total += loss
+            finite_total += torch.where(finite, loss, torch.zeros_like(loss))
+            finite_steps += finite
             if on_step is not None:
                 on_step()
-        mean = float(total) / iterations
-        if not math.isfinite(mean):
-            raise TrainingError(f"the training loss became {mean} in epoch {epoch + 1} (config {self.config}); "
+        non_finite = iterations - int(finite_steps)
+        if training_diverged(non_finite, iterations, scaled=self.scaler is not None):
+            raise TrainingError(f"the training loss became {float(total) / iterations} in epoch {epoch + 1} "
+                                f"({non_finite} of {iterations} steps non-finite; config {self.config}); "
                                 "the trial diverged")
-        self.train_losses.append(mean)
+        self.train_losses.append(float(finite_total) / (iterations - non_finite))
+        self.non_finite_steps.append(non_finite)
         self.epoch = epoch + 1
 
     @torch.no_grad()
@@ -200,7 +293,7 @@ class Trainer:
                 batch = validation.batch(index)
                 image = batch["image"].to(self.device, non_blocking=True)
                 target = batch["label"].to(self.device, non_blocking=True)
-                with torch.autocast(self.device.type, enabled=self.amp):
+                with autocast(self.device, self.amp):
                     outputs = self.network(image)
                     total += self.loss(outputs, target).float()
                 highest = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
@@ -234,6 +327,7 @@ class Trainer:
             "epoch": self.epoch,
             "runtime": self.runtime,
             "train_losses": list(self.train_losses),
+            "non_finite_steps": list(self.non_finite_steps),
             "history": [record.to_state() for record in self.history],
             "seed": self.seed,
             "max_epochs": self.max_epochs,
@@ -247,6 +341,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.runtime = float(state["runtime"])
         self.train_losses = [float(v) for v in state["train_losses"]]
+        # older checkpoints did not count them: none recorded
+        self.non_finite_steps = [int(v) for v in state.get("non_finite_steps") or [0] * len(self.train_losses)]
         self.history = [EpochRecord.from_state(entry) for entry in state.get("history") or []]  # older: none
         self.seed = int(state["seed"])
 
