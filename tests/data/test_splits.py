@@ -163,3 +163,49 @@ def test_a_broken_split_file_is_refused_naming_the_problem(tmp_path, folds, mess
     with pytest.raises(TrainingError, match=message) as error:
         load_splits(path, CASES)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def _refusal(tmp_path, folds) -> str:
+    import json
+
+    from hnas.data.splits import load_splits
+
+    path = tmp_path / "splits_final.json"
+    path.write_text(folds if isinstance(folds, str) else json.dumps(folds))
+    with pytest.raises(TrainingError) as error:
+        load_splits(path, CASES)
+    return str(error.value).split(f"{str(path)!r} ", 1)[1]
+
+
+def test_split_file_refusals_say_what_was_expected_in_full(tmp_path):
+    """The messages are the user's only guide to fixing the file: pinned word for word."""
+    many = [f"ghost_{i}" for i in range(7)]
+    assert _refusal(tmp_path, [{"train": ["case_00", *many], "val": ["case_01"]}] * 5) == (
+        "fold 0 names cases the dataset lacks: ['ghost_0', 'ghost_1', 'ghost_2', 'ghost_3', 'ghost_4'] "
+        "(and 2 more); expected the dataset's case ids")
+    assert _refusal(tmp_path, [{"train": ["case_00", *many[:5]], "val": ["case_01"]}] * 5) == (
+        "fold 0 names cases the dataset lacks: ['ghost_0', 'ghost_1', 'ghost_2', 'ghost_3', 'ghost_4']; "
+        "expected the dataset's case ids")  # exactly five: nothing left to count
+    assert _refusal(tmp_path, [{"train": ["case_00", *many[:6]], "val": ["case_01"]}] * 5).endswith(
+        "'ghost_4'] (and 1 more); expected the dataset's case ids")
+    six = CASES[:6]
+    assert _refusal(tmp_path, [{"train": six, "val": six}] * 5) == (
+        "fold 0 trains and validates on the same cases ['case_00', 'case_01', 'case_02', 'case_03', 'case_04']; "
+        "expected separate training and validation cases")
+    assert _refusal(tmp_path, [{"train": ["case_00"], "val": []}] * 5) == (
+        "fold 0 has no val cases; expected distinct case ids in both lists")
+    assert _refusal(tmp_path, {"train": []}) == (
+        'is not a list of {"train": [case ids], "val": [case ids]} objects; expected nnU-Net\'s splits_final.json')
+    assert _refusal(tmp_path, "{oops").endswith(
+        'expected nnU-Net\'s splits_final.json: [{"train": [...], "val": [...]}, ...]')
+
+
+def test_split_of_takes_every_fold_of_a_file_and_refuses_others_by_range(tmp_path):
+    from hnas.data.splits import load_splits, split_of
+
+    splits = load_splits(_write_splits(tmp_path / "splits_final.json", _round_robin()), CASES)
+    assert [split_of(CASES, k, splits)[1] for k in range(5)] == [(f"case_0{k}", f"case_0{k + 5}") for k in range(5)]
+    for bad in (True, -1, 5, 1.0):
+        with pytest.raises(TrainingError, match=r"does not exist in the split file's 5 folds; expected an integer "
+                                                r"in 0\.\.4$"):
+            split_of(CASES, bad, splits)

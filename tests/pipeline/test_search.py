@@ -33,3 +33,20 @@ def test_an_unschedulable_epoch_range_is_refused_in_flags_and_writes_nothing(tmp
     assert code == 1 and "--max-epochs 3 / --min-epochs 2 = 1.5 is below --eta 3; pass --min-epochs 1 or less" in err
     assert "min_fidelity" not in err
     assert not run_dir.exists()  # no run.json, plan.json or grammar.lark left behind
+
+
+def test_a_search_says_what_validating_a_trial_costs_before_the_first(tmp_path, monkeypatch, capsys):
+    """5 tiny cases (24x28x26; the CPU preset's patch holds a whole case): fold 0 validates 1 case in 1 window."""
+    from hnas.pipeline.run import resolve
+    from hnas.pipeline.search import validation_cost
+
+    dataset = tiny_dataset(tmp_path / "data")
+    fake_training(monkeypatch)
+    search(settings_for(dataset, max_trials=1), tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    setup = resolve(settings_for(dataset))
+    line = validation_cost(setup, setup.preset, None)
+    patch = "x".join(map(str, setup.plan.patch_size))
+    assert line == (f"validation per trial: 1 case(s) x ~1 sliding windows of {patch} (the median case, overlap 0.5) "
+                    "= ~1 network passes after each rung's training")
+    assert line in out and out.index(line) < out.index("search: space")

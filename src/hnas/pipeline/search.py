@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hnas.data import load_dataset
 from hnas.data.dataset import content_digest, locate_dataset
-from hnas.data.splits import N_FOLDS, fold_split, load_splits
+from hnas.data.splits import N_FOLDS, fold_split, load_splits, split_of
 from hnas.errors import SearchError
 from hnas.grammar import grammar_hash
 from hnas.pipeline.layout import RunFolder, stored_splits, write_splits
@@ -244,6 +244,7 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
     if changed:
         print(f"  (this run keeps the values it started with; today's {preset.name!r} preset differs: "
               + ", ".join(changed) + ")")
+    print(validation_cost(setup, preset, stored_splits(run_dir, setup.dataset) or setup.splits))
     print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
           f" (eta {setup.eta}), budget {_limits(setup)}, fold {settings.fold}, seed {settings.seed}, run {run_dir}")
     prepare(train_setup)
@@ -268,6 +269,24 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
             bar.close()
     write_summary(summary, run_dir)
     return summary
+
+
+def validation_cost(setup: RunSetup, preset, splits: tuple | None) -> str:
+    """What validating one trial costs, said before the first trial spends it (a full sliding window per case).
+
+    Estimated from the plan's median case: large volumes (CT, BraTS) make validation a real share of
+    a trial, and the number is known before any training.
+    """
+    from hnas.train.prediction import window_count
+
+    cases = len(split_of(load_dataset(setup.dataset).case_ids, setup.settings.fold, splits)[1])
+    if preset.validation_cases:
+        cases = min(cases, preset.validation_cases)
+    plan = setup.plan
+    windows = window_count(tuple(plan.median_shape), tuple(plan.patch_size), preset.overlap)
+    patch = "x".join(map(str, plan.patch_size))
+    return (f"validation per trial: {cases} case(s) x ~{windows:,} sliding windows of {patch} (the median case, "
+            f"overlap {preset.overlap:g}) = ~{cases * windows:,} network passes after each rung's training")
 
 
 def _limits(setup: RunSetup) -> str:
