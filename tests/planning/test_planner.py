@@ -615,3 +615,16 @@ def test_cli_refuses_another_planner_for_an_nnunet_plans_file(tmp_path, capsys):
     (tmp_path / "dataset.json").write_text(json.dumps(HIPPOCAMPUS_DATASET_JSON))
     assert main(["plan", str(tmp_path / "nnUNetPlans.json"), "--planner", "resenc-m"]) == 1
     assert "holds plans of planner 'default'; give the dataset folder" in capsys.readouterr().err
+
+
+def test_nnunet_plans_without_a_dataset_json_beside_them_say_where_it_belongs(tmp_path, capsys):
+    from hnas.cli import main
+
+    plans = tmp_path / "nnUNetPlans.json"
+    plans.write_text(json.dumps(nnunet_hippocampus_plans()))
+    assert main(["plan", str(plans)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "plan_from_nnunet" not in err
+    assert f"expected the dataset's dataset.json beside {str(plans)!r} (nnU-Net copies it into " in err
+    with pytest.raises(PlanError, match=r"Python: pass dataset_json="):
+        plan_from_nnunet(nnunet_hippocampus_plans())

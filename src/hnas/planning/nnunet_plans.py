@@ -43,7 +43,9 @@ def plan_from_nnunet(plans, configuration: str = "3d_fullres", dataset_json=None
     if dataset_json is None and plans_path is not None and (plans_path.parent / "dataset.json").is_file():
         dataset_json = plans_path.parent / "dataset.json"
     if dataset_json is None:
-        raise PlanError("plan_from_nnunet needs dataset_json (a path or dict with 'labels') to count the classes")
+        where = (f"beside {str(plans_path)!r} (nnU-Net copies it into nnUNet_preprocessed/DatasetXXX_Name/)"
+                 if plans_path is not None else "(Python: pass dataset_json=, a path or a dict with 'labels')")
+        raise PlanError(f"nnU-Net's plans do not list the labels; expected the dataset's dataset.json {where}")
     if not isinstance(dataset_json, dict):
         dataset_json = _load_json(Path(dataset_json), "dataset.json")
     config = resolve_nnunet_configuration(plans, configuration)
