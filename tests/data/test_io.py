@@ -109,3 +109,57 @@ def test_a_non_finite_affine_is_refused_naming_the_file(tmp_path, bad):
     nib.save(image, path)
     with pytest.raises(DatasetError, match="odd_0000.nii.gz"):
         read_header(path)
+
+
+# ---------------------------------------------------------------- digests kept across processes (issue 20)
+
+
+def _counting_hashes(monkeypatch):
+    from hnas.data import io as data_io
+
+    calls = []
+    real = data_io.hashlib.file_digest
+
+    def counting(handle, name):
+        calls.append(name)
+        return real(handle, name)
+
+    monkeypatch.setattr(data_io.hashlib, "file_digest", counting)
+    monkeypatch.setattr(data_io, "_DIGESTS", {})  # a new process
+    return calls
+
+
+def test_a_file_is_hashed_once_across_processes_until_it_changes(tmp_path, monkeypatch):
+    import hashlib
+
+    from hnas.data import io as data_io
+
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "label.bin"
+    path.write_bytes(b"labels" * 1000)
+    calls = _counting_hashes(monkeypatch)
+    first = data_io.file_digest(path)
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest() and len(calls) == 1
+    monkeypatch.setattr(data_io, "_DIGESTS", {})  # the next command: served from $HNAS_CACHE
+    assert data_io.file_digest(path) == first and len(calls) == 1
+    path.write_bytes(b"edited" * 1000)  # same size; mtime and ctime change
+    monkeypatch.setattr(data_io, "_DIGESTS", {})
+    assert data_io.file_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest() and len(calls) == 2
+
+
+@pytest.mark.parametrize("cache", ["a_file", "damaged_database"])
+def test_a_cache_that_cannot_be_used_only_costs_the_hashing(tmp_path, monkeypatch, cache):
+    import hashlib
+
+    from hnas.data import io as data_io
+
+    if cache == "a_file":
+        (tmp_path / "cache").write_text("not a folder")
+    else:
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / data_io.DIGEST_DATABASE).write_bytes(b"\x00garbage" * 100)
+    monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "image.bin"
+    path.write_bytes(b"voxels" * 100)
+    calls = _counting_hashes(monkeypatch)
+    assert data_io.file_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest() and len(calls) == 1

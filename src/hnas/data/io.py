@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -61,18 +62,71 @@ class HeaderInfo:
 #: file digests by (path, size, mtime_ns, ctime_ns, inode): each file is hashed once per process.
 #: ctime is in the key because a user can restore mtime (touch -d) after editing a file, never ctime.
 _DIGESTS: dict[tuple, str] = {}
+#: The same digests kept across processes, in $HNAS_CACHE (every command checks a run's dataset by
+#: content: hashing BraTS-size data again each time would take minutes).
+DIGEST_DATABASE = "file_digests.sqlite"
+_DATABASES: dict[str, sqlite3.Connection | None] = {}
 
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes, memoised by its stat: caches keyed on it (preprocessed data,
-    fingerprints) must not survive a label edited in place with the same size and mtime."""
+    fingerprints) must not survive a label edited in place with the same size and mtime.
+
+    Memoised in the process and in ``$HNAS_CACHE/file_digests.sqlite`` under the same stat key;
+    a cache that cannot be read or written only costs the hashing.
+    """
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     if key not in _DIGESTS:
-        with path.open("rb") as handle:
-            _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        stored = _stored_digest(key)
+        if stored is None:
+            with path.open("rb") as handle:
+                stored = hashlib.file_digest(handle, "sha256").hexdigest()
+            _store_digest(key, stored)
+        _DIGESTS[key] = stored
     return _DIGESTS[key]
+
+
+def _digest_database() -> sqlite3.Connection | None:
+    """This process's connection to the cache's digest table (None: the cache cannot be used)."""
+    from hnas.data.cache import cache_dir  # hnas.data.cache imports this module
+
+    folder = str(cache_dir())
+    if folder not in _DATABASES:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(str(Path(folder) / DIGEST_DATABASE), timeout=5.0, isolation_level=None)
+            # WAL + NORMAL: a commit per digest without an fsync each (hundreds of files per command); a crash
+            # may lose the last digests, never corrupt the table
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("CREATE TABLE IF NOT EXISTS digests (file TEXT PRIMARY KEY, digest TEXT NOT NULL)")
+            _DATABASES[folder] = connection
+        except (sqlite3.Error, OSError):
+            _DATABASES[folder] = None
+    return _DATABASES[folder]
+
+
+def _stored_digest(key: tuple) -> str | None:
+    database = _digest_database()
+    if database is None:
+        return None
+    try:
+        row = database.execute("SELECT digest FROM digests WHERE file = ?", (repr(key),)).fetchone()
+    except sqlite3.Error:  # a damaged or locked database: hash the file instead
+        return None
+    return row[0] if row and isinstance(row[0], str) and len(row[0]) == 64 else None
+
+
+def _store_digest(key: tuple, digest: str) -> None:
+    database = _digest_database()
+    if database is None:
+        return
+    try:
+        database.execute("INSERT OR REPLACE INTO digests VALUES (?, ?)", (repr(key), digest))
+    except sqlite3.Error:
+        pass  # read-only, full or locked: the next command hashes the file again
 
 
 def is_nifti(path: str | Path) -> bool:
