@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ _DIGESTS: dict[tuple, str] = {}
 #: The same digests kept across processes, in $HNAS_CACHE (every command checks a run's dataset by
 #: content: hashing BraTS-size data again each time would take minutes).
 DIGEST_DATABASE = "file_digests.sqlite"
-_DATABASES: dict[str, sqlite3.Connection | None] = {}
+_DATABASES: dict[tuple[int, str], sqlite3.Connection | None] = {}  # by (pid, cache folder): never across a fork
 
 
 def file_digest(path: str | Path) -> str:
@@ -93,7 +94,8 @@ def _digest_database() -> sqlite3.Connection | None:
     from hnas.data.cache import cache_dir  # hnas.data.cache imports this module
 
     folder = str(cache_dir())
-    if folder not in _DATABASES:
+    key = (os.getpid(), folder)  # a forked child opens its own: SQLite connections must not cross a fork
+    if key not in _DATABASES:
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(str(Path(folder) / DIGEST_DATABASE), timeout=5.0, isolation_level=None)
@@ -102,10 +104,10 @@ def _digest_database() -> sqlite3.Connection | None:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("CREATE TABLE IF NOT EXISTS digests (file TEXT PRIMARY KEY, digest TEXT NOT NULL)")
-            _DATABASES[folder] = connection
+            _DATABASES[key] = connection
         except (sqlite3.Error, OSError):
-            _DATABASES[folder] = None
-    return _DATABASES[folder]
+            _DATABASES[key] = None
+    return _DATABASES[key]
 
 
 def _stored_digest(key: tuple) -> str | None:
