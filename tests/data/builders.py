@@ -101,3 +101,19 @@ def shifted(path: Path, offset_xyz=(20.0, 0.0, 0.0), out: Path | None = None) ->
     out = path if out is None else out
     nib.save(moved, str(out))
     return out
+
+
+def counting_hashes(monkeypatch) -> list[str]:
+    """Count the files hnas.data.io hashes from now on, in a fresh process's memo (one entry per hash)."""
+    from hnas.data import io as data_io
+
+    calls: list[str] = []
+    real = data_io.hashlib.file_digest
+
+    def counting(handle, name):
+        calls.append(name)
+        return real(handle, name)
+
+    monkeypatch.setattr(data_io.hashlib, "file_digest", counting)
+    monkeypatch.setattr(data_io, "_DIGESTS", {})
+    return calls

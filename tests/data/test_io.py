@@ -5,7 +5,7 @@ import pytest
 from hnas.data import read_header, read_images, read_label_map, write_label_map
 from hnas.errors import DatasetError
 
-from .builders import write_zyx
+from .builders import counting_hashes, write_zyx
 
 
 def test_axis_order_is_nifti_reversed(tmp_path):
@@ -114,21 +114,6 @@ def test_a_non_finite_affine_is_refused_naming_the_file(tmp_path, bad):
 # ---------------------------------------------------------------- digests kept across processes (issue 20)
 
 
-def _counting_hashes(monkeypatch):
-    from hnas.data import io as data_io
-
-    calls = []
-    real = data_io.hashlib.file_digest
-
-    def counting(handle, name):
-        calls.append(name)
-        return real(handle, name)
-
-    monkeypatch.setattr(data_io.hashlib, "file_digest", counting)
-    monkeypatch.setattr(data_io, "_DIGESTS", {})  # a new process
-    return calls
-
-
 def test_a_file_is_hashed_once_across_processes_until_it_changes(tmp_path, monkeypatch):
     import hashlib
 
@@ -137,7 +122,7 @@ def test_a_file_is_hashed_once_across_processes_until_it_changes(tmp_path, monke
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "label.bin"
     path.write_bytes(b"labels" * 1000)
-    calls = _counting_hashes(monkeypatch)
+    calls = counting_hashes(monkeypatch)
     first = data_io.file_digest(path)
     assert first == hashlib.sha256(path.read_bytes()).hexdigest() and len(calls) == 1
     monkeypatch.setattr(data_io, "_DIGESTS", {})  # the next command: served from $HNAS_CACHE
@@ -161,5 +146,5 @@ def test_a_cache_that_cannot_be_used_only_costs_the_hashing(tmp_path, monkeypatc
     monkeypatch.setenv("HNAS_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "image.bin"
     path.write_bytes(b"voxels" * 100)
-    calls = _counting_hashes(monkeypatch)
+    calls = counting_hashes(monkeypatch)
     assert data_io.file_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest() and len(calls) == 1

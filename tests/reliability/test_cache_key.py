@@ -9,9 +9,8 @@ from pathlib import Path
 from conftest import isotropic_plan
 from hnas.data import load_dataset
 from hnas.data.cache import fingerprint_key, fingerprint_of
-from hnas.data import io as data_io
 from hnas.train.preprocessing import ChannelNormalization, _file_identity, preprocessing_key
-from data.builders import case_arrays, write_dataset_json, write_zyx
+from data.builders import case_arrays, counting_hashes, write_dataset_json, write_zyx
 
 SHAPE = (6, 7, 8)
 LABEL_OFFSET = 352  # voxels of an uncompressed single-file NIfTI-1 start here
@@ -75,15 +74,7 @@ def test_the_builtin_datas_fingerprint_is_recomputed_after_an_edit(tmp_path, mon
 def test_each_file_is_hashed_once_per_process(tmp_path, monkeypatch):
     root = nii_dataset(tmp_path / "Dataset001_Edit")
     dataset = load_dataset(root)
-    calls = []
-    real = data_io.hashlib.file_digest
-
-    def counting(handle, name):
-        calls.append(name)
-        return real(handle, name)
-
-    monkeypatch.setattr(data_io.hashlib, "file_digest", counting)
-    monkeypatch.setattr(data_io, "_DIGESTS", {})
+    calls = counting_hashes(monkeypatch)
     _file_identity(dataset)
     _file_identity(dataset)
     assert len(calls) == 6  # 3 images + 3 labels, each once
