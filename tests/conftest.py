@@ -28,6 +28,29 @@ def isotropic_plan(n_stages: int, *, dims: int = 3, patch: int = 128, base: int 
         n_classes=3, normalization=("zscore",), base_features=base, max_features=top)
 
 
+#: Three labels as the checkpoints of :func:`untrained_checkpoint` carry them by default.
+THREE_LABELS = (("background", 0), ("left", 1), ("right", 2))
+
+
+def untrained_checkpoint(path, plan: Plan, seed: int, labels=THREE_LABELS) -> Path:
+    """A checkpoint of ``plan``'s default network with a seeded init (no training): predicting needs only
+    weights, plan, labels and a z-score normalisation per input channel. Torch is imported here, so the
+    torch-free test packages can import this module."""
+    import torch
+
+    from hnas.cfgunet import build, compile_architecture
+    from hnas.grammar import default_architecture, make_grammar
+    from hnas.train.checkpoint import save_checkpoint
+    from hnas.train.preprocessing import ChannelNormalization
+
+    torch.manual_seed(seed)
+    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
+    network = build(spec, torch.device("cpu"))
+    return save_checkpoint(path, {"trainer": {"model": network.state_dict()}, "plan": plan.to_json(),
+                                  "spec": spec.to_json(), "labels": [list(pair) for pair in labels],
+                                  "normalization": [ChannelNormalization("zscore").to_dict()] * plan.n_input_channels})
+
+
 @pytest.fixture
 def hippocampus_plan() -> Plan:
     """nnU-Net's 3d_fullres plan for Dataset004_Hippocampus."""

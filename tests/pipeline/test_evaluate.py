@@ -207,23 +207,12 @@ SYNTHETIC_LABELS = (("background", 0), ("organ", 1), ("substructure", 2))
 @pytest.fixture(scope="module")
 def test_model(tmp_path_factory):
     """RUN/cv/default_1ep: one fold of an untrained 3-stage network at 1 mm with the synthetic data's labels."""
-    import torch
-
-    from conftest import isotropic_plan
-    from hnas.cfgunet import build, compile_architecture
-    from hnas.grammar import default_architecture, make_grammar
-    from hnas.train.checkpoint import save_checkpoint
-    from hnas.train.preprocessing import ChannelNormalization
+    from conftest import isotropic_plan, untrained_checkpoint
 
     run_dir = tmp_path_factory.mktemp("run")
     model_dir = run_dir / "cv" / "default_1ep"
-    plan = isotropic_plan(3, patch=16, base=4, top=16)
-    torch.manual_seed(0)
-    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan)
-    save_checkpoint(model_dir / "fold_0" / "checkpoint.pt", {
-        "trainer": {"model": build(spec, torch.device("cpu")).state_dict()}, "plan": plan.to_json(),
-        "spec": spec.to_json(), "labels": [["background", 0], ["organ", 1], ["substructure", 2]],
-        "normalization": [ChannelNormalization("zscore").to_dict()]})
+    untrained_checkpoint(model_dir / "fold_0" / "checkpoint.pt", isotropic_plan(3, patch=16, base=4, top=16), 0,
+                         SYNTHETIC_LABELS)
     (model_dir / "model.json").write_text(json.dumps({"name": "default_1ep", "trial_id": None, "config": {},
                                                       "epochs": 1, "iterations_per_epoch": 1, "folds": [0]}))
     return model_dir

@@ -13,31 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import isotropic_plan
-from hnas.cfgunet import build, compile_architecture
+from conftest import THREE_LABELS, isotropic_plan, untrained_checkpoint
 from hnas.cli import main
 from hnas.data import load_dataset, make_synthetic_dataset, read_images
 from hnas.errors import TrainingError
-from hnas.grammar import default_architecture, make_grammar
 from hnas.pipeline.predict import EnsembleWarning, load_models, model_source, predict_with
-from hnas.train.checkpoint import save_checkpoint
 from hnas.train.postprocessing import Postprocessing
 
 from .conftest import model_record
-from hnas.train.preprocessing import ChannelNormalization
-
-LABELS = [["background", 0], ["left", 1], ["right", 2]]
-
-
-def write_checkpoint(path, plan, seed):
-    """An untrained network with a seeded init: predicting only needs weights, plan and labels."""
-    torch.manual_seed(seed)
-    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
-    network = build(spec, torch.device("cpu"))
-    return save_checkpoint(path, {"trainer": {"model": network.state_dict()}, "plan": plan.to_json(),
-                                  "spec": spec.to_json(), "labels": LABELS,
-                                  "normalization": [ChannelNormalization("zscore").to_dict()]})
-
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
@@ -45,8 +28,8 @@ def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble")
     fine = isotropic_plan(3, patch=16, base=4, top=16)
     coarse = replace(fine, spacing=(1.5, 1.5, 1.5))
-    return {"fine": write_checkpoint(root / "fine.pt", fine, 0),
-            "coarse": write_checkpoint(root / "coarse.pt", coarse, 1)}
+    return {"fine": untrained_checkpoint(root / "fine.pt", fine, 0),
+            "coarse": untrained_checkpoint(root / "coarse.pt", coarse, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +272,7 @@ def no_windows(monkeypatch):
     from hnas.train import prediction
 
     monkeypatch.setattr(prediction, "sliding_window_logits",
-                        lambda network, image, *args, **kwargs: torch.zeros((len(LABELS), *image.shape[1:])))
+                        lambda network, image, *args, **kwargs: torch.zeros((len(THREE_LABELS), *image.shape[1:])))
 
 
 def _cli(capsys, *argv):
@@ -304,11 +287,7 @@ def two_channel_checkpoint(tmp_path_factory):
     """A 2-channel model (say T1 and T2): cases are <case>_0000 and <case>_0001."""
     plan = replace(isotropic_plan(3, patch=16, base=4, top=16), n_input_channels=2,
                    normalization=("zscore", "zscore"))
-    torch.manual_seed(2)
-    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
-    return save_checkpoint(tmp_path_factory.mktemp("two") / "two.pt", {
-        "trainer": {"model": build(spec, torch.device("cpu")).state_dict()}, "plan": plan.to_json(),
-        "spec": spec.to_json(), "labels": LABELS, "normalization": [ChannelNormalization("zscore").to_dict()] * 2})
+    return untrained_checkpoint(tmp_path_factory.mktemp("two") / "two.pt", plan, 2)
 
 
 def test_cli_predict_takes_a_folder_with_i_or_among_the_images(capsys, checkpoints, tmp_path, no_windows):

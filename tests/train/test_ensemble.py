@@ -7,42 +7,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from hnas.cfgunet import build, compile_architecture
 from hnas.data import load_dataset, read_images
 from hnas.errors import TrainingError
-from hnas.grammar import make_grammar
-from hnas.grammar.generator import default_architecture
 from hnas.train import Predictor
-from hnas.train.checkpoint import save_checkpoint
 from hnas.train.ensemble import Ensemble
 from hnas.train.prediction import InputLimits
-from hnas.train.preprocessing import ChannelNormalization
+
+from conftest import untrained_checkpoint
 
 from .conftest import tiny_plan
-
-LABELS = [["background", 0], ["left", 1], ["right", 2]]
-
-
-def write_checkpoint(path, plan, seed, labels=LABELS):
-    """An untrained network with a seeded init: predicting only needs weights, plan and labels."""
-    torch.manual_seed(seed)
-    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
-    network = build(spec, torch.device("cpu"))
-    return save_checkpoint(path, {"trainer": {"model": network.state_dict()}, "plan": plan.to_json(),
-                                  "spec": spec.to_json(), "labels": labels,
-                                  "normalization": [ChannelNormalization("zscore").to_dict()]})
-
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Two members on different plans (1 mm and 1.5 mm spacing) and a third with another label set."""
     root = tmp_path_factory.mktemp("ensemble")
     fine, coarse = tiny_plan(), tiny_plan(spacing=(1.5, 1.5, 1.5))
-    return {"fine": write_checkpoint(root / "fine.pt", fine, 0),
-            "coarse": write_checkpoint(root / "coarse.pt", coarse, 1),
-            "other_labels": write_checkpoint(root / "other.pt", fine, 2, [["background", 0], ["tumour", 1],
+    return {"fine": untrained_checkpoint(root / "fine.pt", fine, 0),
+            "coarse": untrained_checkpoint(root / "coarse.pt", coarse, 1),
+            "other_labels": untrained_checkpoint(root / "other.pt", fine, 2, [["background", 0], ["tumour", 1],
                                                                            ["edema", 2]])}
 
 

@@ -7,35 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from hnas.cfgunet import build, compile_architecture
 from hnas.errors import TrainingError
-from hnas.grammar import make_grammar
-from hnas.grammar.generator import default_architecture
-from hnas.train.checkpoint import save_checkpoint
 from hnas.train.ensemble import Ensemble
 from hnas.train.prediction import PredictionWarning, resolve_device
-from hnas.train.preprocessing import ChannelNormalization
+
+from conftest import untrained_checkpoint
 
 from .conftest import tiny_plan
-
-LABELS = [["background", 0], ["left", 1], ["right", 2]]
-
-
-def write_checkpoint(path, plan, seed):
-    torch.manual_seed(seed)
-    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
-    network = build(spec, torch.device("cpu"))
-    return save_checkpoint(path, {"trainer": {"model": network.state_dict()}, "plan": plan.to_json(),
-                                  "spec": spec.to_json(), "labels": LABELS,
-                                  "normalization": [ChannelNormalization("zscore").to_dict()]})
-
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble_settings")
-    return [write_checkpoint(root / f"member{seed}.pt", tiny_plan(), seed) for seed in (0, 1)]
+    return [untrained_checkpoint(root / f"member{seed}.pt", tiny_plan(), seed) for seed in (0, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +90,8 @@ def test_a_weight_refusal_names_the_weights_and_the_member_count(members):
 
 
 def test_members_reading_other_channels_are_refused_naming_both(members, tmp_path):
-    plan = tiny_plan(n_input_channels=2, normalization=("zscore", "zscore"))
-    torch.manual_seed(0)
-    spec = compile_architecture(make_grammar(plan), default_architecture(plan), plan, deep_supervision=True)
-    two = save_checkpoint(tmp_path / "two.pt", {
-        "trainer": {"model": build(spec, torch.device("cpu")).state_dict()}, "plan": plan.to_json(),
-        "spec": spec.to_json(), "labels": LABELS, "normalization": [ChannelNormalization("zscore").to_dict()] * 2})
+    two = untrained_checkpoint(tmp_path / "two.pt", tiny_plan(n_input_channels=2, normalization=("zscore", "zscore")),
+                               0)
     with pytest.raises(TrainingError) as refused:
         Ensemble([members[0], two], device="cpu")
     assert str(refused.value) == (f"checkpoint {str(two)!r} reads 2 channels but {str(members[0])!r} reads 1; "
