@@ -42,6 +42,11 @@ FoldCases = tuple[tuple[str, ...], tuple[str, ...]]
 SPLITS_FILE = "splits_final.json"
 
 
+def default_splits(case_ids: Sequence[str]) -> tuple[FoldCases, ...]:
+    """Every fold of nnU-Net's default split, as a split file would list them (to compare with a given one)."""
+    return tuple(fold_split(case_ids, fold) for fold in range(N_FOLDS))
+
+
 def split_of(case_ids: Sequence[str], fold: int, splits: Sequence[FoldCases] | None = None) -> FoldCases:
     """``fold``'s cases: from ``splits`` (a user's splits_final.json) when given, else nnU-Net's default split."""
     if splits is None:

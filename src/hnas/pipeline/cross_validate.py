@@ -26,7 +26,7 @@ import numpy as np
 from hnas.data import load_dataset, read_images, write_label_map
 from hnas.data.cache import cache_dir
 from hnas.data.io import file_digest
-from hnas.data.splits import N_FOLDS, load_splits, split_of
+from hnas.data.splits import N_FOLDS, default_splits, load_splits, split_of
 from hnas.errors import SearchError, TrainingError
 from hnas.pipeline.layout import (MODEL_FILE, MODEL_LOCK, TRAIN_LOCK, RunFolder, fold_folder, load_model_record,
                                   model_name, prediction_file, replace_fold_record, replace_model_record,
@@ -190,7 +190,7 @@ def _cross_validation_splits(run_dir: Path, dataset, path: str | Path | None) ->
     if path is None:
         return current
     given = load_splits(path, dataset.case_ids)
-    effective = current or tuple(split_of(dataset.case_ids, fold) for fold in range(N_FOLDS))
+    effective = current or default_splits(dataset.case_ids)
     folder = RunFolder(run_dir)
     models = sorted(p.name for p in folder.cv.iterdir() if p.is_dir()) if folder.cv.is_dir() else []
     if given != effective and (models or folder.cv_splits.is_file()):

@@ -20,13 +20,11 @@ from hnas.data.dataset import parse_labels, read_dataset_json
 from hnas.data.geometry import check_label_file, check_label_values, check_same_grid, check_same_labels
 from hnas.errors import DatasetError, SearchError
 from hnas.pipeline.layout import (EVALUATION_SUMMARY_FILE, METRICS_FILE, RunFolder, load_model_record, model_dirs,
-                                  prediction_file, read_postprocessing, require_folder, stray_folds,
-                                  validation_folder, write_json)
-from hnas.pipeline.predict import load_models
+                                  prediction_file, require_folder, stray_folds, validation_folder, write_json)
+from hnas.pipeline.predict import folder_decision, load_models
 from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import stored_settings
 from hnas.train.evaluation import case_metrics, mean_dice, paired_test
-from hnas.train.postprocessing import Postprocessing
 from hnas.train.prediction import InputLimits, group_cases, refuse_existing
 
 ENSEMBLE_FOLD = "ensemble"
@@ -239,10 +237,8 @@ def model_facts(folders: Sequence[Path], test_dir: str | Path | None, postproces
     """Per model folder: its configuration (model.json) and the post-processing its scores include."""
     facts = {}
     for folder in folders:
-        applied = "none"
-        stored = read_postprocessing(folder) if test_dir is not None and postprocessing else None
-        if stored is not None:
-            applied = Postprocessing.from_dict(stored[0], str(stored[1])).describe()
+        decision = folder_decision(folder) if test_dir is not None and postprocessing else None
+        applied = "none" if decision is None else decision.describe()
         facts[folder.name] = {"config": load_model_record(folder)["config"], "postprocessing": applied}
     return facts
 

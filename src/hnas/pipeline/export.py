@@ -16,7 +16,7 @@ from hnas.cfgunet.nnunet_export import NnUNetExport, prepare_export
 from hnas.errors import SearchError
 from hnas.grammar import grammar_hash
 from hnas.pipeline.layout import RunFolder
-from hnas.pipeline.run import pick_trial, stored_plans, stored_residual_plan
+from hnas.pipeline.run import pick_trial, stored_plans, stored_preset, stored_residual_plan
 from hnas.planning import Plan
 from hnas.search import Trial
 from hnas.train.config import network_choice
@@ -60,7 +60,7 @@ def export_run(run_dir: Path, plans_json: Path, out_json: Path, *, trial_id: int
     """
     run_dir = Path(run_dir)
     trial, spec, plan = trial_network(run_dir, trial_id)
-    preset = run_preset(run_dir)
+    preset = stored_preset(run_dir, None)  # None: a run written before hnas stored preset.json
     export = prepare_export(spec, plans_json, configuration_name=configuration_name,
                             base_configuration=base_configuration, plan=plan,
                             record=_trial_record(run_dir, trial, preset))
@@ -80,12 +80,6 @@ def _trial_record(run_dir: Path, trial: Trial, preset: ScalePreset | None) -> di
         "note": "nnU-Net's default nnUNetTrainer trains with its own optimizer, schedule, loss and augmentation; "
                 "'hyperparameters' are the searched values for a trainer that reads them",
     }
-
-
-def run_preset(run_dir: Path) -> ScalePreset | None:
-    """The scale preset a run was searched with (its preset.json); None for runs written before hnas stored it."""
-    path = RunFolder(run_dir).preset
-    return ScalePreset.load(path) if path.is_file() else None
 
 
 def check_scale(run_dir: Path, preset: ScalePreset | None, plan: Plan, allow_preset: bool) -> None:

@@ -85,7 +85,7 @@ def model_source(path: str | Path) -> ModelSource:
     if path.is_dir():
         folds = fold_checkpoints(path)
         if folds:
-            return ModelSource(path, folds, _equal(len(folds)), _folder_decision(path))
+            return ModelSource(path, folds, _equal(len(folds)), folder_decision(path))
         if (path / CHECKPOINT_NAME).is_file():
             return ModelSource(path, (path / CHECKPOINT_NAME,), (1.0,))
         raise TrainingError(f"model folder {str(path)!r} holds neither fold_*/{CHECKPOINT_NAME} nor {CHECKPOINT_NAME}; "
@@ -100,7 +100,8 @@ def _equal(n: int) -> tuple[float, ...]:
     return (1.0 / n,) * n
 
 
-def _folder_decision(model_dir: Path) -> Postprocessing | None:
+def folder_decision(model_dir: Path) -> Postprocessing | None:
+    """A model folder's find-best post-processing decision (postprocessing.json), or None."""
     stored = read_postprocessing(model_dir)
     return None if stored is None else Postprocessing.from_dict(stored[0], str(stored[1]))
 

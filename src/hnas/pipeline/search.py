@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hnas.data import load_dataset
 from hnas.data.dataset import content_digest, locate_dataset
-from hnas.data.splits import N_FOLDS, fold_split, load_splits, split_of
+from hnas.data.splits import default_splits, load_splits, split_of
 from hnas.errors import SearchError
 from hnas.grammar import grammar_hash
 from hnas.pipeline.layout import RunFolder, stored_splits, write_splits
@@ -102,9 +102,9 @@ def resumed_settings(run_dir: Path, given: dict) -> SearchSettings:
 
 def _split_differs(run_dir: Path, stored: SearchSettings, given: str) -> bool:
     """Whether ``given``'s folds are not those the run trains on (its copy, or nnU-Net's default split)."""
-    case_ids = load_dataset(stored.dataset_path()).case_ids
-    current = stored_splits(run_dir, stored.dataset_path()) or tuple(fold_split(case_ids, k) for k in range(N_FOLDS))
-    return load_splits(given, case_ids) != current
+    dataset = load_dataset(stored.dataset_path())
+    current = stored_splits(run_dir, dataset) or default_splits(dataset.case_ids)
+    return load_splits(given, dataset.case_ids) != current
 
 
 def _flag(name: str) -> str:
