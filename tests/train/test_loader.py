@@ -109,3 +109,23 @@ def test_2d_batches_are_a_function_of_seed_and_index(slices):
     assert not torch.equal(first["image"], sampler.batch(6)["image"])
     stream = list(itertools.islice(iter(BatchStream(sampler, start=4)), 2))
     assert torch.equal(stream[1]["image"], first["image"])
+
+
+class _InMemory(PatchSampler):
+    """The sampler with every case decompressed whole and kept: what the lazy loader must reproduce."""
+
+    def case(self, case_id):
+        return self.data.load(case_id)
+
+
+def test_lazily_read_patches_are_those_of_the_whole_arrays_and_no_case_is_kept(data, monkeypatch):
+    opened = []
+    load = type(data).load
+    monkeypatch.setattr(type(data), "load", lambda self, case_id, **kw: opened.append(kw) or load(self, case_id, **kw))
+    lazy = PatchSampler(data, data.case_ids, (16, 16, 16), 3, 0.33, 1.0, seed=5)
+    eager = _InMemory(data, data.case_ids, (16, 16, 16), 3, 0.33, 1.0, seed=5)
+    for index in range(4):
+        mine, theirs = lazy.batch(index), eager.batch(index)
+        assert all(torch.equal(mine[key], theirs[key]) for key in ("image", "label"))
+    assert opened.count({"lazy": True}) == 12  # one open per sample: a case is never held between samples
+    assert not [name for name, value in vars(lazy).items() if isinstance(value, dict)]

@@ -12,6 +12,9 @@ uniform, with cases smaller than the patch padded evenly (nnU-Net's rule).
 A 2-entry patch (a 2D plan) samples one slice along plan axis 0 of the ``[C, S, Y, X]`` case:
 the forced voxel's slice, or a uniform one, and a 2D patch in it; batches are ``[B, C, py, px]``.
 It is the 3D rule with a patch one voxel thick, so both share one code path.
+
+Each sample opens its case from the compressed cache and decompresses only the blocks its patch
+touches (:meth:`PatchSampler.case`); no case stays in memory.
 """
 
 from __future__ import annotations
@@ -78,12 +81,11 @@ class PatchSampler:
         self.forced = forced_foreground(self.batch_size, foreground_oversampling)
         self.augmenter = Augmenter(self.patch_size, aug_factor)
         self.seed = int(seed)
-        self._cases: dict[str, PreprocessedCase] = {}
 
     def case(self, case_id: str) -> PreprocessedCase:
-        if case_id not in self._cases:
-            self._cases[case_id] = self.data.load(case_id, mmap=True)
-        return self._cases[case_id]
+        """The case opened lazily, for one sample: a patch decompresses only its blocks, and nothing is kept,
+        so a loader's memory does not grow with the number of cases (nnU-Net's nnUNetDatasetBlosc2 alike)."""
+        return self.data.load(case_id, lazy=True)
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])

@@ -10,12 +10,20 @@ A 2D plan (nnU-Net's ``2d``) keeps the volume: arrays stay ``[C, S, Y, X]`` in p
 only the two in-plane axes are resampled to the plan's 2-entry spacing, and the slice axis
 (plan axis 0) keeps its own spacing and size, so a network sees one slice at a time.
 
-The cache is a folder per (dataset, preprocessing key): ``<id>_image.npy`` (float32
-``[C, z, y, x]``), ``<id>_label.npy``, ``<id>_foreground.npz`` (sampled foreground voxel
+The cache is a folder per (dataset, preprocessing key): ``<id>_image.b2nd`` (float32
+``[C, z, y, x]``), ``<id>_label.b2nd`` (int16), ``<id>_foreground.npz`` (sampled foreground voxel
 positions per label, for oversampling) and ``manifest.json``, written last. The key hashes
 only what changes the voxels (spacing, axis order, normalisation and its statistics, the case
 files), so a search preprocesses once, and a plan with another spacing gets its own folder.
-No torch here: workers and the CLI can preprocess without it.
+
+The arrays are blosc2 NDArrays chunked like nnU-Net's (:func:`blosc2_layout`): compressed on disk
+(benchmarks/README.md measures the choice) and read lazily, a patch decompressing only the blocks
+it touches (:meth:`PreprocessedDataset.load` with ``lazy=True``). The chunks follow the patch of
+the plan that wrote the folder; another patch size reads the same voxels. The manifest names the file
+format (:data:`CACHE_FORMAT`): a folder of another format (the ``.npy`` cache before it) is not
+read but preprocessed again in place, its old files removed. The format is not in the key: the
+voxels are the same. Cases are preprocessed by ``workers`` processes; the files do not depend on
+how many. No torch here: workers and the CLI can preprocess without it.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import multiprocessing
 import os
+import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -32,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import blosc2
 import numpy as np
 from scipy import ndimage
 
@@ -43,6 +54,25 @@ from hnas.errors import DatasetError, TrainingError
 from hnas.planning import ANISOTROPY_THRESHOLD, Plan
 
 PREPROCESSING_VERSION = 1
+#: How the arrays are stored (manifest "format"; absent = 1, ``.npy``): 2 is blosc2 ``.b2nd``.
+CACHE_FORMAT = 2
+ARRAY_SUFFIX = ".b2nd"
+#: nnU-Net 2.8.1's blosc2 layout (comp_blosc2_params): blocks at most 128 KiB, chunks at most 6 MiB
+#: and 1.5x the patch per axis (docs/references.md).
+BLOCK_BYTES = 128 * 1024
+CHUNK_BYTES = 6 * 1024**2
+CHUNK_TO_PATCH = 1.5
+#: nnU-Net's codec and level, chosen by benchmarks/bench_cache.py (benchmarks/README.md); the filter is
+#: picked per array among FILTERS by trial compression (nnU-Net's _select_filter): byte shuffling wins on
+#: resampled intensities, no filter on quantised ones (hippocampus: 2.0 vs 3.7 bytes per voxel).
+CODEC = blosc2.Codec.LZ4HC
+CLEVEL = 5
+FILTERS = (blosc2.Filter.NOFILTER, blosc2.Filter.SHUFFLE)
+#: nnU-Net's default number of preprocessing processes (default_num_processes, `-np`).
+PREPROCESSING_WORKERS = 8
+#: What starting them costs (forkserver, then numpy/scipy/hnas imported in each): a pool is used only where
+#: it saves more (docs/references.md: 6 tiny cases, 5.7 s with 2 processes vs 0.2 s in one, 2 cores under load).
+POOL_START_SECONDS = 2.0
 MANIFEST = "manifest.json"
 FOREGROUND_SAMPLES = 10_000  # foreground positions kept per label (nnU-Net's class_locations)
 FOREGROUND_SEED = 1234
@@ -152,8 +182,8 @@ class CropRecord:
 @dataclass(frozen=True, eq=False)
 class PreprocessedCase:
     case_id: str
-    image: np.ndarray  # float32 [C, z, y, x] in plan axis order (memory-mapped when loaded from the cache)
-    label: np.ndarray  # int16 [z, y, x]; for a 2D plan axis 0 is the slice axis
+    image: np.ndarray  # float32 [C, z, y, x] in plan axis order (a blosc2 NDArray when loaded lazily)
+    label: np.ndarray  # int16 [z, y, x]; for a 2D plan axis 0 is the slice axis (likewise)
     foreground: dict[int, np.ndarray]  # label value -> int32 [n, 3] voxel positions
 
 
@@ -174,22 +204,23 @@ class PreprocessedDataset:
         return tuple(value for _, value in self.labels if value != 0)
 
     def image_path(self, case_id: str) -> Path:
-        return self.root / f"{case_id}_image.npy"
+        return _array_file(self.root, case_id, "image")
 
     def label_path(self, case_id: str) -> Path:
-        return self.root / f"{case_id}_label.npy"
+        return _array_file(self.root, case_id, "label")
 
-    def load(self, case_id: str, *, mmap: bool = True) -> PreprocessedCase:
+    def load(self, case_id: str, *, lazy: bool = False) -> PreprocessedCase:
+        """One case; ``lazy`` leaves image and label compressed on disk (blosc2 NDArrays, opened
+        memory-mapped: indexing with slices decompresses only the blocks it touches, into numpy)."""
         if case_id not in self.shapes:
             raise TrainingError(f"preprocessed dataset {self.dataset_name!r} has no case {case_id!r}")
-        mode = "r" if mmap else None
         foreground_path = self.root / f"{case_id}_foreground.npz"
         try:
             with np.load(foreground_path) as stored:
                 foreground = {int(name.split("_")[1]): stored[name] for name in stored.files}
-            image = np.load(self.image_path(case_id), mmap_mode=mode)
-            label = np.load(self.label_path(case_id), mmap_mode=mode)
-        except (OSError, ValueError, EOFError, IndexError, zipfile.BadZipFile) as exc:
+            image = _open_array(self.image_path(case_id), np.float32, 4, lazy)
+            label = _open_array(self.label_path(case_id), np.int16, 3, lazy)
+        except (OSError, ValueError, EOFError, IndexError, RuntimeError, zipfile.BadZipFile) as exc:
             # damaged, truncated or foreign cache files (object arrays are refused: allow_pickle stays False)
             raise TrainingError(f"the preprocessed files of case {case_id!r} in {str(self.root)!r} (e.g. "
                                 f"{str(foreground_path)!r}) cannot be read safely ({exc}); expected the files hnas "
@@ -407,6 +438,23 @@ def preprocessing_key(dataset: Dataset, plan: Plan, normalization: Sequence[Chan
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def default_workers() -> int:
+    """nnU-Net's :data:`PREPROCESSING_WORKERS` processes, or fewer on a machine (or CPU affinity) with fewer cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(PREPROCESSING_WORKERS, cores))
+
+
+def check_workers(workers) -> int:
+    """``workers`` if it is a positive integer; the number of processes never changes the files written."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise TrainingError(f"preprocessing workers is {workers!r}; expected a positive integer (processes that "
+                            "preprocess cases at once)")
+    return workers
+
+
 def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str | Path, *,
                        fingerprint: Fingerprint | None = None, workers: int = 1) -> PreprocessedDataset:
     """The dataset preprocessed for ``plan`` under ``cache_dir`` (reused when the key matches).
@@ -414,8 +462,10 @@ def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str
     The fingerprint is only needed for CT channels; when not given it is computed once and
     cached (:func:`hnas.data.cache.cached_fingerprint`). Concurrent
     callers (search workers) serialise on a lock file; every file is written atomically.
+    ``workers`` processes preprocess the cases; the files are the same for any number.
     """
     check_plan(plan)
+    check_workers(workers)
     dataset = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     if len(plan.normalization) != dataset.n_channels:
         raise TrainingError(f"plan {plan.dataset_name!r} normalises {len(plan.normalization)} channels but dataset "
@@ -433,8 +483,9 @@ def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str
         cached = _read_manifest(root, key)
         if cached is not None:
             return cached
+        _remove_other_formats(root)
         shapes = _preprocess_cases(dataset, plan, normalization, root, workers)
-        manifest = {"version": PREPROCESSING_VERSION, "key": key, "dataset": dataset.name,
+        manifest = {"version": PREPROCESSING_VERSION, "format": CACHE_FORMAT, "key": key, "dataset": dataset.name,
                     "labels": [list(label) for label in dataset.labels],
                     "normalization": [n.to_dict() for n in normalization],
                     "spacing": list(plan.spacing), "cases": {cid: list(shape) for cid, shape in shapes.items()}}
@@ -443,14 +494,22 @@ def preprocess_dataset(dataset: Dataset | str | Path, plan: Plan, cache_dir: str
 
 
 def _preprocess_cases(dataset: Dataset, plan: Plan, normalization, root: Path, workers: int) -> dict:
+    """Each case's files and shape, by up to ``workers`` processes.
+
+    The first case is preprocessed here and timed: the others go to a process pool only if that
+    saves more than :data:`POOL_START_SECONDS` (hippocampus-sized cases take milliseconds each and
+    are faster without one). A daemonic process (a Dask worker's trial) may not start children.
+    """
     jobs = [(dataset, case.case_id, plan, normalization, root) for case in dataset.cases]
-    if workers <= 1 or len(jobs) == 1:
-        results = [_preprocess_case(*job) for job in jobs]
-    else:
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            results = list(pool.map(_preprocess_packed, jobs))
-    return dict(results)
+    start = time.perf_counter()
+    results = [_preprocess_case(*jobs[0])] if jobs else []
+    serial = (time.perf_counter() - start) * (len(jobs) - 1)  # the rest, one after another (estimate)
+    processes = min(workers, len(jobs) - 1)
+    if processes <= 1 or serial * (1 - 1 / processes) <= POOL_START_SECONDS or multiprocessing.current_process().daemon:
+        return dict(results + [_preprocess_case(*job) for job in jobs[1:]])
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        return dict(results + list(pool.map(_preprocess_packed, jobs[1:])))
 
 
 def _preprocess_packed(job):
@@ -464,11 +523,102 @@ def _preprocess_case(dataset: Dataset, case_id: str, plan: Plan, normalization, 
     if not np.isfinite(image).all():
         raise DatasetError(f"dataset {dataset.name!r}, case {case_id!r}: preprocessing produced non-finite values")
     foreground = foreground_positions(label, [v for v in values if v != 0])
-    _atomic_save(root / f"{case_id}_image.npy", lambda f: np.save(f, image))
-    _atomic_save(root / f"{case_id}_label.npy", lambda f: np.save(f, label))
+    _save_array(_array_file(root, case_id, "image"), image, plan.patch_size)
+    _save_array(_array_file(root, case_id, "label"), label, plan.patch_size)
     _atomic_save(root / f"{case_id}_foreground.npz",
                  lambda f: np.savez(f, **{f"label_{v}": p for v, p in foreground.items()}))
     return case_id, tuple(int(s) for s in image.shape[1:])
+
+
+def _array_file(root: Path, case_id: str, part: str) -> Path:
+    return root / f"{case_id}_{part}{ARRAY_SUFFIX}"
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def _pow2_below(n: int) -> int:
+    return 1 if n <= 1 else 1 << ((n - 1).bit_length() - 1)
+
+
+def blosc2_layout(shape: Sequence[int], patch_size: Sequence[int], itemsize: int) -> tuple[tuple[int, ...], ...]:
+    """Blocks and chunks of an array ``[..., z, y, x]`` read in ``patch_size`` patches (nnU-Net's comp_blosc2_params).
+
+    A block, the unit blosc2 decompresses, is the patch rounded up to powers of two, halved along
+    the axis furthest over its target until it fits :data:`BLOCK_BYTES`; a chunk, the unit stored,
+    grows from one block, a block at a time along the least covered axis, up to
+    :data:`CHUNK_TO_PATCH` x the patch per axis and :data:`CHUNK_BYTES`. So a patch touches a few
+    blocks, not the case. Leading (channel) axes get 1; a 2D patch is one slice thick and so are its chunks.
+    """
+    spatial = [int(s) for s in shape[-3:]]
+    patch = [1] * (3 - len(patch_size)) + [int(p) for p in patch_size]
+    target = [max(1, min(s, int(CHUNK_TO_PATCH * p))) for s, p in zip(spatial, patch)]
+    block = [min(_pow2_ceil(p), s) for p, s in zip(patch, spatial)]
+    while math.prod(block) * itemsize > BLOCK_BYTES:
+        axis = max((a for a in range(3) if block[a] > 1), key=lambda a: (block[a] / target[a], a))
+        block[axis] = _pow2_below(block[axis])
+    chunk = list(block)
+    while True:
+        grown = []
+        for axis in range(3):
+            if patch[axis] == 1 or chunk[axis] >= target[axis]:
+                continue
+            candidate = chunk.copy()
+            candidate[axis] = min(chunk[axis] + block[axis], target[axis])
+            if math.prod(candidate) * itemsize <= CHUNK_BYTES:
+                grown.append(((chunk[axis] / target[axis], -spatial[axis], axis), candidate))
+        if not grown:
+            break
+        chunk = min(grown)[1]
+    lead = (1,) * (len(shape) - 3)
+    return lead + tuple(block), lead + tuple(chunk)
+
+
+def compression(array: np.ndarray, blocks: Sequence[int], chunks: Sequence[int], codec=CODEC,
+                clevel: int = CLEVEL) -> "blosc2.CParams":
+    """Compression parameters for ``array``: the filter of :data:`FILTERS` that compresses its central chunk
+    smallest (the first on a tie), so the choice is a function of the voxels alone."""
+    shape = array.shape
+    slab_shape = [min(int(c), int(s)) for c, s in zip(chunks, shape)]
+    slab = np.ascontiguousarray(array[tuple(slice((s - n) // 2, (s - n) // 2 + n) for s, n in zip(shape, slab_shape))])
+    trial_blocks = tuple(max(1, min(int(b), n)) for b, n in zip(blocks, slab_shape))
+    sizes = []
+    for candidate in FILTERS:
+        cparams = blosc2.CParams(codec=codec, clevel=clevel, filters=[candidate], nthreads=1)
+        sizes.append(blosc2.asarray(slab, chunks=tuple(slab_shape), blocks=trial_blocks, cparams=cparams).schunk.cbytes)
+    best = FILTERS[int(np.argmin(sizes))]
+    return blosc2.CParams(codec=codec, clevel=clevel, filters=[best], nthreads=1)
+
+
+def _save_array(path: Path, array: np.ndarray, patch_size: Sequence[int]) -> None:
+    """``array`` as a compressed, chunked blosc2 NDArray, written atomically (one thread: workers are processes)."""
+    array = np.ascontiguousarray(array)
+    blocks, chunks = blosc2_layout(array.shape, patch_size, array.itemsize)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{ARRAY_SUFFIX}")
+    cparams = compression(array, blocks, chunks)
+    try:
+        blosc2.asarray(array, urlpath=str(temporary), mode="w", chunks=chunks, blocks=blocks, cparams=cparams)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _open_array(path: Path, dtype, ndim: int, lazy: bool):
+    """A cached array: the NDArray itself (lazy: decompressed per slice) or all of it in numpy. One thread, as
+    nnU-Net's loader: data-loader processes are the parallelism, and forked ones inherit no blosc2 threads."""
+    stored = blosc2.open(str(path), mode="r", mmap_mode="r", dparams=blosc2.DParams(nthreads=1))
+    if not isinstance(stored, blosc2.NDArray) or stored.dtype != np.dtype(dtype) or stored.ndim != ndim:
+        raise ValueError(f"{path.name} holds a {type(stored).__name__} of {getattr(stored, 'dtype', '?')} with "
+                         f"{getattr(stored, 'ndim', '?')} axes, not {ndim} axes of {np.dtype(dtype)}")
+    return stored if lazy else stored[...]
+
+
+def _remove_other_formats(root: Path) -> None:
+    """Arrays of an earlier cache format in a folder about to be preprocessed again: dead weight (GBs)."""
+    for pattern in ("*_image.npy", "*_label.npy"):
+        for path in root.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def _read_manifest(root: Path, key: str) -> PreprocessedDataset | None:
@@ -476,7 +626,7 @@ def _read_manifest(root: Path, key: str) -> PreprocessedDataset | None:
         data = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    if data.get("key") != key or data.get("version") != PREPROCESSING_VERSION:
+    if data.get("key") != key or data.get("version") != PREPROCESSING_VERSION or data.get("format", 1) != CACHE_FORMAT:
         return None
     return PreprocessedDataset(
         root=root, key=key, dataset_name=data["dataset"], case_ids=tuple(sorted(data["cases"])),
@@ -494,7 +644,8 @@ def load_preprocessed(root: str | Path) -> PreprocessedDataset:
         raise TrainingError(f"{str(root)!r} is not a preprocessed dataset (no valid {MANIFEST})") from None
     loaded = _read_manifest(root, key)
     if loaded is None:
-        raise TrainingError(f"{str(root)!r} was written by another preprocessing version; preprocess again")
+        raise TrainingError(f"{str(root)!r} was written by another preprocessing version or cache format; expected "
+                            f"format {CACHE_FORMAT}: preprocess again")
     return loaded
 
 
