@@ -440,3 +440,67 @@ def test_the_post_processing_each_model_was_scored_with_is_stated_and_mixed_ones
             for m in facts]
     table = evaluate.summary_table(evaluate.summarize(rows, facts))
     assert "| post-processing |" in table and "largest component: labels 1+2 |" in table
+
+
+# ---------------------------------------------------------------- case by case: today's numbers, flat memory
+
+# evaluate's output on test_find_best.stream_run at hnas 779af65: summary numbers and metrics.csv's digest
+GOLDEN_EVALUATION = {'models': {'default_2ep': {'cases': 10,
+                            'dice': {'mean': 0.5200611929098764, 'std': 0.01430921028098979, 'n': 10},
+                            'hd95': {'mean': 7.026156934102376, 'std': 2.9638488423016933, 'n': 30},
+                            'dice_over_folds': {'mean': 0.5200611929098764, 'std': 0.012087078405577734, 'n': 5}},
+            'trial_00003_2ep': {'cases': 10,
+                                'dice': {'mean': 0.416565086444219, 'std': 0.007393433912892537, 'n': 10},
+                                'hd95': {'mean': 7.225709406534831, 'std': 2.9315719947900485, 'n': 30},
+                                'dice_over_folds': {'mean': 0.416565086444219,
+                                                    'std': 0.004413931130081705,
+                                                    'n': 5}},
+            'trial_00005_2ep': {'cases': 10,
+                                'dice': {'mean': 0.6584321995576222, 'std': 0.021288215183390684, 'n': 10},
+                                'hd95': {'mean': 6.3111135244369505, 'std': 3.4981588755536976, 'n': 30},
+                                'dice_over_folds': {'mean': 0.6584321995576223,
+                                                    'std': 0.007085221771150355,
+                                                    'n': 5}},
+            'trial_00008_2ep': {'cases': 10,
+                                'dice': {'mean': 0.3347898128132025, 'std': 0.015137851879568232, 'n': 10},
+                                'hd95': {'mean': 7.477935099601746, 'std': 2.7418001469264435, 'n': 30},
+                                'dice_over_folds': {'mean': 0.3347898128132026,
+                                                    'std': 0.014080712839665293,
+                                                    'n': 5}}},
+ 'pairs': [{'model': 'trial_00003_2ep', 'n': 10, 'statistic': 0.0, 'p': 0.001953125},
+           {'model': 'trial_00005_2ep', 'n': 10, 'statistic': 0.0, 'p': 0.001953125},
+           {'model': 'trial_00008_2ep', 'n': 10, 'statistic': 0.0, 'p': 0.001953125}]}
+GOLDEN_METRICS_SHA256 = "6fc264efec1041e421cd927cd42e6810b3e8ed8165cc255f110ce0b255d60e3d"  # csv: \r\n lines
+
+
+@pytest.fixture(scope="module")
+def stream_evaluation_run(tmp_path_factory):
+    from .test_find_best import stream_dataset, stream_run
+
+    root = tmp_path_factory.mktemp("stream")
+    return stream_run(root / "run", stream_dataset(root / "Dataset991_Stream"))
+
+
+def test_evaluate_writes_the_numbers_it_always_wrote(stream_evaluation_run, tmp_path):
+    """metrics.csv byte for byte and summary.json's means, stds and Wilcoxon tests as at hnas 779af65."""
+    import hashlib
+
+    summary, out = evaluate.evaluate_run(stream_evaluation_run, out_dir=tmp_path / "eval", log=lambda _: None)
+    assert hashlib.sha256((out / "metrics.csv").read_bytes()).hexdigest() == GOLDEN_METRICS_SHA256
+    assert {"models": {m: {k: v[k] for k in ("cases", "dice", "hd95", "dice_over_folds")}
+                       for m, v in summary["models"].items()},
+            "pairs": [{k: p[k] for k in ("model", "n", "statistic", "p")} for p in summary["pairs"]]} == \
+        GOLDEN_EVALUATION
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_evaluate_reads_one_case_at_a_time(stream_evaluation_run, tmp_path, monkeypatch):
+    """Each case's prediction and label are dropped before the next case is read: at most one map (the
+    case's prediction, while its label is read) is alive at a read, however many cases the folds hold."""
+    from .test_find_best import live_arrays
+
+    alive = live_arrays(monkeypatch, evaluate, "read_label_map")
+    evaluate.evaluate_run(stream_evaluation_run, names=["default_2ep", "trial_00005_2ep"], out_dir=tmp_path / "e",
+                          log=lambda _: None)
+    assert len(alive) == 2 * 10 * 2  # two models, ten cases, prediction and label
+    assert max(alive) == 1

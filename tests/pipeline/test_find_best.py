@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -277,3 +278,337 @@ def test_a_softmax_file_holding_a_pickled_object_is_refused_without_running_it(r
     with np.load(path, allow_pickle=True) as stored:  # the control: an unrestricted load runs the code
         stored["probabilities"]
     assert marker.is_dir()
+
+
+# ---------------------------------------------------------------- streaming: today's numbers, case by case
+
+STREAM_LABELS = (("background", 0), ("liver", 1), ("tumour", 2), ("vessel", 3))
+STREAM_SHAPE = (12, 12, 14)
+STREAM_CASES = 10
+
+
+def stream_truth(index: int) -> np.ndarray:
+    """A liver block holding a tumour, and a vessel in two separate pieces (its largest component is not all)."""
+    label = np.zeros(STREAM_SHAPE, dtype=np.int16)
+    shift = index % 3
+    label[2:9, 2 + shift:9, 2:10] = 1
+    label[4:6, 4 + shift:6 + shift, 4:7] = 2
+    label[10, 1:11, 3] = 3
+    label[10, 1:4 + shift, 11] = 3
+    return label
+
+
+def stream_softmax(truth: np.ndarray, seed: int, noise: float, islands: Sequence[int]) -> np.ndarray:
+    """Confident one-hot logits plus Gaussian noise (speckle) and a few false cubes of the classes in ``islands``."""
+    rng = np.random.default_rng(seed)
+    logits = 3.0 * (truth[None] == np.arange(4)[:, None, None, None]) + noise * rng.normal(size=(4,) + truth.shape)
+    for value in islands:
+        z, y, x = (int(rng.integers(0, s - 2)) for s in truth.shape)
+        logits[value, z:z + 2, y:y + 2, x:x + 2] += 8.0
+    probabilities = np.exp(logits - logits.max(axis=0))
+    return (probabilities / probabilities.sum(axis=0)).astype(np.float32)
+
+
+STREAM_MODELS = {  # name: (noise, island classes)
+    "default_2ep": (1.1, (1, 3)),
+    "trial_00003_2ep": (1.3, (2,)),
+    "trial_00005_2ep": (0.9, (1, 2, 3)),
+    "trial_00008_2ep": (1.6, ()),
+}
+
+
+def stream_dataset(root, n_cases: int = STREAM_CASES, shape=STREAM_SHAPE, truth=stream_truth):
+    """A labelled nnU-Net raw folder of ``n_cases`` cases of ``truth(index)``."""
+    from hnas.data.io import write_volume
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(n_cases):
+        label = truth(index)
+        write_volume(rng.normal(size=shape).astype(np.float32) + label, (1.0, 1.0, 1.0),
+                     root / "imagesTr" / f"case_{index:03d}_0000.nii.gz")
+        write_volume(label, (1.0, 1.0, 1.0), root / "labelsTr" / f"case_{index:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": dict(STREAM_LABELS), "numTraining": n_cases,
+        "file_ending": ".nii.gz"}))
+    return root
+
+
+def stream_run(run, dataset_dir, folds=(0, 1, 2, 3, 4), models=STREAM_MODELS, truth=stream_truth):
+    """RUN/ with ``models`` cross-validated on ``folds``: seeded noisy softmax (float16) and its argmax label maps."""
+    from hnas.data import fold_split, load_dataset, write_label_map
+    from hnas.pipeline.run import SearchSettings
+
+    run.mkdir(parents=True)
+    SearchSettings(dataset=str(dataset_dir)).save(run)
+    data = load_dataset(dataset_dir)
+    for number, (name, (noise, islands)) in enumerate(models.items()):
+        folder = run / "cv" / name
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text(json.dumps(model_record(name, folds, epochs=2)))
+        for fold in folds:
+            validation = folder / f"fold_{fold}" / "validation"
+            validation.mkdir(parents=True)
+            for case_id in fold_split(data.case_ids, fold)[1]:
+                index = int(case_id.split("_")[1])
+                softmax = stream_softmax(truth(index), 1000 * number + index, noise, islands).astype(np.float16)
+                np.savez_compressed(validation / f"{case_id}.npz", probabilities=softmax)
+                write_label_map(np.argmax(softmax, axis=0).astype(np.int16), data.case(case_id).image_files[0],
+                                validation / f"{case_id}.nii.gz")
+            record_fold(folder, fold, dataset_dir)
+    return run
+
+
+# find-best's output on stream_run at hnas 779af65 (before streaming), dataset and criterion left out
+GOLDEN_FIND_BEST = {None: {'folds': [0, 1, 2, 3, 4],
+        'cases': 10,
+        'top': None,
+        'candidates': [{'name': 'default_2ep+trial_00005_2ep',
+                        'members': ['default_2ep', 'trial_00005_2ep'],
+                        'dice': 0.7534614145755767,
+                        'dice_per_class': {'liver': 0.9673605322837829,
+                                           'tumour': 0.7041785538196563,
+                                           'vessel': 0.588845157623291}},
+                       {'name': 'trial_00003_2ep+trial_00005_2ep',
+                        'members': ['trial_00003_2ep', 'trial_00005_2ep'],
+                        'dice': 0.7045363535483679,
+                        'dice_per_class': {'liver': 0.9660336554050446,
+                                           'tumour': 0.5188356071710587,
+                                           'vessel': 0.6287397980690003}},
+                       {'name': 'default_2ep+trial_00003_2ep',
+                        'members': ['default_2ep', 'trial_00003_2ep'],
+                        'dice': 0.6881919463475544,
+                        'dice_per_class': {'liver': 0.9550486266613006,
+                                           'tumour': 0.5435402035713196,
+                                           'vessel': 0.5659870088100434}},
+                       {'name': 'trial_00005_2ep',
+                        'members': ['trial_00005_2ep'],
+                        'dice': 0.6584321995576223,
+                        'dice_per_class': {'liver': 0.9528788566589356,
+                                           'tumour': 0.5316472917795181,
+                                           'vessel': 0.4907704502344131}},
+                       {'name': 'trial_00005_2ep+trial_00008_2ep',
+                        'members': ['trial_00005_2ep', 'trial_00008_2ep'],
+                        'dice': 0.6269618918498358,
+                        'dice_per_class': {'liver': 0.9480589926242828,
+                                           'tumour': 0.43727047443389894,
+                                           'vessel': 0.49555620849132537}},
+                       {'name': 'default_2ep+trial_00008_2ep',
+                        'members': ['default_2ep', 'trial_00008_2ep'],
+                        'dice': 0.606229242682457,
+                        'dice_per_class': {'liver': 0.938776433467865,
+                                           'tumour': 0.43636454939842223,
+                                           'vessel': 0.44354674518108367}},
+                       {'name': 'trial_00003_2ep+trial_00008_2ep',
+                        'members': ['trial_00003_2ep', 'trial_00008_2ep'],
+                        'dice': 0.5503229548533758,
+                        'dice_per_class': {'liver': 0.9190447270870209,
+                                           'tumour': 0.32279089093208313,
+                                           'vessel': 0.40913324654102323}},
+                       {'name': 'default_2ep',
+                        'members': ['default_2ep'],
+                        'dice': 0.5200611929098765,
+                        'dice_per_class': {'liver': 0.896479332447052,
+                                           'tumour': 0.3367150962352753,
+                                           'vessel': 0.3269891500473022}},
+                       {'name': 'trial_00003_2ep',
+                        'members': ['trial_00003_2ep'],
+                        'dice': 0.4165650864442189,
+                        'dice_per_class': {'liver': 0.8389839768409729,
+                                           'tumour': 0.18499986827373505,
+                                           'vessel': 0.2257114142179489}},
+                       {'name': 'trial_00008_2ep',
+                        'members': ['trial_00008_2ep'],
+                        'dice': 0.3347898128132026,
+                        'dice_per_class': {'liver': 0.743707823753357,
+                                           'tumour': 0.12038367539644242,
+                                           'vessel': 0.14027793928980828}}],
+        'skipped': [],
+        'best': {'name': 'default_2ep+trial_00005_2ep',
+                 'members': ['default_2ep', 'trial_00005_2ep'],
+                 'dice': 0.7534614145755767,
+                 'dice_per_class': {'liver': 0.9673605322837829,
+                                    'tumour': 0.7041785538196563,
+                                    'vessel': 0.588845157623291},
+                 'dice_postprocessed': 0.8346965213616689,
+                 'dice_per_class_postprocessed': {'liver': 0.9775922358036041,
+                                                  'tumour': 0.9376521706581116,
+                                                  'vessel': 0.588845157623291}},
+        'postprocessing': {'regions': [[1], [2]],
+                           'description': 'keep the largest connected component of label 1, then label 2',
+                           'evidence': [{'region': [1, 2, 3],
+                                         'compared': 'mean foreground Dice',
+                                         'before': 0.7534614145755767,
+                                         'after': 0.6690936962763468,
+                                         'kept': False},
+                                        {'region': [1],
+                                         'compared': 'Dice of liver',
+                                         'before': 0.9673605322837829,
+                                         'after': 0.9775922358036041,
+                                         'kept': True},
+                                        {'region': [2],
+                                         'compared': 'Dice of tumour',
+                                         'before': 0.7041785538196563,
+                                         'after': 0.9376521706581116,
+                                         'kept': True},
+                                        {'region': [3],
+                                         'compared': 'Dice of vessel',
+                                         'before': 0.588845157623291,
+                                         'after': 0.5572129309177398,
+                                         'kept': False}]}},
+ 1: {'folds': [0, 1, 2, 3, 4],
+     'cases': 10,
+     'top': 1,
+     'candidates': [{'name': 'trial_00005_2ep',
+                     'members': ['trial_00005_2ep'],
+                     'dice': 0.6584321995576223,
+                     'dice_per_class': {'liver': 0.9528788566589356,
+                                        'tumour': 0.5316472917795181,
+                                        'vessel': 0.4907704502344131}},
+                    {'name': 'default_2ep',
+                     'members': ['default_2ep'],
+                     'dice': 0.5200611929098765,
+                     'dice_per_class': {'liver': 0.896479332447052,
+                                        'tumour': 0.3367150962352753,
+                                        'vessel': 0.3269891500473022}},
+                    {'name': 'trial_00003_2ep',
+                     'members': ['trial_00003_2ep'],
+                     'dice': 0.4165650864442189,
+                     'dice_per_class': {'liver': 0.8389839768409729,
+                                        'tumour': 0.18499986827373505,
+                                        'vessel': 0.2257114142179489}},
+                    {'name': 'trial_00008_2ep',
+                     'members': ['trial_00008_2ep'],
+                     'dice': 0.3347898128132026,
+                     'dice_per_class': {'liver': 0.743707823753357,
+                                        'tumour': 0.12038367539644242,
+                                        'vessel': 0.14027793928980828}}],
+     'skipped': [],
+     'best': {'name': 'trial_00005_2ep',
+              'members': ['trial_00005_2ep'],
+              'dice': 0.6584321995576223,
+              'dice_per_class': {'liver': 0.9528788566589356,
+                                 'tumour': 0.5316472917795181,
+                                 'vessel': 0.4907704502344131},
+              'dice_postprocessed': 0.7539457350969315,
+              'dice_per_class_postprocessed': {'liver': 0.9702089965343476,
+                                               'tumour': 0.9246231913566589,
+                                               'vessel': 0.3670050173997879}},
+     'postprocessing': {'regions': [[1, 2, 3], [1], [2]],
+                        'description': 'keep the largest connected component of labels 1+2+3, then label 1, then '
+                                       'label 2',
+                        'evidence': [{'region': [1, 2, 3],
+                                      'compared': 'mean foreground Dice',
+                                      'before': 0.6584321995576223,
+                                      'after': 0.6598186582326889,
+                                      'kept': True},
+                                     {'region': [1],
+                                      'compared': 'Dice of liver',
+                                      'before': 0.9656690180301666,
+                                      'after': 0.9702089965343476,
+                                      'kept': True},
+                                     {'region': [2],
+                                      'compared': 'Dice of tumour',
+                                      'before': 0.6467819392681122,
+                                      'after': 0.9246231913566589,
+                                      'kept': True},
+                                     {'region': [3],
+                                      'compared': 'Dice of vessel',
+                                      'before': 0.3670050173997879,
+                                      'after': 0.3609890162944794,
+                                      'kept': False}]}}}
+
+
+@pytest.fixture(scope="module")
+def stream_data(tmp_path_factory):
+    return stream_dataset(tmp_path_factory.mktemp("stream") / "Dataset991_Stream")
+
+
+@pytest.mark.parametrize("top", [None, 1])
+def test_streamed_find_best_gives_the_numbers_of_holding_every_map(tmp_path, stream_data, top):
+    """best_configuration.json and postprocessing.json as hnas 779af65 wrote them, which held every validation
+    truth and the best's label maps in memory (GOLDEN_FIND_BEST: its output on this fixture, exact floats).
+    The fixture exercises a rejected foreground step with kept and rejected class steps (all pairs) and a
+    kept foreground step followed by kept class steps (top 1)."""
+    from hnas.pipeline.find_best import find_best
+
+    run = stream_run(tmp_path / "run", stream_data)
+    result = find_best(run, top=top, log=lambda _: None)
+    stored = json.loads((run / "cv" / "best_configuration.json").read_text())
+    assert stored == result
+    assert {k: v for k, v in result.items() if k not in ("dataset", "criterion")} == GOLDEN_FIND_BEST[top]
+    decision = run / "cv" / result["best"]["name"] / "postprocessing.json"
+    assert decision.is_file() == (top == 1)
+    if top == 1:
+        assert json.loads(decision.read_text()) == GOLDEN_FIND_BEST[1]["postprocessing"]
+
+
+def live_arrays(monkeypatch, owner, *names):
+    """Wrap ``owner``'s functions ``names``: each call records how many arrays they returned before are still
+    alive. Returns that list (CPython frees an array as soon as nobody holds it)."""
+    import weakref
+
+    returned, alive = [], []
+    for name in names:
+        original = getattr(owner, name)
+
+        def wrapper(*args, _original=original, **kwargs):
+            alive.append(sum(ref() is not None for ref in returned))
+            result = _original(*args, **kwargs)
+            array = result[0] if isinstance(result, tuple) else result
+            returned.append(weakref.ref(array))
+            return result
+
+        monkeypatch.setattr(owner, name, wrapper)
+    return alive
+
+
+def test_find_best_holds_one_case_at_a_time(tmp_path, stream_data, monkeypatch):
+    """Every truth and prediction find-best reads is dropped before the next case's: at most the previous
+    case's truth is alive when a map is read, whatever the number of cases (hnas 779af65 held all ten)."""
+    from hnas.pipeline.find_best import CrossValidation, find_best
+
+    run = stream_run(tmp_path / "run", stream_data)
+    alive = live_arrays(monkeypatch, CrossValidation, "truth", "prediction")
+    find_best(run, log=lambda _: None)
+    # 10 cases x (1 truth + 4 singles), x (1 truth + 6 pairs), x (1 truth + the best): three passes
+    assert len(alive) == 10 * 5 + 10 * 7 + 10 * 2
+    assert max(alive) == 1
+
+
+def test_a_pair_is_the_argmax_of_its_members_summed_softmax(tmp_path, stream_data):
+    """The pair's label map: label values (not indices) of the argmax of the sum of the stored float16 softmax."""
+    from hnas.data import load_dataset
+    from hnas.pipeline.find_best import CrossValidation
+    from hnas.pipeline.layout import RunFolder
+
+    run = stream_run(tmp_path / "run", stream_data, folds=(0,),
+                     models={"default_2ep": (1.1, (1, 3)), "trial_00003_2ep": (1.3, (2,))})
+    cv = CrossValidation(load_dataset(stream_data), (0,), RunFolder(run))
+    fold, case = cv.cases[0]
+    truth = cv.truth(case)
+    pair = cv.prediction(("default_2ep", "trial_00003_2ep"), fold, case, truth)
+    stored = [np.load(run / "cv" / name / "fold_0" / "validation" / f"{case}.npz")["probabilities"]
+              for name in ("default_2ep", "trial_00003_2ep")]
+    expected = np.argmax(stored[0].astype(np.float32) + stored[1].astype(np.float32), axis=0)
+    assert pair.dtype == np.int16 and np.array_equal(pair, expected)
+    for name, dtype in (("default_2ep", np.float32), ("trial_00003_2ep", np.float64)):  # other stored dtypes
+        np.savez_compressed(run / "cv" / name / "fold_0" / "validation" / f"{case}.npz",
+                            probabilities=stream_softmax(truth, 5, 1.0, (2,)).astype(dtype))
+    mixed = stream_softmax(truth, 5, 1.0, (2,))
+    expected = np.argmax(mixed + mixed.astype(np.float64).astype(np.float32), axis=0)
+    assert np.array_equal(cv.prediction(("default_2ep", "trial_00003_2ep"), fold, case, truth), expected)
+    with pytest.raises(TrainingError, match=r"prediction of default_2ep for case .* has shape \(12, 12, 14\); its "
+                                            r"label map has \(12, 14\)"):
+        cv.prediction(("default_2ep",), fold, case, truth[0])
+
+
+def test_with_top_one_no_pass_is_made_for_pairs(tmp_path, stream_data, monkeypatch):
+    """Two passes over the ten cases (the singles, the best's post-processing): none for the empty set of pairs."""
+    from hnas.pipeline.find_best import CrossValidation, find_best
+
+    run = stream_run(tmp_path / "run", stream_data, folds=(0, 1))
+    alive = live_arrays(monkeypatch, CrossValidation, "truth")
+    find_best(run, top=1, log=lambda _: None)
+    assert len(alive) == 2 * 4  # folds 0 and 1 hold four validation cases

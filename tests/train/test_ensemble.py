@@ -67,3 +67,24 @@ def test_every_member_checks_the_input_before_any_member_predicts(checkpoints, i
     ensemble = Ensemble([checkpoints["coarse"], checkpoints["fine"]], device="cpu", limits=InputLimits(max_voxels=10_000))
     with pytest.raises(DatasetError, match=r"= 13,824 voxels .* expected at most 10,000"):
         ensemble.segment(volume.array, volume.spacing)
+
+
+def test_label_maps_are_taken_slab_by_slab_in_the_label_dtype(monkeypatch):
+    """Predictor.to_labels (an ensemble's too) and find-best's pairs: values[argmax] in int16, computed a few
+    slices at a time so argmax's int64 indices never cover the volume; ties go to the first class as argmax's."""
+    from hnas.train import prediction
+
+    rng = np.random.default_rng(3)
+    scores = rng.random((3, 7, 5, 4)).astype(np.float32)
+    scores[:, 0, 0, 0] = 0.5  # a three-way tie: class index 0
+    scores[1:, 6, 4, 3] = 0.9  # a tie of classes 1 and 2 in the last slab: class index 1
+    values = np.array([0, 2, 5], dtype=np.int16)
+    expected = values[np.argmax(scores, axis=0)]
+    monkeypatch.setattr(prediction, "ARGMAX_SLAB_VOXELS", 2 * 5 * 4)  # two slices a slab, the last one alone
+    labels = prediction.label_map_of(scores, values)
+    assert labels.dtype == np.int16 and np.array_equal(labels, expected)
+    assert labels[0, 0, 0] == 0 and labels[6, 4, 3] == 2
+    monkeypatch.setattr(prediction, "ARGMAX_SLAB_VOXELS", 1)  # smaller than a slice: one slice at a time
+    assert np.array_equal(prediction.label_map_of(scores, values), expected)
+    assert np.array_equal(prediction.label_map_of(scores[:, 0], values), expected[0])  # 2D scores
+    assert prediction.label_map_of(np.array([0.1, 0.7, 0.2]), values) == 2  # one voxel's scores

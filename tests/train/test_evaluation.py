@@ -103,3 +103,16 @@ def test_hd95_does_not_pass_monais_own_deprecation_warning_to_users():
         warnings.simplefilter("error")
         metrics = case_metrics(prediction, truth, {"background": 0, "a": 1}, spacing=(1.0, 1.0, 1.0))
     assert metrics["a"]["hd95"] == pytest.approx(1.0)
+
+
+def test_mask_dice_is_the_dice_case_metrics_reports():
+    from hnas.train.evaluation import mask_dice
+
+    truth = np.zeros((6, 7, 8), dtype=np.int16)
+    truth[1:4, 1:4, 1:4] = 2  # 27 voxels
+    prediction = np.zeros_like(truth)
+    prediction[2:5, 1:4, 1:4] = 2  # 27 voxels, 18 shared
+    expected = case_metrics(prediction, truth, {"background": 0, "a": 2}, (1.0, 1.0, 1.0), hd95=False)["a"]["dice"]
+    assert mask_dice(prediction == 2, truth == 2) == expected == pytest.approx(2 * 18 / 54)
+    assert math.isnan(mask_dice(np.zeros((3, 3), bool), np.zeros((3, 3), bool)))
+    assert mask_dice(np.ones((2, 2), bool), np.zeros((2, 2), bool)) == 0.0

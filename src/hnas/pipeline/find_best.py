@@ -8,7 +8,9 @@ the fold predicted). The score is nnU-Net's: per foreground class the mean Dice 
 (a class absent from prediction and truth left out), then the mean over the classes.
 
 The best candidate's post-processing is decided on its cross-validation predictions
-(:func:`hnas.train.postprocessing.decide_postprocessing`). Everything goes to
+(:func:`hnas.train.postprocessing.decide_from_evidence`). Every pass reads the cases one at a
+time and keeps only per-case scalars (Dice values), so memory stays that of one case however
+many cases the folds hold. Everything goes to
 ``RUN/cv/best_configuration.json``, which `hnas predict --model` accepts; a single best model
 also gets the decision as ``RUN/cv/<name>/postprocessing.json``.
 """
@@ -19,7 +21,7 @@ import itertools
 import math
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,9 @@ from hnas.pipeline.layout import (RunFolder, load_model_record, model_dirs, pred
                                   write_best_configuration, write_postprocessing)
 from hnas.pipeline.provenance import checked_validation
 from hnas.pipeline.run import stored_settings
-from hnas.train.postprocessing import class_dice, decide_postprocessing, mean_over_classes
+from hnas.train.postprocessing import (CaseEvidence, case_dice, case_evidence, decide_from_evidence,
+                                      mean_dice_per_class, mean_over_classes)
+from hnas.train.prediction import label_map_of
 
 CRITERION = ("mean foreground Dice: per class the mean over the cross-validation cases (a class absent from "
              "prediction and truth left out, nnU-Net's convention), then the mean over classes")
@@ -63,38 +67,45 @@ class Score:
 
 
 class CrossValidation:
-    """The validation cases of the chosen folds and their reference label maps (read once)."""
+    """The validation cases of the chosen folds, read case by case: one case's maps in memory at a time."""
 
     def __init__(self, dataset: Dataset, folds: Sequence[int], run: RunFolder):
         self.dataset, self.folds, self.run = dataset, tuple(folds), run
         splits = stored_splits(run.root, dataset, cross_validation=True)
         self.cases = [(fold, case) for fold in self.folds for case in split_of(dataset.case_ids, fold, splits)[1]]
-        self.truths = {case: read_label_map(dataset.case(case).label_file)[0] for _, case in self.cases}
         self.values = np.array([value for _, value in dataset.labels], dtype=np.int16)
 
-    def prediction(self, members: Sequence[str], fold: int, case: str) -> np.ndarray:
+    def truth(self, case: str) -> np.ndarray:
+        return read_label_map(self.dataset.case(case).label_file)[0]
+
+    def prediction(self, members: Sequence[str], fold: int, case: str, truth: np.ndarray) -> np.ndarray:
         """A model's saved label map, or an ensemble's argmax of its members' mean saved softmax."""
         if len(members) == 1:
             path = self._file(members[0], fold, case, ".nii.gz")
             label = read_label_map(path)[0]
         else:
-            total = sum(self._probabilities(m, fold, case) for m in members)
-            label = self.values[np.argmax(total, axis=0)]
-        if label.shape != self.truths[case].shape:
+            total = self._probabilities(members[0], fold, case).astype(np.float32, copy=False)  # a fresh array
+            for member in members[1:]:
+                total += self._probabilities(member, fold, case)  # float16 widens exactly inside the add: no copy
+            label = label_map_of(total, self.values)
+        if label.shape != truth.shape:
             raise TrainingError(f"the prediction of {'+'.join(members)} for case {case!r} (fold {fold}) has shape "
-                                f"{label.shape}; its label map has {self.truths[case].shape}")
+                                f"{label.shape}; its label map has {truth.shape}")
         return label
 
     def _file(self, model: str, fold: int, case: str, ending: str) -> Path:
         return prediction_file(self.run.model(model), fold, case, ending)
 
     def _probabilities(self, model: str, fold: int, case: str) -> np.ndarray:
+        """A member's saved softmax in float16 (as `hnas train --folds` writes it) or float32."""
         path = self._file(model, fold, case, ".npz")
         try:
             with np.load(path) as stored:
                 if "probabilities" not in stored.files:
                     raise TrainingError(f"{str(path)!r} holds {stored.files}; expected the key 'probabilities'")
-                probabilities = stored["probabilities"].astype(np.float32)
+                probabilities = stored["probabilities"]
+                if probabilities.dtype not in (np.float16, np.float32):
+                    probabilities = probabilities.astype(np.float32)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
             # a truncated or foreign file: np.load raises any of these (AttributeError: a plain .npy has no .files)
             raise TrainingError(f"{str(path)!r} cannot be read as the softmax of a validation case: {exc}") from exc
@@ -103,12 +114,26 @@ class CrossValidation:
                                 f"{self.dataset.name!r} has {len(self.values)} labels")
         return probabilities
 
-    def pairs(self, members: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def scores(self, candidates: Sequence[Sequence[str]]) -> list[Score]:
+        """Every candidate's :class:`Score` in one pass over the cases: per case its truth, then each candidate's
+        prediction, scored and dropped; only the per-case Dice values are kept."""
+        if not candidates:  # e.g. no pairs with --top 1: no pass over the cases
+            return []
+        per_case: list[list[dict[str, float]]] = [[] for _ in candidates]
         for fold, case in self.cases:
-            yield self.prediction(members, fold, case), self.truths[case]
+            truth = self.truth(case)
+            for dice, members in zip(per_case, candidates):
+                dice.append(case_dice(self.prediction(members, fold, case, truth), truth, self.dataset.labels))
+        return [Score(tuple(members), mean_dice_per_class(dice, self.dataset.labels))
+                for members, dice in zip(candidates, per_case)]
 
-    def score(self, members: Sequence[str]) -> Score:
-        return Score(tuple(members), class_dice(self.pairs(members), self.dataset.labels))
+    def evidence(self, members: Sequence[str]) -> list[CaseEvidence]:
+        """The post-processing evidence of one candidate's predictions, case by case."""
+        evidence = []
+        for fold, case in self.cases:
+            truth = self.truth(case)
+            evidence.append(case_evidence(self.prediction(members, fold, case, truth), truth, self.dataset.labels))
+        return evidence
 
 
 def complete_folds(model_dir: Path, dataset: Dataset) -> set[int]:
@@ -153,14 +178,14 @@ def find_best(run_dir: str | Path, *, top: int | None = None, log: Callable[[str
     cv = CrossValidation(dataset, folds, RunFolder(run_dir))
     log(f"find-best: {len(usable)} models on folds {list(folds)} ({len(cv.cases)} validation cases)"
         + "".join(f"\n  skipped {s['name']}: {s['reason']}" for s in skipped))
-    singles = sorted((cv.score([name]) for name in usable), key=Score.sort_key)
+    # three passes over the cases (singles, pairs of the top singles, the best's post-processing), each holding
+    # one case's maps at a time: memory does not grow with the number of cases
+    singles = sorted(cv.scores([(name,) for name in usable]), key=Score.sort_key)
     pool = [s.members[0] for s in singles[:top]]
-    ensembles = [cv.score(pair) for pair in itertools.combinations(sorted(pool), 2)]
+    ensembles = cv.scores(list(itertools.combinations(sorted(pool), 2)))
     candidates = sorted(singles + ensembles, key=Score.sort_key)
     best = candidates[0]
-    predictions, truths = zip(*cv.pairs(best.members))  # the best's label maps, held for the decision's passes
-    decision = decide_postprocessing(predictions, truths, dataset.labels)
-    processed = class_dice(((decision.apply(p), t) for p, t in zip(predictions, truths)), dataset.labels)
+    decision, processed = decide_from_evidence(cv.evidence(best.members), dataset.labels)
     result = {"dataset": str(dataset.root), "folds": list(folds), "cases": len(cv.cases), "criterion": CRITERION,
               "top": top, "candidates": [c.to_dict() for c in candidates], "skipped": skipped,
               "best": {**best.to_dict(), "dice_postprocessed": _plain(mean_over_classes(processed)),

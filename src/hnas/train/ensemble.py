@@ -73,7 +73,10 @@ class Ensemble:
         total = None
         for weight, member in zip(self.weights, self.members):
             share = weight * member.checked_probabilities(image, spacing)
-            total = share if total is None else total + share
+            if total is None:
+                total = share
+            else:  # in place: one running sum, not a new [K, z, y, x] array per member
+                total += share
         return total
 
     def to_labels(self, probabilities: np.ndarray) -> np.ndarray:

@@ -46,6 +46,11 @@ def case_metrics(prediction: np.ndarray, truth: np.ndarray, labels: Labels,
             for name, value in foreground_classes(labels)}
 
 
+def mask_dice(predicted: np.ndarray, expected: np.ndarray) -> float:
+    """Dice of one boolean mask pair, as :func:`case_metrics` computes it for a class (nan if both are empty)."""
+    return _class_metrics(predicted, expected, (1.0,) * expected.ndim, with_hd95=False)["dice"]
+
+
 def _class_metrics(predicted: np.ndarray, expected: np.ndarray, spacing: Sequence[float],
                    with_hd95: bool = True) -> dict[str, float]:
     """Dice and HD95 of one binary mask pair (conventions in the module docstring)."""

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from hnas.errors import TrainingError
-from hnas.train.evaluation import case_metrics, foreground_classes
+from hnas.train.evaluation import case_metrics, foreground_classes, mask_dice
 
 Labels = Sequence[tuple[str, int]]
 
@@ -36,7 +36,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     components, count = ndimage.label(mask, structure=structure)
     if count <= 1:
         return mask.astype(bool, copy=True)
-    sizes = np.bincount(components.ravel())
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for plane in components.reshape(components.shape[0], -1):  # bincount casts to int64: a slice at a time
+        sizes += np.bincount(plane, minlength=count + 1)
     sizes[0] = 0  # the background of the mask
     return components == int(np.argmax(sizes))
 
@@ -89,16 +91,29 @@ class Postprocessing:
         return cls(tuple(tuple(r) for r in regions), tuple(data.get("evidence", ())))
 
 
+def case_dice(prediction: np.ndarray, truth: np.ndarray, labels: Labels) -> dict[str, float]:
+    """Dice per foreground class of one case (nan for a class absent from both; no HD95: selection needs Dice)."""
+    metrics = case_metrics(prediction, truth, labels, (1.0,) * truth.ndim, hd95=False)
+    return {name: values["dice"] for name, values in metrics.items()}
+
+
+def mean_dice_per_class(cases: Iterable[Mapping[str, float]], labels: Labels) -> dict[str, float]:
+    """Per foreground class the mean of the cases' Dice (:func:`case_dice`), nan cases left out (nan if all are).
+
+    Only these scalars are kept per case, so scoring many cases holds no label map beyond the current one.
+    """
+    scores: dict[str, list[float]] = {name: [] for name, _ in foreground_classes(labels)}
+    for dice in cases:
+        for name, value in dice.items():
+            if not math.isnan(value):
+                scores[name].append(value)
+    return {name: float(np.mean(v)) if v else math.nan for name, v in scores.items()}
+
+
 def class_dice(pairs: Iterable[tuple[np.ndarray, np.ndarray]], labels: Labels) -> dict[str, float]:
     """Mean Dice per foreground class over ``(prediction, truth)`` pairs, one per case (an iterator is fine:
     cases are scored one at a time). nnU-Net's convention: a class absent from both is nan, left out."""
-    scores: dict[str, list[float]] = {name: [] for name, _ in foreground_classes(labels)}
-    for prediction, truth in pairs:
-        metrics = case_metrics(prediction, truth, labels, (1.0,) * truth.ndim, hd95=False)
-        for name, values in metrics.items():
-            if not math.isnan(values["dice"]):
-                scores[name].append(values["dice"])
-    return {name: float(np.mean(v)) if v else math.nan for name, v in scores.items()}
+    return mean_dice_per_class((case_dice(prediction, truth, labels) for prediction, truth in pairs), labels)
 
 
 def mean_over_classes(dice: Mapping[str, float]) -> float:
@@ -107,38 +122,100 @@ def mean_over_classes(dice: Mapping[str, float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+@dataclass(frozen=True)
+class CaseEvidence:
+    """One case's per-class Dice under every step :func:`decide_postprocessing` may try; the maps can then go.
+
+    A largest-component step turns only its own labels' voxels to background, so a class's mask depends
+    on the foreground step (taken or not) and on its own step, never on another class's step. Four
+    Dice sets thus decide every step and give the Dice after the decision:
+
+    - ``as_is``: the prediction; ``foreground``: after the all-foreground step (None with one class);
+    - ``alone``: each class after its own step on the prediction; ``after_foreground``: after its own
+      step on the foreground step's result (None with one class).
+    """
+
+    as_is: dict[str, float]
+    foreground: dict[str, float] | None
+    alone: dict[str, float]
+    after_foreground: dict[str, float] | None
+
+
+def case_evidence(prediction: np.ndarray, truth: np.ndarray, labels: Labels) -> CaseEvidence:
+    """The :class:`CaseEvidence` of one case: every candidate step applied to its label map and scored."""
+    if prediction.shape != truth.shape:
+        raise TrainingError(f"a prediction of shape {prediction.shape} for a reference label map of shape "
+                            f"{truth.shape}; expected the same shape")
+    classes = foreground_classes(labels)
+    as_is = case_dice(prediction, truth, labels)
+    alone = _own_steps(prediction, truth, classes, as_is)
+    if len(classes) < 2:  # the foreground step is the class step: not tried
+        return CaseEvidence(as_is, None, alone, None)
+    cleaned = keep_largest_region(prediction, tuple(value for _, value in classes))
+    foreground = case_dice(cleaned, truth, labels)
+    return CaseEvidence(as_is, foreground, alone, _own_steps(cleaned, truth, classes, foreground))
+
+
+def _own_steps(label_map: np.ndarray, truth: np.ndarray, classes: Sequence[tuple[str, int]],
+               dice: Mapping[str, float]) -> dict[str, float]:
+    """Each class's Dice after keeping its largest component in ``label_map`` (whose Dice is ``dice``).
+
+    A class in one piece is unchanged by its step: its Dice is reused, not recomputed.
+    """
+    result = {}
+    for name, value in classes:
+        mask = label_map == value
+        kept = largest_component(mask)
+        if np.count_nonzero(kept) == np.count_nonzero(mask):  # kept is a subset of mask: the same voxels
+            result[name] = dice[name]
+        else:
+            result[name] = mask_dice(kept, truth == value)
+    return result
+
+
 def decide_postprocessing(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                           labels: Labels) -> Postprocessing:
     """nnU-Net's rule on cross-validation label maps: keep a largest-component step only if it raises Dice.
 
     A step must strictly improve (equal Dice keeps the simpler model). The per-class steps are
-    tried on the result of the accepted foreground step, as nnU-Net does.
+    tried on the result of the accepted foreground step, as nnU-Net does. The maps are scored one
+    case at a time (:func:`case_evidence`); :func:`decide_from_evidence` decides on the scalars.
     """
     if len(predictions) != len(truths):
         raise TrainingError(f"{len(predictions)} predictions for {len(truths)} reference label maps; expected "
                             "one per case")
+    evidence = [case_evidence(prediction, truth, labels) for prediction, truth in zip(predictions, truths)]
+    return decide_from_evidence(evidence, labels)[0]
+
+
+def decide_from_evidence(cases: Sequence[CaseEvidence], labels: Labels) -> tuple[Postprocessing, dict[str, float]]:
+    """The decision of :func:`decide_postprocessing` from each case's :class:`CaseEvidence`, and the mean Dice
+    per class of the maps post-processed as decided.
+
+    The same means in the same case order as scoring the post-processed maps themselves, so the
+    numbers are those of applying each step to every map.
+    """
     classes = foreground_classes(labels)
-    current = list(predictions)
-    baseline = class_dice(zip(current, truths), labels)
+    baseline = mean_dice_per_class((case.as_is for case in cases), labels)
+    own = [case.alone for case in cases]
     regions, evidence = [], []
     if len(classes) > 1:  # with one class the per-class step below is the same test
         region = tuple(value for _, value in classes)
-        candidate = [keep_largest_region(p, region) for p in current]
-        scores = class_dice(zip(candidate, truths), labels)
+        scores = mean_dice_per_class((case.foreground for case in cases), labels)
         before, after = mean_over_classes(baseline), mean_over_classes(scores)
         kept = after > before
         evidence.append({"region": list(region), "compared": "mean foreground Dice", "before": before,
                          "after": after, "kept": kept})
         if kept:
             regions.append(region)
-            current, baseline = candidate, scores
+            baseline, own = scores, [case.after_foreground for case in cases]
+    processed = dict(baseline)
     for name, value in classes:
-        candidate = [keep_largest_region(p, (value,)) for p in current]
-        scores = class_dice(zip(candidate, truths), labels)
-        kept = scores[name] > baseline[name]
+        after = mean_dice_per_class(({name: dice[name]} for dice in own), [(name, value)])[name]
+        kept = after > baseline[name]
         evidence.append({"region": [value], "compared": f"Dice of {name}", "before": baseline[name],
-                         "after": scores[name], "kept": kept})
+                         "after": after, "kept": kept})
         if kept:
             regions.append((value,))
-            current, baseline = candidate, scores
-    return Postprocessing(tuple(regions), tuple(evidence))
+            processed[name] = after
+    return Postprocessing(tuple(regions), tuple(evidence)), processed

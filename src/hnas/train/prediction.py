@@ -31,6 +31,7 @@ from hnas.data.io import check_voxel_size
 from hnas.errors import DatasetError, HnasError, TrainingError
 from hnas.planning.plan import Plan
 from hnas.train.checkpoint import load_checkpoint
+from hnas.train.compilation import CompiledNetwork, without_compiled_prefix
 from hnas.train.inference import OVERLAP, InferenceMemoryError, estimated_bytes, sliding_window_logits
 from hnas.train.preprocessing import (ChannelNormalization, preprocess_image, resampled_spacing, restore_probabilities,
                                       spacing_in_file_order, target_shape)
@@ -175,11 +176,31 @@ def refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
                            "; expected a new file (pass --overwrite to replace)")
 
 
+ARGMAX_SLAB_VOXELS = 2**22
+
+
+def label_map_of(probabilities: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values[argmax]`` over the classes of ``[K, z, ...]`` scores, in ``values``' dtype.
+
+    Slab by slab along z: argmax's int64 indices (8 bytes a voxel, four times an int16 label map)
+    never span more than ARGMAX_SLAB_VOXELS voxels (32 MiB) of a large volume (docs/references.md, "Input
+    sanity at prediction and evaluation").
+    """
+    out = np.empty(probabilities.shape[1:], dtype=values.dtype)
+    if out.ndim == 0:
+        return values[np.argmax(probabilities, axis=0)]
+    step = max(1, ARGMAX_SLAB_VOXELS // max(1, math.prod(out.shape[1:])))
+    for start in range(0, out.shape[0], step):
+        out[start:start + step] = values[np.argmax(probabilities[:, start:start + step], axis=0)]
+    return out
+
+
 class Predictor:
-    """A checkpoint's network, ready to segment images one by one."""
+    """A checkpoint's network, ready to segment images one by one (``compile``: its windows through
+    ``torch.compile``, :mod:`hnas.train.compilation`)."""
 
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", mirror: bool = False,
-                 overlap: float = OVERLAP, limits: InputLimits = InputLimits()):
+                 overlap: float = OVERLAP, limits: InputLimits = InputLimits(), compile: bool = False):
         payload = load_checkpoint(checkpoint)
         where = f"checkpoint {str(checkpoint)!r}"
         try:
@@ -198,15 +219,20 @@ class Predictor:
         tune_for_fixed_windows(self.device)
         self.network = build(self.spec, self.device)
         try:
-            self.network.load_state_dict(weights)
+            self.network.load_state_dict(without_compiled_prefix(weights))
         except RuntimeError as exc:  # missing, unexpected or reshaped tensors
             first = str(exc).strip().splitlines()[-1].strip()
             raise TrainingError(f"{where} holds weights that do not fit its own network spec ({first}); expected "
                                 "the weights saved with that spec") from None
         self.network.eval()
+        self.set_compile(compile)
         self.mirror_axes = tuple(range(self.plan.dims)) if mirror else ()  # the patch's axes: in-plane for 2D
         self.overlap = overlap
         self.limits = limits
+
+    def set_compile(self, enabled: bool) -> None:
+        """Predict through ``torch.compile`` (or eagerly) from now on; an ensemble's members are set one by one."""
+        self.forward = CompiledNetwork(self.network, enabled)
 
     @property
     def n_channels(self) -> int:
@@ -292,7 +318,7 @@ class Predictor:
             prepared, _, record = preprocess_image(image, spacing, self.plan, self.normalization)
             scores = sliding_window_logits(self.network, prepared, self.plan.patch_size, self.device,
                                            overlap=self.overlap, batch_size=self.plan.batch_size,
-                                           mirror_axes=self.mirror_axes)
+                                           mirror_axes=self.mirror_axes, forward=self.forward)
             probabilities = host_float32(scores)
             del scores
             return restore_probabilities(probabilities, record)
@@ -309,8 +335,7 @@ class Predictor:
 
     def to_labels(self, probabilities: np.ndarray) -> np.ndarray:
         """The label map of ``[K, ...]`` class probabilities (argmax mapped to label values)."""
-        values = np.array([value for _, value in self.labels], dtype=np.int16)
-        return values[np.argmax(probabilities, axis=0)]
+        return label_map_of(probabilities, np.array([value for _, value in self.labels], dtype=np.int16))
 
     def segment(self, image: np.ndarray, spacing: Sequence[float], *, source: str = "image") -> np.ndarray:
         """Label map ``[z, y, x]`` for a ``[C, z, y, x]`` image with the given spacing."""
@@ -329,15 +354,16 @@ class Predictor:
 
 
 def predict(checkpoint: str | Path, images: Sequence[str | Path], out_dir: str | Path, *, device: str = "auto",
-            mirror: bool = False, overwrite: bool = False, limits: InputLimits = InputLimits()) -> list[Path]:
+            mirror: bool = False, overwrite: bool = False, limits: InputLimits = InputLimits(),
+            compile: bool = False) -> list[Path]:
     """Segment ``images`` into ``out_dir`` (one ``<case>.nii.gz`` each); returns the written files.
 
     For a one-channel model every path is a case. For a C-channel model paths are grouped by
     nnU-Net's naming (``<case>_0000.nii.gz`` .. ``<case>_{C-1:04d}.nii.gz``). Existing label maps
     are refused before any prediction unless ``overwrite``; ``limits`` says which unusual inputs are
-    refused (:class:`InputLimits`).
+    refused (:class:`InputLimits`); ``compile`` runs the network through ``torch.compile``.
     """
-    predictor = Predictor(checkpoint, device=device, mirror=mirror, limits=limits)
+    predictor = Predictor(checkpoint, device=device, mirror=mirror, limits=limits, compile=compile)
     out_dir = Path(out_dir)
     cases = group_cases([Path(p) for p in images], predictor.n_channels)
     refuse_existing([out_dir / f"{case}.nii.gz" for case in cases], overwrite)
