@@ -68,7 +68,8 @@ def _resolved_in(settings, cache: str):
 
 def default_choice(run_dir: Path) -> ModelChoice:
     """The run's search space at its default: nnU-Net's hyperparameters and network."""
-    setup = _resolved(stored_settings(run_dir))
+    # nnU-Net's default, not a --prior-from run's transferred centre (which is the space's default there)
+    setup = _resolved(replace(stored_settings(run_dir), prior_from=None))
     return ModelChoice(None, dict(setup.space().default_config()))
 
 
@@ -132,13 +133,16 @@ def check_folds(folds: Sequence[int]) -> list[int]:
 
 def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: Sequence[int], epochs: int, *,
                    iterations_per_epoch: int | None = None, workers: int = 1, splits: str | Path | None = None,
-                   terminal: bool | None = None, log=print) -> list[Path]:
+                   terminal: bool | None = None, log=print, compile: bool | None = None,
+                   preprocessing_workers: int | None = None) -> list[Path]:
     """Train every choice on every fold for ``epochs`` and write its validation predictions; returns model folders.
 
     ``workers > 1`` trains that many (choice, fold) pairs at once in local processes, each with its
     share of the machine (one GPU each, or its share of the CPU cores; see hnas.pipeline.workers).
     ``splits``: a splits_final.json for the folds (kept as RUN/cv/splits_final.json); without it the
-    run's split (``hnas search --splits``) or nnU-Net's default.
+    run's split (``hnas search --splits``) or nnU-Net's default. ``compile``: torch.compile the networks
+    for training and validation prediction (None: as the search did, run.json's ``compile``); not a setting
+    of the model (a rerun may change it), since it changes the speed, not the computation.
     """
     run_dir, folder = Path(run_dir), RunFolder(run_dir)
     folds = check_folds(list(folds))
@@ -154,6 +158,10 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     base = replace(setup.train_setup(run_dir), splits=fold_cases)
     if iterations_per_epoch is not None:
         base = replace(base, iterations_per_epoch=iterations_per_epoch)
+    if compile is not None:
+        base = replace(base, compile=compile)
+    if preprocessing_workers is not None:  # processes preprocessing a plan's cases if needed (None: run.json's)
+        base = replace(base, preprocessing_workers=preprocessing_workers)
     provenance = model_provenance(run_dir, stored_preset(run_dir, setup.preset), setup.grammar, setup.dataset,
                                   fold_cases)
     # every refusal (a model folder of other settings included) before any training or process starts
@@ -162,7 +170,8 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
     if splits is not None and not folder.cv_splits.is_file():
         write_splits(folder.cv_splits, fold_cases)  # the worker processes (and later steps) read it
     if workers > 1:
-        return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers)
+        return _cross_validate_in_processes(run_dir, choices, folds, epochs, iterations_per_epoch, workers,
+                                            base.compile, preprocessing_workers)
     model_dirs = []
     for choice, record in zip(choices, records):
         model_dir = folder.model(choice.name(epochs))
@@ -175,7 +184,8 @@ def cross_validate(run_dir: str | Path, choices: Sequence[ModelChoice], folds: S
                     fold_record = new_fold_record(record, fold, dataset, fold_dir / "checkpoint.pt", fold_cases)
                     replace_fold_record(fold_dir, fold_record)
                 _add_fold(model_dir, record, fold)
-                predict_validation(fold_dir, dataset, fold, fold_record, splits=fold_cases, log=log)
+                predict_validation(fold_dir, dataset, fold, fold_record, splits=fold_cases, log=log,
+                                   compile=base.compile)
         model_dirs.append(model_dir)
     return model_dirs
 
@@ -201,7 +211,8 @@ def _cross_validation_splits(run_dir: Path, dataset, path: str | Path | None) ->
 
 
 def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], folds: list[int], epochs: int,
-                                 iterations_per_epoch: int | None, workers: int) -> list[Path]:
+                                 iterations_per_epoch: int | None, workers: int, compile: bool,
+                                 preprocessing_workers: int | None = None) -> list[Path]:
     """Each (choice, fold) in its own job, fold by fold, ``workers`` at a time; a failed job does not stop the others.
 
     Every worker slot is a one-process pool started with its environment, so a job that kills its
@@ -218,7 +229,8 @@ def _cross_validate_in_processes(run_dir: Path, choices: Sequence[ModelChoice], 
                 if jobs:
                     choice, fold = jobs.pop(0)
                     future = pools[slot].submit(cross_validate, run_dir, [choice], [fold], epochs,
-                                                iterations_per_epoch=iterations_per_epoch,
+                                                iterations_per_epoch=iterations_per_epoch, compile=compile,
+                                                preprocessing_workers=preprocessing_workers,
                                                 terminal=False)  # lines: several processes share the terminal
                     running[future] = (slot, f"{choice.name(epochs)} fold {fold}")
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -343,7 +355,7 @@ def _train_if_needed(choice: ModelChoice, epochs: int, fold_dir: Path, setup, lo
 
 
 def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *, splits: tuple | None = None,
-                       log=print) -> Path:
+                       log=print, compile: bool = False) -> Path:
     """Predict fold ``fold``'s validation cases from their raw files (label map + float16 softmax).
 
     A case counts as predicted when fold.json records both files with the digests they still have
@@ -362,7 +374,7 @@ def predict_validation(fold_dir: Path, dataset, fold: int, fold_record: dict, *,
         inputs = case_inputs(case)
         if prediction_is_current(fold_record["validation"].get(case_id), inputs, model_dir, fold, case_id):
             continue
-        predictor = predictor or Predictor(fold_dir)
+        predictor = predictor or Predictor(fold_dir, compile=compile)
         volume = read_images(case.image_files, case.channel_in_file)
         probabilities = predictor.probabilities(volume.array, volume.spacing)
         npz_path = prediction_file(model_dir, fold, case_id, ".npz")

@@ -130,10 +130,11 @@ def _best_configuration_source(path: Path) -> ModelSource:
 
 
 def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bool = False,
-                limits: InputLimits = InputLimits()) -> Ensemble:
+                limits: InputLimits = InputLimits(), compile: bool = False) -> Ensemble:
     """One ensemble of every PATH (equal weight each); a single PATH's post-processing decision applies.
 
-    ``limits``: which unusual inputs the ensemble refuses (:class:`hnas.train.prediction.InputLimits`)."""
+    ``limits``: which unusual inputs the ensemble refuses (:class:`hnas.train.prediction.InputLimits`);
+    ``compile``: every member predicts through ``torch.compile`` (:mod:`hnas.train.compilation`)."""
     if not paths:
         raise TrainingError("no model given; expected at least one checkpoint, model folder or best_configuration.json")
     sources = [model_source(p) for p in paths]
@@ -147,6 +148,8 @@ def load_models(paths: Sequence[str | Path], *, device: str = "auto", mirror: bo
                       "ensemble)", EnsembleWarning, stacklevel=2)
     ensemble = Ensemble(checkpoints, weights=weights, postprocessing=decision, device=device, mirror=mirror,
                         limits=limits)
+    for member in ensemble.members:
+        member.set_compile(compile)
     if decision is not None:
         check_decision_labels(decision, ensemble.labels, sources[0].path)
     return ensemble
@@ -163,13 +166,13 @@ def check_decision_labels(decision: Postprocessing, labels, source: Path) -> Non
 
 def predict_with(models: Sequence[str | Path], images: Sequence[str | Path], out_dir: str | Path, *,
                  device: str = "auto", mirror: bool = False, overwrite: bool = False,
-                 limits: InputLimits = InputLimits()) -> tuple[Ensemble, list[Path]]:
+                 limits: InputLimits = InputLimits(), compile: bool = False) -> tuple[Ensemble, list[Path]]:
     """Segment ``images`` into ``out_dir`` with the ensemble of ``models``; returns it and the written files.
 
     ``images``: NIfTI files and folders of them (each folder's files, as nnUNetv2_predict -i reads it,
     :func:`hnas.train.prediction.group_cases`). Label maps already in ``out_dir`` are refused before
     any work unless ``overwrite``."""
-    ensemble = load_models(models, device=device, mirror=mirror, limits=limits)
+    ensemble = load_models(models, device=device, mirror=mirror, limits=limits, compile=compile)
     out_dir = require_folder(Path(out_dir), "a folder for the label maps")
     cases = group_cases([Path(p) for p in images], ensemble.n_channels)
     outputs = [out_dir / f"{case}.nii.gz" for case in cases]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from hnas.pipeline.layout import RunFolder
@@ -11,8 +12,12 @@ from hnas.search import Trial
 from hnas.train import Result, train_fold
 
 
-def retrain(run_dir: Path, epochs: int, trial_id: int | None = None) -> tuple[Trial, Result]:
-    """Train the incumbent (or ``trial_id``) of a run from scratch for ``epochs`` into RUN/retrain/."""
+def retrain(run_dir: Path, epochs: int, trial_id: int | None = None, *,
+            compile: bool | None = None, preprocessing_workers: int | None = None) -> tuple[Trial, Result]:
+    """Train the incumbent (or ``trial_id``) of a run from scratch for ``epochs`` into RUN/retrain/.
+
+    ``compile``: torch.compile the network (None: as the search did, run.json's ``compile``).
+    ``preprocessing_workers``: processes preprocessing the cases if needed (None: run.json's, else the default)."""
     settings = stored_settings(run_dir)
     trial = pick_trial(run_dir, trial_id)  # a broken run is refused before the dataset is planned
     setup = resolve(settings)
@@ -20,6 +25,11 @@ def retrain(run_dir: Path, epochs: int, trial_id: int | None = None) -> tuple[Tr
     out = RunFolder(run_dir).retrain(trial.trial_id, epochs)
     progress = TrainingProgress(f"retrain trial {trial.trial_id}")
     try:
-        return trial, train_fold(dict(trial.config), epochs, out, setup=setup.train_setup(run_dir), **progress.hooks())
+        train_setup = setup.train_setup(run_dir)
+        if compile is not None:
+            train_setup = replace(train_setup, compile=compile)
+        if preprocessing_workers is not None:
+            train_setup = replace(train_setup, preprocessing_workers=preprocessing_workers)
+        return trial, train_fold(dict(trial.config), epochs, out, setup=train_setup, **progress.hooks())
     finally:
         progress.close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -105,7 +105,8 @@ def estimated_bytes(image_shape: Sequence[int], n_classes: int, dtype: torch.dty
 @torch.no_grad()
 def sliding_window_logits(network: nn.Module, image: np.ndarray, patch_size: Sequence[int], device: torch.device, *,
                           overlap: float = OVERLAP, batch_size: int = 2, amp: bool = True,
-                          mirror_axes: Sequence[int] = (), accumulator: torch.dtype | None = None) -> torch.Tensor:
+                          mirror_axes: Sequence[int] = (), accumulator: torch.dtype | None = None,
+                          forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Class probabilities ``[K, ...]`` for a ``[C, ...]`` image (softmax, not logits, despite the name).
 
     float16 on ``device`` when it is a GPU, float32 on the CPU (:func:`accumulator_dtype`;
@@ -114,6 +115,8 @@ def sliding_window_logits(network: nn.Module, image: np.ndarray, patch_size: Seq
     ``patch_size`` on a ``[C, S, Y, X]`` image runs a 2D network on every slice.
     ``mirror_axes`` adds nnU-Net's test-time mirroring: the softmax is averaged over every
     combination of flips along those axes of the patch (in 2D: the in-plane axes).
+    ``forward`` calls the network on a batch of windows (a :class:`~hnas.train.compilation.CompiledNetwork`
+    of it); default the network itself, which is what is switched to eval mode and moved in any case.
     """
     planar = _is_planar(image, patch_size)
     was_training = network.training
@@ -123,7 +126,7 @@ def sliding_window_logits(network: nn.Module, image: np.ndarray, patch_size: Seq
     try:
         return _predict_with_fallbacks(network, image, tuple(patch_size), device, planar=planar, overlap=overlap,
                                        batch_size=batch_size, amp=amp, mirror_axes=tuple(mirror_axes),
-                                       accumulator=accumulator)
+                                       accumulator=accumulator, forward=forward or network)
     finally:
         network.decoder.deep_supervision = supervision
         network.train(was_training)
@@ -166,7 +169,7 @@ def _memory_error(network: nn.Module, image: np.ndarray, failed: Sequence[Placem
 
 def _predict_case(network: nn.Module, image: np.ndarray, patch_size: tuple[int, ...], placement: Placement,
                   dtype: torch.dtype, *, planar: bool, overlap: float, batch_size: int, amp: bool,
-                  mirror_axes: tuple[int, ...]) -> torch.Tensor:
+                  mirror_axes: tuple[int, ...], forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Mean softmax over the mirror flips, accumulated in ``dtype`` on ``placement.result``."""
     inputs = _network_input(image, planar, placement.result, dtype)
     total, count = None, 0
@@ -174,7 +177,7 @@ def _predict_case(network: nn.Module, image: np.ndarray, patch_size: tuple[int, 
         dims = [2 + a for a in flips]
         flipped = torch.flip(inputs, dims) if dims else inputs
         with autocast(placement.windows, amp and placement.windows.type == "cuda"):
-            scores = sliding_window_inference(flipped, patch_size, batch_size, _float_windows(network),
+            scores = sliding_window_inference(flipped, patch_size, batch_size, _float_windows(forward),
                                               overlap=overlap, mode="gaussian", sw_device=placement.windows,
                                               device=placement.result)
         del flipped
@@ -200,10 +203,10 @@ def _network_input(image: np.ndarray, planar: bool, device: torch.device, dtype:
     return torch.from_numpy(np.array(array, dtype=numpy_dtype)).to(device=device, dtype=dtype)
 
 
-def _float_windows(network: nn.Module):
+def _float_windows(forward: Callable[[torch.Tensor], torch.Tensor]):
     """The network on float32 windows (its weights' dtype; under autocast it computes in half anyway)."""
     def predict(window: torch.Tensor) -> torch.Tensor:
-        return network(window.float())
+        return forward(window.float())
     return predict
 
 
@@ -307,15 +310,17 @@ class ValidationResult:
 
 
 def validate(network: nn.Module, data: PreprocessedDataset, case_ids: Sequence[str], patch_size: Sequence[int],
-             device: torch.device, *, overlap: float = OVERLAP, batch_size: int = 2, amp: bool = True) -> ValidationResult:
-    """Sliding-window predictions of whole preprocessed cases against their label maps."""
+             device: torch.device, *, overlap: float = OVERLAP, batch_size: int = 2, amp: bool = True,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ValidationResult:
+    """Sliding-window predictions of whole preprocessed cases against their label maps (``forward``: as
+    :func:`sliding_window_logits`)."""
     n_classes = len(data.labels)
     scores = []
     for case_id in case_ids:
-        case = data.load(case_id, mmap=True)
+        case = data.load(case_id)  # all of it: the whole case is predicted
         try:
             probabilities = sliding_window_logits(network, case.image, patch_size, device, overlap=overlap,
-                                                  batch_size=batch_size, amp=amp)
+                                                  batch_size=batch_size, amp=amp, forward=forward)
         except InferenceMemoryError as exc:
             raise InferenceMemoryError(f"validation case {case_id!r}: {exc}") from None
         prediction = label_map(probabilities)

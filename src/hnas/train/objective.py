@@ -31,7 +31,7 @@ from hnas.train.config import ARCHITECTURE_KEY, NetworkChoice, TrainConfig, netw
 from hnas.train.inference import OVERLAP, validate
 from hnas.train.loader import PatchSampler
 from hnas.data.splits import N_FOLDS, split_of
-from hnas.train.preprocessing import PreprocessedDataset, preprocess_dataset
+from hnas.train.preprocessing import PreprocessedDataset, check_workers, default_workers, preprocess_dataset
 from hnas.train.presets import ScalePreset
 from hnas.train.trainer import EpochCallback, IterationCallback, Trainer, validation_seed
 from hnas.train.training_log import EpochRecord, TrainingLog, default_validation_iterations
@@ -67,7 +67,12 @@ class TrainSetup:
     validation_iterations: int | None = None
     overlap: float = OVERLAP
     amp: bool = True  # mixed precision, CUDA only
-    preprocessing_workers: int = 1
+    # torch.compile the network for training and validation (hnas.train.compilation); its compile time is
+    # part of the measured runtime, as in nnU-Net (which compiles on CUDA by default)
+    compile: bool = False
+    # processes preprocessing the cases (None: nnU-Net's 8, fewer on fewer cores); the cache's files
+    # do not depend on it, so it is in no cache key
+    preprocessing_workers: int | None = None
     # nnU-Net's 2d plan of the same data (preset applied) and its grammar: only the pipeline
     # spaces, whose network_dims may choose a 2D network, need them.
     plan_2d: Plan | None = None
@@ -92,8 +97,12 @@ class TrainSetup:
                 self.validation_iterations, int) or self.validation_iterations < 0):
             raise TrainingError(f"validation_iterations is {self.validation_iterations!r}; expected an integer >= 0 "
                                 "or None")
+        if self.preprocessing_workers is not None:
+            check_workers(self.preprocessing_workers)
         if not 0 <= self.overlap < 1:
             raise TrainingError(f"overlap is {self.overlap!r}; expected a number in [0, 1)")
+        if not isinstance(self.compile, bool):
+            raise TrainingError(f"compile is {self.compile!r}; expected True or False")
         self.torch_device()
 
     @classmethod
@@ -181,7 +190,7 @@ class Result:
 def prepare(setup: TrainSetup) -> PreprocessedDataset:
     """The setup's dataset preprocessed for its plan (once; later calls read the cache)."""
     return preprocess_dataset(setup.dataset, setup.plan, setup.cache_dir, fingerprint=setup.fingerprint,
-                              workers=setup.preprocessing_workers)
+                              workers=setup.preprocessing_workers or default_workers())
 
 
 def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, previous_checkpoint: str | Path | None,
@@ -208,7 +217,7 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
     seed = int(previous["trainer"]["seed"]) if previous is not None else setup.seed
     torch.manual_seed(seed)
     trainer = Trainer(build(spec, device), settings, n_outputs=spec.n_stages - 1, device=device,
-                      max_epochs=setup.max_epochs, seed=seed, amp=setup.amp)
+                      max_epochs=setup.max_epochs, seed=seed, amp=setup.amp, compile=setup.compile)
     if previous is not None:
         _check_continuation(previous, settings, choice, spec.to_json(), setup, epochs, previous_checkpoint)
         trainer.load_state_dict(previous["trainer"])
@@ -232,7 +241,7 @@ def evaluate(config: Mapping[str, Any], architecture: str | None, epochs: int, p
     if on_validation is not None:
         on_validation(len(validation_ids))
     validation = validate(trainer.network, data, validation_ids, choice.plan.patch_size, device, overlap=setup.overlap,
-                          batch_size=setup.effective_batch_size, amp=setup.amp)
+                          batch_size=setup.effective_batch_size, amp=setup.amp, forward=trainer.forward)
     measured = cost(spec, tuple(choice.plan.patch_size))
     return Result(loss=1.0 - validation.mean_dice, mean_dice=validation.mean_dice,
                   dice_per_class=validation.dice_per_class, runtime=trainer.runtime, epochs=trainer.epoch,
@@ -274,7 +283,8 @@ def _log_header(settings: TrainConfig, choice: NetworkChoice, data: Preprocessed
         f"plan: {plan.dims}D, patch {'x'.join(map(str, plan.patch_size))}, spacing {list(plan.spacing)}, "
         f"batch {setup.effective_batch_size}",
         f"schedule: {setup.max_epochs} epochs x {setup.iterations_per_epoch} training + {n_validation} validation "
-        f"iterations (validation: patches, no augmentation), seed {seed}, device {setup.torch_device()}",
+        f"iterations (validation: patches, no augmentation), seed {seed}, device {setup.torch_device()}"
+        + (", torch.compile" if setup.compile else ""),
     ]
 
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from hnas.errors import TrainingError
+from hnas.train.compilation import CompiledNetwork, forget_compiled_networks, uncompiled, without_compiled_prefix
 from hnas.train.config import TrainConfig
 from hnas.train.loader import PatchSampler, batch_loader
 from hnas.train.losses import SegmentationLoss
@@ -150,12 +151,19 @@ def warn_if_workers_are_dropped(num_workers: int) -> None:
 
 
 class Trainer:
-    """Trains one network with one configuration; ``fit`` can be called again to continue."""
+    """Trains one network with one configuration; ``fit`` can be called again to continue.
+
+    ``compile`` runs the steps and the validation through ``torch.compile`` (:mod:`hnas.train.compilation`);
+    :attr:`network` stays the eager module, so the state dict is the same either way.
+    """
 
     def __init__(self, network: nn.Module, config: TrainConfig, *, n_outputs: int, device: torch.device | str,
-                 max_epochs: int, seed: int = 0, amp: bool = True):
+                 max_epochs: int, seed: int = 0, amp: bool = True, compile: bool = False):
         self.device = torch.device(device)
-        self.network = network.to(self.device)
+        self.network = uncompiled(network).to(self.device)
+        if compile:
+            forget_compiled_networks()
+        self.forward = CompiledNetwork(self.network, compile)
         self.config = config
         self.max_epochs = int(max_epochs)
         self.seed = int(seed)
@@ -175,9 +183,12 @@ class Trainer:
 
     def step(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch; returns the (detached) loss."""
+        return self.forward.run(lambda forward: self._step(forward, image, target))
+
+    def _step(self, forward: Callable, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp):
-            loss = self.loss(self.network(image), target)
+            loss = self.loss(forward(image), target)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -294,7 +305,7 @@ class Trainer:
                 image = batch["image"].to(self.device, non_blocking=True)
                 target = batch["label"].to(self.device, non_blocking=True)
                 with autocast(self.device, self.amp):
-                    outputs = self.network(image)
+                    outputs = self.forward(image)
                     total += self.loss(outputs, target).float()
                 highest = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
                 batch_counts = confusion_counts(highest, target)
@@ -334,7 +345,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.network.load_state_dict(state["model"])
+        self.network.load_state_dict(without_compiled_prefix(state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
