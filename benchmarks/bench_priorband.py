@@ -153,20 +153,36 @@ def _has_neps(python: Path) -> bool:
     return subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
 
 
-def run_neps(python: Path, tasks: list[dict]) -> dict[str, list[Evaluation]]:
-    """All NePS runs in one subprocess (its import alone takes seconds)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        request, answer = Path(tmp, "tasks.json"), Path(tmp, "results.json")
-        request.write_text(json.dumps({"src": str(SRC), "tasks": tasks}))
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        done = subprocess.run([str(python), str(HERE / "neps_runner.py"), str(request),
-                               str(answer)], env=env)
-        if done.returncode != 0 or not answer.exists():
-            raise RuntimeError(f"neps_runner.py exited {done.returncode} (its traceback is "
-                               "on stderr above)")
-        results = json.loads(answer.read_text())["results"]
-    return {r["key"]: [Evaluation(e["config"], e["fidelity"], e["value"], e["cost"])
-                       for e in r["evaluations"]] for r in results}
+def run_neps(python: Path | None, tasks: list[dict],
+             saved: Path | None = None) -> dict[str, list[Evaluation]]:
+    """All NePS runs in one subprocess (its import alone takes seconds).
+
+    With ``saved``, a task recorded there with the same settings is not run again (NePS's side
+    is slow and does not change with our code); the new runs are added to the file.
+    """
+    stored = json.loads(saved.read_text()) if saved is not None and saved.exists() else {}
+    missing = [t for t in tasks if stored.get(t["key"], {}).get("task") != t]
+    if missing:
+        if python is None:
+            raise RuntimeError(f"{len(missing)} NePS task(s) are not in {saved} and NePS is "
+                               "unavailable")
+        with tempfile.TemporaryDirectory() as tmp:
+            request, answer = Path(tmp, "tasks.json"), Path(tmp, "results.json")
+            request.write_text(json.dumps({"src": str(SRC), "tasks": missing}))
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            done = subprocess.run([str(python), str(HERE / "neps_runner.py"), str(request),
+                                   str(answer)], env=env)
+            if done.returncode != 0 or not answer.exists():
+                raise RuntimeError(f"neps_runner.py exited {done.returncode} (its traceback is "
+                                   "on stderr above)")
+            results = json.loads(answer.read_text())["results"]
+        by_key = {t["key"]: t for t in missing}
+        for r in results:
+            stored[r["key"]] = {"task": by_key[r["key"]], "evaluations": r["evaluations"]}
+        if saved is not None:
+            saved.write_text(json.dumps(stored))
+    return {t["key"]: [Evaluation(e["config"], e["fidelity"], e["value"], e["cost"])
+                       for e in stored[t["key"]]["evaluations"]] for t in tasks}
 
 
 # -- scoring -----------------------------------------------------------------------------------
@@ -237,15 +253,17 @@ def single_objective(args, functions: dict[str, Callable[[int], MFHartmann]],
     budget = max(BUDGET_POINTS)
     curves: dict[tuple[str, str, str], list[list[float]]] = {}
     neps_tasks = []
+    prior_free = [(o, label) for o, label in PRIOR_FREE if o in args.rows]
+    with_prior = [(o, label) for o, label in WITH_PRIOR if o in args.rows]
     for name, make in functions.items():
         for seed in args.seeds:
             f = make(seed)
-            for optimizer, label in PRIOR_FREE:
+            for optimizer, label in prior_free:
                 curve = regret_at(run_ours(optimizer, f, "medium", seed, budget), f, BUDGET_POINTS)
                 for prior in args.priors:   # none looks at the prior: one run serves all
                     curves.setdefault((name, prior, label), []).append(curve)
             for prior in args.priors:
-                for optimizer, label in WITH_PRIOR:
+                for optimizer, label in with_prior:
                     curve = regret_at(run_ours(optimizer, f, prior, seed, budget), f,
                                       BUDGET_POINTS)
                     curves.setdefault((name, prior, label), []).append(curve)
@@ -254,18 +272,19 @@ def single_objective(args, functions: dict[str, Callable[[int], MFHartmann]],
                                    "prior": f.prior(prior), "confidence": NEPS_CONFIDENCE,
                                    "eta": ETA, "budget": budget})
         _say(f"{name}: our optimizers done ({time.perf_counter() - START:.0f}s)")
-    if neps is not None:
+    with_neps = not args.no_neps and (neps is not None or args.neps_results is not None)
+    if with_neps:
         try:
-            neps_runs = run_neps(neps, neps_tasks)
+            neps_runs = run_neps(neps, neps_tasks, args.neps_results)
         except (RuntimeError, OSError, ValueError) as error:
             _say(f"NePS failed, its comparisons are skipped: {error}")
-            neps_runs, neps = {}, None
+            neps_runs, with_neps = {}, False
         for key, evaluations in neps_runs.items():
             name, prior, seed = key.split("|")
             curve = regret_at(evaluations, functions[name](int(seed)), BUDGET_POINTS)
             curves.setdefault((name, prior, "PriorBand (NePS 0.17)"), []).append(curve)
         _say(f"NePS done ({time.perf_counter() - START:.0f}s)")
-    return curves, targets(args, functions, curves, neps is not None)
+    return curves, targets(args, functions, curves, with_neps)
 
 
 def beats(ours: Sequence[float], theirs: Sequence[float]) -> tuple[bool, str]:
@@ -286,8 +305,9 @@ def model_based_targets(args, functions, curves) -> list[tuple[str, bool | None,
     at 20x with the bad prior."""
     results: list[tuple[str, bool | None, str]] = []
     column = {b: i for i, b in enumerate(BUDGET_POINTS)}
-    if "hartmann6" in functions:
-        prior = args.priors[0]
+    prior = args.priors[0]
+    if all(("hartmann6", prior, label) in curves
+           for label in ("BOHB", "random search", "Hyperband")):
         bohb = np.array(curves[("hartmann6", prior, "BOHB")])
         for other in ("random search", "Hyperband"):
             theirs = np.array(curves[("hartmann6", prior, other)])
@@ -296,6 +316,9 @@ def model_based_targets(args, functions, curves) -> list[tuple[str, bool | None,
                                 *beats(bohb[:, column[b]], theirs[:, column[b]])))
     for name in functions:
         for prior in args.priors:
+            needed = {(name, prior, "PriorBand+BO"), (name, prior, "PriorBand (ours)")}
+            if not needed <= set(curves):
+                continue   # a row left out by --rows
             ours = np.array(curves[(name, prior, "PriorBand+BO")])
             theirs = np.array(curves[(name, prior, "PriorBand (ours)")])
             if prior in ("good", "medium"):
@@ -315,6 +338,8 @@ def targets(args, functions, curves, with_neps: bool) -> list[tuple[str, bool | 
     results: list[tuple[str, bool | None, str]] = []
     column = {b: i for i, b in enumerate(BUDGET_POINTS)}
     for name in functions:
+        if (name, args.priors[0], "PriorBand (ours)") not in curves:
+            continue   # left out by --rows
         for prior in args.priors:
             ours = np.array(curves[(name, prior, "PriorBand (ours)")])
             for b, i in column.items():
@@ -328,7 +353,7 @@ def targets(args, functions, curves, with_neps: bool) -> list[tuple[str, bool | 
             med = float(np.nanmedian(np.array(curves[(name, "medium", "PriorBand (ours)")])[:, 0]))
             results.append((f"{name} medium: median regret at 1x <= 0.1", med <= 0.1,
                             f"median {_num(med)}"))
-        if "bad" in args.priors:
+        if "bad" in args.priors and (name, "bad", "Hyperband") in curves:
             ours = np.array(curves[(name, "bad", "PriorBand (ours)")])[:, column[20]]
             hb = np.array(curves[(name, "bad", "Hyperband")])[:, column[20]]
             results.append((f"{name} bad: ours no worse than Hyperband at 20x", *no_worse(ours, hb)))
@@ -434,6 +459,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-neps", action="store_true", help="skip NePS")
     parser.add_argument("--no-mo", action="store_true", help="skip the multi-objective section")
     parser.add_argument("--neps-venv", type=Path, default=HERE / ".neps-venv")
+    parser.add_argument("--neps-results", type=Path, default=None, metavar="JSON",
+                        help="keep NePS's evaluations in JSON and reuse those recorded with the "
+                             "same settings (NePS's side does not change with our code)")
+    parser.add_argument("--rows", nargs="+", default=[o for o, _ in PRIOR_FREE + WITH_PRIOR],
+                        choices=[o for o, _ in PRIOR_FREE + WITH_PRIOR],
+                        help="which of our optimizers to run (default: all); targets whose "
+                             "rows were not run are skipped")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     if args.seeds < 1:

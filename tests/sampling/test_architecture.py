@@ -150,3 +150,13 @@ def test_survives_pickling(prior):
     copy = pickle.loads(pickle.dumps(original))
     assert (copy.identity, copy.default, copy.grammar) == (original.identity, original.default, original.grammar)
     assert copy.sample(np.random.default_rng(5)) == original.sample(np.random.default_rng(5))
+
+
+def test_uniform_log_prob_is_the_uniform_priors(architecture):
+    """PriorBand scores the uniform distribution by this (``Prior.uniform(grammar).log_prob``)."""
+    uniform = Prior.uniform(GRAMMAR)
+    for sentence in (architecture.default, INCUMBENT):
+        assert architecture.log_prob(sentence, uniform=True) == uniform.log_prob(parse(GRAMMAR, sentence))
+    assert architecture.log_prob(INCUMBENT, uniform=True) != architecture.log_prob(INCUMBENT)
+    with pytest.raises(SamplingError, match="pick one"):
+        architecture.log_prob(INCUMBENT, uniform=True, centered_on=INCUMBENT)

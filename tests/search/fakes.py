@@ -45,7 +45,9 @@ class WordArchitecture:
         cut = int(rng.integers(1, self.length))
         return " ".join(a.split()[:cut] + b.split()[cut:])
 
-    def log_prob(self, architecture, *, centered_on=None):
+    def log_prob(self, architecture, *, uniform=False, centered_on=None):
+        if uniform:
+            return -len(architecture.split()) * math.log(len(self.alphabet))
         probs = self._probabilities(centered_on or self.default)
         return sum(math.log(p[w]) for p, w in zip(probs, architecture.split()))
 

@@ -97,8 +97,9 @@ def test_incumbent_share_uses_the_highest_rung_with_at_least_eta_results():
     incumbent = optimizer.incumbent(index)
     assert incumbent.config == {"c": "b"} and incumbent.loss == 0.1
     # rung 2: K = max(4 // 3, 3) = 3 -> b (w 3), b (w 2), a (w 1)
-    # S_prior = 3*.2 + 2*.2 + 1*.8 = 1.8; S_inc = 3*.8 + 2*.8 + 1*.2 = 4.2 -> 4.2 / 6
-    assert optimizer.incumbent_share(index, incumbent) == pytest.approx(0.7)
+    # S_prior = 3*.2 + 2*.2 + 1*.8 = 1.8; S_uniform = (3 + 2 + 1) * .5 = 3;
+    # S_inc = 3*.8 + 2*.8 + 1*.2 = 4.2; total 9
+    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((0.2, 3 / 9, 4.2 / 9))
 
 
 def test_incumbent_jobs_mutate_the_incumbent_and_never_return_it():

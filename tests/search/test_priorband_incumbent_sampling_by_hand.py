@@ -1,8 +1,9 @@
-"""PriorBand's incumbent share and sampling mix against hand values (cases found by `make mutation`).
+"""PriorBand's evidence shares and sampling mix against hand values (cases found by `make mutation`).
 
 Space: one categorical c in (a, b), default a, medium confidence: the prior gives a 4/5 and b 1/5,
-the prior centred on an incumbent with c = b gives b 4/5 and a 1/5. The share is
-S_inc / (S_inc + S_prior) with S = sum over the top K configurations (weights K..1) of their density.
+the prior centred on an incumbent with c = b gives b 4/5 and a 1/5, the uniform distribution 1/2
+each. Each distribution scores S = sum over the top K configurations (weights K..1) of its
+density; the shares of the prior, the uniform and the incumbent are S / (S_prior + S_uniform + S_inc).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from hnas.search import NO_BRACKET, Categorical, Job, SearchSpace, Trial
+from hnas.search import NO_BRACKET, Categorical, Float, Job, SearchSpace, Trial
 from hnas.search.optimizers import HistoryIndex
 
 from .helpers import build, finished
@@ -44,30 +45,38 @@ def test_the_share_comes_from_the_highest_rung_with_eta_successes():
     trials += [trial(6 + i, 1, "b", 0.1 * (i + 1), parent=i) for i in range(3)]  # rung 1: exactly eta b's
     index = HistoryIndex(trials)
     incumbent = index.by_id[6]  # c = b
-    # rung 1, K = 3, all b: S_prior = 6 * 1/5, S_inc = 6 * 4/5
-    assert optimizer.incumbent_share(index, incumbent) == pytest.approx(0.8)
-    # with only two rung-1 successes the base rung decides: all a, K = 3: 6 * 1/5 vs 6 * 4/5
+    # rung 1, K = 3 (weights 3 + 2 + 1 = 6), all b: S_prior = 6/5, S_uniform = 6/2, S_inc = 24/5;
+    # total 6/5 + 3 + 24/5 = 9 -> 2/15, 1/3, 8/15
+    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((2 / 15, 1 / 3, 8 / 15))
+    # with only two rung-1 successes the base rung decides: all a, K = 3: S_prior = 24/5,
+    # S_uniform = 3, S_inc = 6/5 -> 8/15, 1/3, 2/15
     fewer = HistoryIndex(trials[:-1])
-    assert optimizer.incumbent_share(fewer, fewer.by_id[6]) == pytest.approx(0.2)
+    assert optimizer.evidence_shares(fewer, fewer.by_id[6]) == pytest.approx((8 / 15, 1 / 3, 2 / 15))
+    # before incumbent sampling (no incumbent): prior against uniform only, 24/5 : 3 -> 8/13, 5/13
+    assert optimizer.evidence_shares(fewer, None) == pytest.approx((8 / 13, 5 / 13, 0.0))
 
 
-def test_no_rung_with_eta_successes_gives_no_share():
+def test_no_rung_with_eta_successes_leaves_everything_to_the_prior():
     optimizer = build("priorband", space())
     index = HistoryIndex([trial(0, 0, "b", 0.1), trial(1, 0, "b", 0.2)])
-    assert optimizer.incumbent_share(index, index.by_id[0]) == 0.0
+    assert optimizer.evidence_shares(index, index.by_id[0]) == (1.0, 0.0, 0.0)
+    # rung 0: p_random = 1/(1 + 3^0) = 1/2, the prior the rest; rung 2: 1/(1 + 9) = 1/10
+    assert optimizer.sampling_probabilities(0, index, index.by_id[0]) == (0.5, 0.5, 0.0)
+    assert optimizer.sampling_probabilities(2, index, None) == pytest.approx((0.1, 0.9, 0.0))
 
 
-@pytest.mark.parametrize("log_prior, log_incumbent, share", [
-    (-math.inf, 0.0, 1.0),   # the top configurations have no prior density: all to the incumbent
-    (0.0, -math.inf, 0.0),
-    (-math.inf, -math.inf, 0.0),  # neither says anything
+@pytest.mark.parametrize("log_prior, log_incumbent, shares", [
+    # weights 3 + 2 + 1 = 6; density 1 (log 0) scores 6, the uniform's 1/2 scores 3
+    (-math.inf, 0.0, (0.0, 1 / 3, 2 / 3)),  # no prior density at the top configurations
+    (0.0, -math.inf, (2 / 3, 1 / 3, 0.0)),
+    (-math.inf, -math.inf, (0.0, 1.0, 0.0)),  # neither says anything: all to exploration
 ])
-def test_zero_densities_decide_the_share_without_nan(monkeypatch, log_prior, log_incumbent, share):
+def test_zero_densities_decide_the_shares_without_nan(monkeypatch, log_prior, log_incumbent, shares):
     optimizer = build("priorband", space())
     monkeypatch.setattr(optimizer, "_log_pdfs", lambda trials, centre: [
         log_prior if centre is None else log_incumbent] * len(trials))
     index = HistoryIndex([trial(i, 0, "b", 0.1 * (i + 1)) for i in range(3)])
-    assert optimizer.incumbent_share(index, index.by_id[0]) == share
+    assert optimizer.evidence_shares(index, index.by_id[0]) == pytest.approx(shares, abs=1e-15)
 
 
 def sampler_shares(optimizer, index, rung=0, draws=3000):
@@ -79,14 +88,21 @@ def test_sampling_mix_once_incumbent_sampling_is_active():
     optimizer = build("priorband", space())
     index = HistoryIndex(history(54, "b"))  # 27 + 54 = 81: one full bracket's budget spent
     assert optimizer.incumbent_sampling_active(index)
-    share = optimizer.incumbent_share(index, optimizer.incumbent(index))
-    assert share == pytest.approx(0.8)  # rung 0, top 18, all b
-    # rung 0: p_random = 1/2, p_incumbent = (1 - 1/2) * 0.8, the prior the rest
+    incumbent = optimizer.incumbent(index)
+    # rung 0, top 18, all b: S = W/5, W/2, 4W/5 (W = 18 + ... + 1) -> 0.2 : 0.5 : 0.8 of 1.5
+    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((2 / 15, 1 / 3, 8 / 15))
+    # rung 0: p_geo = 1/2; p_random = 1/2 + 1/2 * 1/3 = 2/3, p_prior = 1/2 * 2/15 = 1/15,
+    # p_incumbent = 1/2 * 8/15 = 4/15
+    assert optimizer.sampling_probabilities(0, index, incumbent) == pytest.approx(
+        (2 / 3, 1 / 15, 4 / 15))
+    # rung 1: p_geo = 1/4; p_random = 1/4 + 3/4 * 1/3 = 1/2, p_prior = 3/4 * 2/15 = 1/10,
+    # p_incumbent = 3/4 * 8/15 = 2/5
+    assert optimizer.sampling_probabilities(1, index, incumbent) == pytest.approx((0.5, 0.1, 0.4))
     shares = sampler_shares(optimizer, index)
     tolerance = 4 * math.sqrt(0.25 / 3000)
-    assert shares["random"] == pytest.approx(0.5, abs=tolerance)
-    assert shares["incumbent"] == pytest.approx(0.4, abs=tolerance)
-    assert shares["prior"] == pytest.approx(0.1, abs=tolerance)
+    assert shares["random"] == pytest.approx(2 / 3, abs=tolerance)
+    assert shares["incumbent"] == pytest.approx(4 / 15, abs=tolerance)
+    assert shares["prior"] == pytest.approx(1 / 15, abs=tolerance)
 
 
 def test_no_incumbent_samples_before_a_brackets_budget_is_spent():
@@ -99,7 +115,7 @@ def test_no_incumbent_samples_before_a_brackets_budget_is_spent():
 def test_multi_objective_promotion_ranks_the_share_too():
     optimizer = build("priorband", space(), promotion="nds-random")
     index = HistoryIndex(history(54, "b"))
-    assert 0.0 < optimizer.incumbent_share(index, optimizer.incumbent(index)) <= 1.0
+    assert 0.0 < optimizer.evidence_shares(index, optimizer.incumbent(index))[2] <= 1.0
     assert "incumbent" in {optimizer._sample(np.random.default_rng(i), 0, index)[1] for i in range(50)}
 
 
@@ -115,11 +131,65 @@ def test_densities_are_memoised_but_follow_a_changed_config(monkeypatch):
     optimizer = build("priorband", space())
     trials = [trial(i, 0, "b", 0.1 * (i + 1)) for i in range(3)]
     index = HistoryIndex(trials)
-    first = optimizer.incumbent_share(index, index.by_id[0])
+    uniform_calls = []
+    original_uniform = SearchSpace.uniform_log_pdf
+
+    def counting_uniform(self, config):
+        uniform_calls.append(dict(config))
+        return original_uniform(self, config)
+
+    monkeypatch.setattr(SearchSpace, "uniform_log_pdf", counting_uniform)
+    first = optimizer.evidence_shares(index, index.by_id[0])
     assert len(calls) == 2 * 3  # prior and incumbent-centred density of the top 3
-    assert optimizer.incumbent_share(index, index.by_id[0]) == first
-    assert len(calls) == 2 * 3  # asked again: nothing recomputed
+    assert len(uniform_calls) == 3
+    assert optimizer.evidence_shares(index, index.by_id[0]) == first
+    assert len(calls) == 2 * 3 and len(uniform_calls) == 3  # asked again: nothing recomputed
     # the same trial ids with other configurations (another history): the memo must not answer
     changed = [trial(i, 0, "a", 0.1 * (i + 1)) for i in range(3)]
     assert optimizer._log_pdfs(changed, None) == pytest.approx([math.log(0.8)] * 3)
     assert optimizer._log_pdfs(trials, None) == pytest.approx([math.log(0.2)] * 3)
+    optimizer._uniform_log_pdfs(trials)
+    assert optimizer._uniform_log_pdfs(changed) == pytest.approx([math.log(0.5)] * 3)
+    assert len(uniform_calls) == 2 * 3  # a changed config is recomputed
+
+
+def _truncated_normal_pdf(x, centre, std=0.25, lower=0.0, upper=1.0):
+    """By hand: N(centre, std) restricted to [lower, upper], renormalised (the medium prior)."""
+    cdf = lambda t: 0.5 * (1.0 + math.erf(t / math.sqrt(2.0)))  # noqa: E731
+    mass = cdf((upper - centre) / std) - cdf((lower - centre) / std)
+    z = (x - centre) / std
+    return math.exp(-0.5 * z * z) / (std * math.sqrt(2.0 * math.pi)) / mass
+
+
+def test_a_misleading_prior_loses_its_share_to_the_uniform():
+    """The prior sits at x = 0.9, the best configurations at x = 0.1: the uniform explains them
+    better than the prior, so exploration gets most of the prior's former share."""
+    optimizer = build("priorband", SearchSpace([Float("x", 0.0, 1.0, 0.9)]))
+    trials = [finished(Job(i, {"x": 0.1}, FIDELITIES[0], rung=0, bracket=0), 1.0 + i)
+              for i in range(3)]
+    index = HistoryIndex(trials)
+    prior = _truncated_normal_pdf(0.1, 0.9)  # z = -3.2: about 0.01455
+    uniform = 1.0  # 1 / (1 - 0)
+    assert prior == pytest.approx(0.014555, abs=1e-5)
+    # every top configuration is at 0.1, so the weights cancel: shares prior : uniform
+    p_prior, p_uniform, p_incumbent = optimizer.evidence_shares(index, None)
+    assert (p_prior, p_uniform, p_incumbent) == pytest.approx(
+        (prior / (prior + uniform), uniform / (prior + uniform), 0.0), rel=1e-9)
+    assert p_uniform > 0.98
+    # rung 0: p_random = 1/2 + 1/2 * p_uniform, about 0.993 (PriorBand alone: 1/2)
+    assert optimizer.sampling_probabilities(0, index, None)[0] == pytest.approx(
+        0.5 + 0.5 * uniform / (prior + uniform), rel=1e-12)
+    # an incumbent at 0.1 explains them better still: its centred prior has density ~2.435 there
+    incumbent = _truncated_normal_pdf(0.1, 0.1)
+    total = prior + uniform + incumbent
+    assert optimizer.evidence_shares(index, trials[0]) == pytest.approx(
+        (prior / total, uniform / total, incumbent / total), rel=1e-9)
+
+
+def test_every_priorband_variant_splits_by_the_same_evidence():
+    index = HistoryIndex(history(54, "b"))
+    for name in ("priorband", "priorband-bo", "regularized-priorband"):
+        optimizer = build(name, space())
+        assert optimizer.incumbent(index).config == {"c": "b"}
+        assert optimizer.sampling_probabilities(0, index, optimizer.incumbent(index)) == \
+            pytest.approx((2 / 3, 1 / 15, 4 / 15))

@@ -203,3 +203,66 @@ def test_architecture_identity_is_part_of_the_hash_and_checked_on_rebuild():
 def test_architecture_parameter_rejects_non_distributions():
     with pytest.raises(SearchSpaceError, match="ArchitectureDistribution"):
         Architecture(object())
+
+
+# -- the uniform distribution's log density (PriorBand scores it against the prior) ------------
+
+@pytest.mark.parametrize("parameter, value, expected", [
+    (Float("x", 2.0, 6.0, 3.0), 5.5, -math.log(4.0)),                       # 1 / (6 - 2)
+    (Float("x", 1e-4, 1e-1, 1e-3, log=True), 0.05, -math.log(3 * math.log(10))),  # log axis: 1 / ln(1000)
+    (Float("x", 0.5, 0.5, 0.5), 0.5, 0.0),                                   # a single point: mass 1
+    (Int("n", 1, 8, 2), 7, -math.log(8)),                                    # 8 integers
+    (Int("n", 1, 16, 4, log=True), 3, -math.log(16)),                        # uniform over the integers
+    (Categorical("c", ("a", "b", "c"), "a"), "b", -math.log(3)),
+    (Ordinal("o", (8, 16, 32, 64, 128), 32), 128, -math.log(5)),
+])
+def test_uniform_log_density_of_each_parameter_type(parameter, value, expected):
+    assert parameter.log_uniform(value) == pytest.approx(expected, abs=1e-12)
+    assert parameter.log_uniform(parameter.default) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("parameter", [Float("x", 2.0, 6.0, 3.0),
+                                       Float("x", 1e-4, 1e-1, 1e-3, log=True)])
+def test_uniform_and_prior_densities_share_the_axis_measure(parameter):
+    """Both integrate to 1 over the same axis, so their ratio is a likelihood ratio."""
+    lo, hi = parameter._axis_bounds
+    axis = np.linspace(lo, hi, 20001)
+    values = [parameter._from_axis(a) for a in axis]
+    for log_pdf in (parameter.log_uniform, parameter.log_prior):
+        density = np.exp([log_pdf(min(max(v, parameter.lower), parameter.upper)) for v in values])
+        assert np.trapezoid(density, axis) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_uniform_pmfs_sum_to_one_and_match_the_uniform_sampler():
+    rng = np.random.default_rng(0)
+    for parameter, values in [(Int("n", 1, 16, 4, log=True), range(1, 17)),
+                              (Categorical("c", ("a", "b", "c"), "a"), ("a", "b", "c")),
+                              (Ordinal("o", (8, 16, 32, 64), 32), (8, 16, 32, 64))]:
+        assert sum(math.exp(parameter.log_uniform(v)) for v in values) == pytest.approx(1.0)
+        draws = [parameter.sample_uniform(rng) for _ in range(4000)]
+        for v in values:
+            assert draws.count(v) / 4000 == pytest.approx(math.exp(parameter.log_uniform(v)),
+                                                          abs=4 * math.sqrt(0.25 / 4000))
+
+
+def test_uniform_log_density_of_the_architecture_goes_through_the_distribution():
+    parameter = Architecture(WordArchitecture())  # 3 positions, alphabet of 3: (1/3)^3
+    assert parameter.log_uniform("c c c") == pytest.approx(3 * math.log(1 / 3))
+    assert parameter.log_uniform("a b a") == pytest.approx(3 * math.log(1 / 3))
+    assert parameter.log_prior("a b a") == pytest.approx(3 * math.log(4 / 6))  # the prior is not
+
+
+def test_uniform_log_pdf_sums_over_active_parameters_only():
+    space = SearchSpace([
+        Categorical("optimizer", ("sgd", "adam"), "sgd"),
+        Float("momentum", 0.0, 0.5, 0.25, condition=Condition("optimizer", ("sgd",))),
+        Int("layers", 1, 4, 2),
+        Architecture(WordArchitecture()),
+    ])
+    sgd = {"optimizer": "sgd", "momentum": 0.1, "layers": 3, "architecture": "a b c"}
+    adam = {"optimizer": "adam", "layers": 3, "architecture": "a b c"}
+    # sgd: 1/2 * 1/0.5 * 1/4 * (1/3)^3; adam: no momentum term
+    assert space.uniform_log_pdf(sgd) == pytest.approx(
+        math.log(1 / 2) + math.log(2) + math.log(1 / 4) + 3 * math.log(1 / 3))
+    assert space.uniform_log_pdf(adam) == pytest.approx(
+        math.log(1 / 2) + math.log(1 / 4) + 3 * math.log(1 / 3))

@@ -68,8 +68,13 @@ class GrammarArchitecture:
             return self._uniform_sampler.sample_string(rng)
         return self._sampler(centered_on).sample_string(rng)
 
-    def log_prob(self, architecture: str, *, centered_on: str | None = None) -> float:
-        """Log prior probability of ``architecture`` (under the incumbent-centred prior if given)."""
+    def log_prob(self, architecture: str, *, uniform: bool = False, centered_on: str | None = None) -> float:
+        """Log probability of ``architecture``'s derivation under the prior, the uniform
+        distribution (``Prior.uniform``), or the prior re-centred on an incumbent."""
+        if uniform and centered_on is not None:
+            raise SamplingError(f"log_prob() got uniform=True and centered_on={centered_on!r}; pick one")
+        if uniform:
+            return self._uniform.log_prob(self.tree(architecture))
         return self._sampler(centered_on).log_prob(self.tree(architecture))
 
     def mutate(self, architecture: str, rng: np.random.Generator) -> str:

@@ -9,8 +9,8 @@
   Optimization in the Age of Deep Learning", NeurIPS 2023): PriorBand made model-based the way
   BOHB makes Hyperband model-based, switching to the model once enough observations exist.
   Rule implemented here: PriorBand's ensemble sampling policy stays in charge -- the default
-  first at b_max, then p_random = 1/(1+eta^r), p_prior and p_inc exactly as in PriorBand
-  (docs/references.md, "PriorBand") --
+  first at b_max, then p_random (at least 1/(1+eta^r), plus the uniform's evidence share), p_prior
+  and p_inc exactly as in hnas's PriorBand (docs/references.md, "PriorBand") --
   and once some rung holds ``min_points + 2`` finished observations (BOHB's threshold; NePS's
   per-rung model waits for d + 2) the p_random share is handed to BOHB's sampler: the model of
   the highest such rung proposes, except for a ``random_fraction`` (1/3) of those draws, which

@@ -4,7 +4,8 @@
 * ``successive-halving``: repeated brackets of the most exploratory shape.
 * ``hyperband``: brackets cycling from the most exploratory shape to the max-fidelity-only one.
 * ``priorband``: Hyperband whose new configurations mix uniform, prior and incumbent-mutation
-  sampling (Mallik et al. 2023; docs/references.md, "PriorBand"), the default configuration first at b_max.
+  sampling (Mallik et al. 2023; docs/references.md, "PriorBand"), the default configuration first at b_max;
+  the uniform is weighed against the prior by the same evidence as the incumbent (hnas's extension).
 * ``regularized-priorband``: PriorBand with multi-objective promotions (non-dominated sorting
   + crowding distance) and an area-maximising incumbent (Auto-nnU-Net; docs/references.md, "Regularized PriorBand").
 * ``bohb``, ``priorband-bo``: Hyperband / PriorBand with new configurations from BOHB's
@@ -108,6 +109,8 @@ def final_incumbent(history: Sequence[Trial]) -> Trial | None:
 
 class _Optimizer:
     name = "optimizer"
+    #: > 0 while :meth:`redraw` asks again for a trial whose first draws a configuration filter refused.
+    _redraw = 0
 
     def __init__(self, space: SearchSpace, *, min_fidelity: float, max_fidelity: float,
                  eta: int = 3, seed: int = 0):
@@ -131,7 +134,17 @@ class _Optimizer:
         raise NotImplementedError
 
     def _sampling_rng(self, trial_id: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, _SAMPLING_STREAM, trial_id])
+        redraw = [self._redraw] if self._redraw else []  # no redraw: the stream runs always had
+        return np.random.default_rng([self.seed, _SAMPLING_STREAM, trial_id, *redraw])
+
+    def redraw(self, history: Sequence[Trial], attempt: int) -> Job | None:
+        """``ask`` with the sampling stream of redraw ``attempt`` (0: the ordinary ask), for
+        :mod:`hnas.search.feasibility`; a function of history, seed and attempt, so resumes redraw alike."""
+        self._redraw = attempt
+        try:
+            return self.ask(history)
+        finally:
+            self._redraw = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings()}, seed={self.seed})"
@@ -260,10 +273,13 @@ class Hyperband(SuccessiveHalving):
 class PriorBand(Hyperband):
     """Hyperband with prior- and incumbent-guided sampling of new configurations (docs/references.md, "PriorBand").
 
-    A new configuration at rung ``r`` is uniform with probability ``1 / (1 + eta**r)``,
-    otherwise from the prior, or, once incumbent sampling is active, a mutation of the
-    incumbent with the share of the prior probability that the top configurations' densities
-    give the incumbent-centred prior.
+    A new configuration at rung ``r`` is uniform with probability at least
+    ``p_geo = 1 / (1 + eta**r)`` (PriorBand's geometric share, kept as a floor). The rest,
+    ``1 - p_geo``, is split among the prior, the uniform distribution and, once incumbent
+    sampling is active, mutations of the incumbent, in proportion to how well each explains the
+    top configurations (:meth:`evidence_shares`). PriorBand splits it between prior and
+    incumbent only; scoring the uniform too is hnas's extension (docs/references.md,
+    "PriorBand"): a misleading prior hands its share to exploration as evidence against it grows.
     """
 
     name = "priorband"
@@ -274,11 +290,12 @@ class PriorBand(Hyperband):
                          seed=seed, promotion=promotion)
         self._prior_memo: dict[int, tuple[Mapping[str, Any], float]] = {}
         self._centred_memo: dict[int, tuple[Mapping[str, Any], float]] = {}
+        self._uniform_memo: dict[int, tuple[Mapping[str, Any], float]] = {}
         self._centred_memo_key: tuple | None = None
         self._centred_space: SearchSpace | None = None
 
     def _opening_job(self, index: HistoryIndex) -> Job | None:
-        if index.next_id != 0:
+        if index.next_id != 0 or self._redraw:  # a refused default: trial 0 opens bracket 0 instead
             return None
         top = self.schedule.max_rung
         return Job(0, self.space.default_config(), self.schedule.fidelity(top), rung=top,
@@ -286,17 +303,26 @@ class PriorBand(Hyperband):
 
     def _sample(self, rng: np.random.Generator, rung: int,
                 index: HistoryIndex) -> tuple[dict[str, Any], str]:
-        p_random = 1.0 / (1.0 + self.schedule.eta ** rung)
-        p_incumbent = 0.0
         incumbent = self.incumbent(index) if self.incumbent_sampling_active(index) else None
-        if incumbent is not None:
-            p_incumbent = (1.0 - p_random) * self.incumbent_share(index, incumbent)
+        p_random, _, p_incumbent = self.sampling_probabilities(rung, index, incumbent)
         draw = rng.random()
         if draw < p_random:
             return self._explore(rng, index)
-        if draw < 1.0 - p_incumbent:
+        if draw < 1.0 - p_incumbent:  # p_incumbent is exactly 0 without an incumbent
             return self.space.sample_prior(rng), "prior"
         return self.space.mutate(incumbent.config, rng), "incumbent"
+
+    def sampling_probabilities(self, rung: int, index: HistoryIndex,
+                               incumbent: Trial | None) -> tuple[float, float, float]:
+        """(p_random, p_prior, p_incumbent) for a new configuration at ``rung``.
+
+        The geometric share ``1 / (1 + eta**rung)`` is uniform; the rest goes by
+        :meth:`evidence_shares`, whose uniform part is added to p_random.
+        """
+        p_geo = 1.0 / (1.0 + self.schedule.eta ** rung)
+        prior, uniform, incumbent_share = self.evidence_shares(index, incumbent)
+        rest = 1.0 - p_geo
+        return p_geo + rest * uniform, rest * prior, rest * incumbent_share
 
     def _explore(self, rng: np.random.Generator,
                  index: HistoryIndex) -> tuple[dict[str, Any], str]:
@@ -310,19 +336,26 @@ class PriorBand(Hyperband):
         and the centred memo is dropped whenever the incumbent changes.
         """
         if centre is None:
-            space, memo = self.space, self._prior_memo
-        else:
-            key = (centre.trial_id, centre.config)
-            if self._centred_memo_key != key:
-                self._centred_memo_key = key
-                self._centred_space = self.space.centered_on(centre.config)
-                self._centred_memo.clear()
-            space, memo = self._centred_space, self._centred_memo
+            return self._memoised(trials, self._prior_memo, self.space.prior_log_pdf)
+        key = (centre.trial_id, centre.config)
+        if self._centred_memo_key != key:
+            self._centred_memo_key = key
+            self._centred_space = self.space.centered_on(centre.config)
+            self._centred_memo.clear()
+        return self._memoised(trials, self._centred_memo, self._centred_space.prior_log_pdf)
+
+    def _uniform_log_pdfs(self, trials: Sequence[Trial]) -> list[float]:
+        """Log densities of the trials under the uniform distribution, memoised like the prior's."""
+        return self._memoised(trials, self._uniform_memo, self.space.uniform_log_pdf)
+
+    @staticmethod
+    def _memoised(trials: Sequence[Trial], memo: dict[int, tuple[Mapping[str, Any], float]],
+                  log_pdf) -> list[float]:
         values = []
         for trial in trials:
             cached = memo.get(trial.trial_id)
             if cached is None or cached[0] != trial.config:
-                cached = memo[trial.trial_id] = (trial.config, space.prior_log_pdf(trial.config))
+                cached = memo[trial.trial_id] = (trial.config, log_pdf(trial.config))
             values.append(cached[1])
         return values
 
@@ -336,26 +369,31 @@ class PriorBand(Hyperband):
         """The configuration local search starts from: best loss at any rung."""
         return best_by_loss(index.successes)
 
-    def incumbent_share(self, index: HistoryIndex, incumbent: Trial) -> float:
-        """p_inc / p_prior: how much more the top configs favour the incumbent-centred prior.
+    def evidence_shares(self, index: HistoryIndex,
+                        incumbent: Trial | None) -> tuple[float, float, float]:
+        """(prior, uniform, incumbent) shares of the non-geometric probability, summing to 1.
 
         Looks at the highest rung with >= eta successes, its top K = max(floor(n/eta), eta)
-        configs weighted K..1, and compares sum w * prior_pdf with sum w * incumbent_pdf.
+        configs weighted K..1, and scores each distribution by S = sum w * pdf(top): the prior,
+        the uniform distribution and, when ``incumbent`` is given, the prior re-centred on it.
+        The shares are S / sum of the S (PriorBand's prior-vs-incumbent ratio, with the uniform
+        as a third contender). Without such a rung everything goes to the prior.
         """
         eta = self.schedule.eta
         rungs = [r for r, trials in index.successes_by_rung.items() if len(trials) >= eta]
         if not rungs:
-            return 0.0
+            return 1.0, 0.0, 0.0
         rung = max(rungs)
         trials = index.successes_by_rung[rung]
         k = max(len(trials) // eta, eta)
         top = self.rank(trials, stream=(_INCUMBENT_RANKING, rung))[:k]
         log_weights = np.log(np.arange(k, 0, -1, dtype=float))
-        log_prior = special.logsumexp(log_weights + self._log_pdfs(top, None))
-        log_incumbent = special.logsumexp(log_weights + self._log_pdfs(top, incumbent))
-        if math.isinf(log_prior) and math.isinf(log_incumbent):
-            return 0.0
-        return float(special.expit(log_incumbent - log_prior))
+        scores = [special.logsumexp(log_weights + self._log_pdfs(top, None)),
+                  special.logsumexp(log_weights + self._uniform_log_pdfs(top)),
+                  -math.inf if incumbent is None else
+                  special.logsumexp(log_weights + self._log_pdfs(top, incumbent))]
+        prior, uniform, incumbent_share = special.softmax(scores)
+        return float(prior), float(uniform), float(incumbent_share)
 
 
 class RegularizedPriorBand(PriorBand):

@@ -59,7 +59,8 @@ class ArchitectureDistribution(Protocol):
 
     def crossover(self, a: str, b: str, rng: np.random.Generator) -> str: ...
 
-    def log_prob(self, architecture: str, *, centered_on: str | None = None) -> float: ...
+    def log_prob(self, architecture: str, *, uniform: bool = False,
+                 centered_on: str | None = None) -> float: ...
 
     def validate(self, architecture: str) -> None: ...
 
@@ -189,6 +190,11 @@ class Float(_Numeric):
         z = (self._to_axis(value) - centre) / std
         return -0.5 * z * z - _LOG_SQRT_2PI - math.log(std) - log_mass
 
+    def log_uniform(self, value: Any) -> float:
+        """Uniform density on the same axis as ``log_prior`` (a point mass when lower == upper)."""
+        lo, hi = self._axis_bounds
+        return 0.0 if hi == lo else -math.log(hi - lo)
+
     def mutate(self, value: Any, rng: np.random.Generator) -> float:
         return self._clip(self._from_unit(self._mutated_unit(value, rng)))
 
@@ -260,6 +266,9 @@ class Int(_Numeric):
         mass = float(self._pmf[int(value) - self.lower])
         return math.log(mass) if mass > 0 else -math.inf
 
+    def log_uniform(self, value: Any) -> float:
+        return -math.log(self.upper - self.lower + 1)
+
     def mutate(self, value: Any, rng: np.random.Generator) -> int:
         return int(min(self.upper, max(self.lower, round(self._from_unit(
             self._mutated_unit(value, rng))))))
@@ -315,6 +324,9 @@ class Categorical:
     def log_prior(self, value: Any) -> float:
         return math.log(float(self._pmf[self.choices.index(value)]))
 
+    def log_uniform(self, value: Any) -> float:
+        return -math.log(len(self.choices))
+
     def mutate(self, value: Any, rng: np.random.Generator) -> Any:
         others = [c for c in self.choices if c != value]
         return others[int(rng.integers(len(others)))] if others else value
@@ -359,6 +371,9 @@ class Ordinal:
     def log_prior(self, value: Any) -> float:
         return self._index.log_prior(self.values.index(value))
 
+    def log_uniform(self, value: Any) -> float:
+        return -math.log(len(self.values))
+
     def mutate(self, value: Any, rng: np.random.Generator) -> Any:
         return self.values[self._index.mutate(self.values.index(value), rng)]
 
@@ -380,6 +395,7 @@ class Architecture:
     center: str | None = None
     condition: None = None
     _log_prob_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _uniform_log_prob_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         missing = [m for m in ("default", "identity", "sample", "mutate", "crossover", "log_prob",
@@ -412,6 +428,15 @@ class Architecture:
             self._log_prob_cache[value] = float(self.distribution.log_prob(
                 value, centered_on=self.center))
         return self._log_prob_cache[value]
+
+    def log_uniform(self, value: Any) -> float:
+        """Log probability of the derivation under the uniform distribution over derivations."""
+        if value not in self._uniform_log_prob_cache:
+            if len(self._uniform_log_prob_cache) > 4096:
+                self._uniform_log_prob_cache.clear()
+            self._uniform_log_prob_cache[value] = float(self.distribution.log_prob(
+                value, uniform=True))
+        return self._uniform_log_prob_cache[value]
 
     def mutate(self, value: Any, rng: np.random.Generator) -> str:
         return self.distribution.mutate(value, rng)
@@ -499,6 +524,10 @@ class SearchSpace:
     def prior_log_pdf(self, config: Mapping[str, Any]) -> float:
         """Log density of ``config`` under the prior (sum over its active parameters)."""
         return sum(p.log_prior(config[p.name]) for p in self.parameters if p.name in config)
+
+    def uniform_log_pdf(self, config: Mapping[str, Any]) -> float:
+        """Log density of ``config`` under ``sample_uniform``, in the units of ``prior_log_pdf``."""
+        return sum(p.log_uniform(config[p.name]) for p in self.parameters if p.name in config)
 
     def centered_on(self, config: Mapping[str, Any]) -> "SearchSpace":
         """The same prior family with each parameter's mode moved to ``config``'s value."""
@@ -607,3 +636,48 @@ def _parameter_from_description(entry: Mapping[str, Any],
                                    f"{entry['identity']!r}")
         return Architecture(architecture, name=entry["name"])
     raise SearchSpaceError(f"parameter {entry.get('name')!r}: unknown type {kind!r}")
+
+
+def values_within(space: SearchSpace, values: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``values`` (another space's configuration) made valid for ``space``'s hyperparameters, with notes.
+
+    Numbers are clipped to their range (integers rounded first); a categorical or ordinal value the
+    space does not offer becomes its default (a numeric ordinal takes the nearest value); a value of
+    the wrong kind becomes the default. Names ``space`` lacks and its architecture parameter are left
+    out. Each note names a value that was moved, so a caller can say so.
+    """
+    moved: dict[str, Any] = {}
+    notes: list[str] = []
+    for parameter in space.parameters:
+        if parameter.name not in values or isinstance(parameter, Architecture):
+            continue
+        value = values[parameter.name]
+        within = _value_within(parameter, value)
+        if within != value:
+            notes.append(f"{parameter.name}: {value!r} {_why_moved(parameter, value)}, took {within!r}")
+        moved[parameter.name] = within
+    return moved, tuple(notes)
+
+
+def _value_within(parameter: Parameter, value: Any) -> Any:
+    if isinstance(parameter, (Float, Int)):
+        if not _is_number(value) or not math.isfinite(float(value)):
+            return parameter.default
+        number = float(value) if isinstance(parameter, Float) else int(round(float(value)))
+        return min(parameter.upper, max(parameter.lower, number))
+    offered = parameter.choices if isinstance(parameter, Categorical) else parameter.values
+    if any(value == choice and type(value) is type(choice) for choice in offered):
+        return value
+    if isinstance(parameter, Ordinal) and _is_number(value) and all(_is_number(v) for v in offered):
+        return min(offered, key=lambda v: (abs(v - value), v))
+    return parameter.default
+
+
+def _why_moved(parameter: Parameter, value: Any) -> str:
+    if isinstance(parameter, (Float, Int)):
+        if not _is_number(value):
+            return "is not a number"
+        return f"is outside [{parameter.lower:g}, {parameter.upper:g}]" if not (
+            parameter.lower <= float(value) <= parameter.upper) else "is not an integer"
+    offered = parameter.choices if isinstance(parameter, Categorical) else parameter.values
+    return f"is not one of {list(offered)}"
