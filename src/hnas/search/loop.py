@@ -19,11 +19,13 @@ from typing import Any
 
 from hnas.errors import SearchError
 from hnas.search.executors import Objective, Outcome, TrialContext, make_executor
+from hnas.search.feasibility import ConfigFilter, feasible_job
 from hnas.search.optimizers import final_incumbent, make_optimizer
 from hnas.search.pareto import pareto_front
 from hnas.search.space import SearchSpace
-from hnas.search.storage import RunStore
+from hnas.search.storage import RunStore, database_path, trial_dir
 from hnas.search.types import Job, Trial
+from hnas.search.warm_start import import_history, link_imported_folders, source_folders
 
 OBJECTIVES: tuple[str, ...] = ("loss", "cost")
 MAX_ATTEMPTS = 3  # starts of a trial before a resume gives up on it
@@ -66,15 +68,16 @@ class RunSummary:
         return tuple(t for t in self.history if t.state == "failed")
 
 
-def trial_dir(run_dir: str | Path, trial_id: int) -> Path:
-    return Path(run_dir) / "trials" / f"{trial_id:05d}"
-
-
 def budget_spent(history: Sequence[Trial], max_fidelity: float) -> float:
-    """Issued budget in max-fidelity units; a promotion counts only the fidelity it adds."""
+    """Issued budget in max-fidelity units; a promotion counts only the fidelity it adds.
+
+    Imported trials (a warm start's) were paid for by their source run and count nothing here.
+    """
     by_id = {t.trial_id: t for t in history}
     total = 0.0
     for trial in history:
+        if trial.imported is not None:
+            continue
         parent = by_id.get(trial.parent_id) if trial.parent_id is not None else None
         total += trial.fidelity - (parent.fidelity if parent is not None else 0.0)
     return total / max_fidelity
@@ -114,8 +117,10 @@ class _Search:
     """One call of :func:`run`: the loop state, kept small and explicit."""
 
     def __init__(self, optimizer, store: RunStore, executor, run_dir: Path, seed: int,
-                 limits: tuple, progress, max_attempts: int = MAX_ATTEMPTS):
+                 limits: tuple, progress, max_attempts: int = MAX_ATTEMPTS,
+                 config_filter: ConfigFilter | None = None):
         self.optimizer, self.store = optimizer, store
+        self.config_filter = config_filter
         self.executor, self.run_dir, self.seed = executor, run_dir, seed
         self.budget, self.max_trials, self.time_limit = limits
         self.progress = progress
@@ -123,6 +128,7 @@ class _Search:
         self.history: list[Trial] = store.history()
         if [t.trial_id for t in self.history] != list(range(len(self.history))):
             raise SearchError(f"{store.path} has gaps in its trial ids; it was not written by hnas")
+        self.imported = sum(t.imported is not None for t in self.history)  # a warm start's, ids 0..imported-1
         self.rerun = deque(self._interrupted_jobs(max_attempts))
         self.issued_fidelity = budget_spent(self.history, 1.0)
         self.started = time.monotonic()
@@ -151,7 +157,7 @@ class _Search:
     def limit_reached(self) -> str | None:
         if self.budget is not None and self.budget_used >= self.budget - 1e-9:
             return "budget"
-        if self.max_trials is not None and len(self.history) >= self.max_trials:
+        if self.max_trials is not None and len(self.history) - self.imported >= self.max_trials:
             return "max_trials"
         if self.time_limit is not None and time.monotonic() - self.started >= self.time_limit:
             return "time_limit"
@@ -176,7 +182,7 @@ class _Search:
             reason = self.limit_reached()
             if reason is not None:
                 return reason
-            job = self.optimizer.ask(self.history)
+            job = self.ask()
             if job is None:
                 return None if self.executor.running else "optimizer"
             if job.trial_id != len(self.history):
@@ -189,6 +195,15 @@ class _Search:
             self.issued_fidelity += job.fidelity - parent_fidelity
             self.executor.submit(self.context(job))
         return None
+
+    def ask(self) -> Job | None:
+        """The optimizer's next job; with a filter, new configurations it refuses are drawn again (counted)."""
+        if self.config_filter is None:
+            return self.optimizer.ask(self.history)
+        job, pruned = feasible_job(lambda attempt: self.optimizer.redraw(self.history, attempt), self.config_filter)
+        if pruned and job is not None:
+            self.store.record_pruned(job.trial_id, pruned)
+        return job
 
     def record(self, outcome: Outcome) -> None:
         pending = self.history[outcome.trial_id]
@@ -203,11 +218,12 @@ class _Search:
         self.optimizer.tell(trial)
         if self.progress is not None:
             finished = [t for t in self.history if t.is_finished]
+            own = finished[self.imported:]  # counts are this run's own trials; the incumbent may be imported
             self.progress(Progress(
-                trial=trial, finished=len(finished),
-                failed=sum(t.state == "failed" for t in finished),
+                trial=trial, finished=len(own),
+                failed=sum(t.state == "failed" for t in own),
                 running=self.executor.running, budget_used=self.budget_used, budget=self.budget,
-                trials=len(self.history), max_trials=self.max_trials,
+                trials=len(self.history) - self.imported, max_trials=self.max_trials,
                 elapsed=time.monotonic() - self.started, incumbent=final_incumbent(finished)))
 
     def loop(self) -> str:
@@ -222,13 +238,23 @@ class _Search:
                 self.record(outcome)
 
 
+def _check_same_warm_start(stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """A resume given warm-start runs must name the ones the run imported (it never imports again)."""
+    if "warm_start" in new and stored.get("warm_start") != new["warm_start"]:
+        raise SearchError(f"cannot resume: this run differs from the stored one (warm_start: stored "
+                          f"{stored.get('warm_start')!r}, now {new['warm_start']!r}); leave warm_start out to "
+                          "continue the run as it was started")
+
+
 def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband",
         budget: float | None = None, max_trials: int | None = None,
         time_limit: float | None = None, min_fidelity: float, max_fidelity: float, eta: int = 3,
         run_dir: str | Path, seed: int = 0, executor: str = "serial", workers: int = 1,
         scheduler: str | None = None, worker_env=None, resume: bool = False,
         progress: Callable[[Progress], None] | None = None,
-        optimizer_options: Mapping[str, Any] | None = None, max_attempts: int = MAX_ATTEMPTS) -> RunSummary:
+        optimizer_options: Mapping[str, Any] | None = None, max_attempts: int = MAX_ATTEMPTS,
+        config_filter: ConfigFilter | None = None,
+        warm_start: Sequence[str | Path] | None = None) -> RunSummary:
     """Search ``space`` for configurations minimising ``objective``.
 
     ``objective(context: TrialContext)`` returns a loss, or a dict with ``loss`` and optionally
@@ -238,6 +264,12 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
     lets running trials finish. ``worker_env`` gives each local worker process its environment
     (one mapping per worker, e.g. its GPU). ``resume=True`` continues the run stored in ``run_dir``; a trial
     that was running each of ``max_attempts`` times the search process died is recorded failed.
+    ``config_filter`` (:mod:`hnas.search.feasibility`) keeps new configurations over its limit from
+    ever being trained: they are drawn again, and counted in the run's database.
+    ``warm_start`` (run folders of earlier searches over the same space and fidelity schedule)
+    imports their finished trials into a new run's history before its first ask
+    (docs/warm-start.md); a resume never imports again and refuses other folders than the
+    recorded ones. Imported trials count against neither ``budget`` nor ``max_trials``.
     """
     if not callable(objective):
         raise SearchError(f"the objective must be callable, got {type(objective).__name__}")
@@ -255,14 +287,24 @@ def run(objective: Objective, space: SearchSpace, *, optimizer: str = "priorband
         "seed": seed, "optimizer": search_optimizer.name,
         "optimizer_settings": search_optimizer.settings(), "objectives": list(OBJECTIVES),
     }
+    if config_filter is not None:  # only then: runs without one keep the metadata they always had
+        metadata["config_filter"] = config_filter.describe()
     run_dir = Path(run_dir)
+    imported: list[Trial] = []
+    if warm_start is not None:
+        metadata["warm_start"] = [str(folder) for folder in source_folders(warm_start)]
+        if not (resume and database_path(run_dir).exists()):
+            imported = import_history(warm_start, space, min_fidelity=min_fidelity, max_fidelity=max_fidelity,
+                                      eta=eta)
     store = RunStore.create_or_resume(run_dir, metadata, resume=resume,
-                                      architecture_key=metadata["architecture_key"])
+                                      architecture_key=metadata["architecture_key"], imported=imported)
     try:
+        _check_same_warm_start(store.metadata(), metadata)
+        link_imported_folders(store.history(), run_dir)
         pool = make_executor(executor, objective, workers=workers, scheduler=scheduler, worker_env=worker_env)
         try:
             search = _Search(search_optimizer, store, pool, run_dir, seed,
-                             (budget, max_trials, time_limit), progress, max_attempts)
+                             (budget, max_trials, time_limit), progress, max_attempts, config_filter)
             stop_reason = search.loop()
         finally:
             pool.close()

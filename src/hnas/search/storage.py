@@ -17,20 +17,21 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from hnas.errors import SearchError
-from hnas.search.types import Job, Trial
+from hnas.search.types import ImportedFrom, Job, Trial
 
 DATABASE_NAME = "search.sqlite"
+TRIALS_FOLDER = "trials"
 LOCK_NAME = "search.lock"
 FORMAT_VERSION = 1
 #: Metadata that must agree between a stored run and the run resuming it.
 RESUME_KEYS: tuple[str, ...] = ("format", "space_hash", "architecture_identity", "seed",
-                                "optimizer", "optimizer_settings", "objectives")
+                                "optimizer", "optimizer_settings", "objectives", "config_filter")
 #: What a run database needs before anything reads it: its tables and the metadata load_run uses.
 REQUIRED_TABLES: tuple[str, ...] = ("meta", "trials")
 REQUIRED_METADATA: tuple[str, ...] = ("format", "optimizer_settings")
@@ -58,6 +59,12 @@ CREATE TABLE IF NOT EXISTS trials (
     attempts INTEGER NOT NULL DEFAULT 1
 );
 """
+#: A warm start's provenance: created with a run that imports trials, so other runs keep the tables they had.
+_IMPORTS_SCHEMA = ("CREATE TABLE IF NOT EXISTS imports (trial_id INTEGER PRIMARY KEY REFERENCES trials(trial_id), "
+                   "source_run TEXT NOT NULL, source_trial INTEGER NOT NULL)")
+
+#: Created by the first refused draw only, so runs without a filter keep the tables they always had.
+_PRUNED_SCHEMA = "CREATE TABLE IF NOT EXISTS pruned (trial_id INTEGER PRIMARY KEY, configurations INTEGER NOT NULL)"
 
 
 def json_default(value: Any) -> Any:
@@ -75,6 +82,11 @@ def _dumps(value: Any) -> str:
 
 def database_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / DATABASE_NAME
+
+
+def trial_dir(run_dir: str | Path, trial_id: int) -> Path:
+    """A trial's own folder (its checkpoint and logs): ``trials/00042``."""
+    return Path(run_dir) / TRIALS_FOLDER / f"{trial_id:05d}"
 
 
 def check_database(path: str | Path) -> None:
@@ -232,25 +244,29 @@ class RunStore:
 
     @classmethod
     def create_or_resume(cls, run_dir: str | Path, metadata: Mapping[str, Any], *,
-                         resume: bool, architecture_key: str | None = None) -> "RunStore":
+                         resume: bool, architecture_key: str | None = None,
+                         imported: Sequence[Trial] = ()) -> "RunStore":
         """Start a run in ``run_dir`` or, with ``resume``, continue the one stored there.
 
-        The store holds the run's lock until :meth:`close`; another process holding it is refused.
+        ``imported`` (a warm start's trials, ids 0..k-1) enter a new run's database with it, in the
+        same write; a resumed run keeps the ones it has. The store holds the run's lock until
+        :meth:`close`; another process holding it is refused.
         """
         run_dir = Path(run_dir)
         lock = RunLock(run_dir).acquire()
         try:
             connection = cls._open_for_search(database_path(run_dir), {"format": FORMAT_VERSION, **metadata},
-                                              resume)
+                                              resume, _imported_rows(imported, architecture_key))
         except BaseException:
             lock.release()
             raise
         return cls(database_path(run_dir), connection, architecture_key, lock)
 
     @classmethod
-    def _open_for_search(cls, path: Path, metadata: Mapping[str, Any], resume: bool) -> sqlite3.Connection:
+    def _open_for_search(cls, path: Path, metadata: Mapping[str, Any], resume: bool,
+                         imported: Sequence[tuple] = ()) -> sqlite3.Connection:
         if not path.exists():
-            _create_database(path, metadata)
+            _create_database(path, metadata, imported)
             return cls._connect(path)
         if not resume:
             raise SearchError(f"{path.parent} already holds a search ({path.name}); pass resume=True "
@@ -335,11 +351,32 @@ class RunStore:
                 raise SearchError(f"trial {trial_id} is not a pending trial of this run")
         return self.attempts(trial_id)
 
+    # -- configurations a filter refused (hnas.search.feasibility) --------------------------------
+    def record_pruned(self, trial_id: int, configurations: int) -> None:
+        """Store how many sampled configurations a filter refused before trial ``trial_id``'s.
+
+        Keyed by the trial: a resume that asks for the same trial again replaces, never adds.
+        """
+        with self._transaction():
+            self._db.execute(_PRUNED_SCHEMA)
+            self._db.execute("INSERT OR REPLACE INTO pruned (trial_id, configurations) VALUES (?, ?)",
+                             (trial_id, configurations))
+
+    def pruned_configurations(self) -> int:
+        """Sampled configurations a filter refused over the whole run (0 for runs without one)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pruned'").fetchone() is None:
+            return 0
+        return int(self._db.execute("SELECT COALESCE(SUM(configurations), 0) FROM pruned").fetchone()[0])
+
     def history(self) -> list[Trial]:
-        """Every trial in id order, pending ones included."""
+        """Every trial in id order, pending ones included; imported ones with their source."""
+        has_imports = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'imports'").fetchone() is not None
+        source = "source_run, source_trial FROM trials LEFT JOIN imports USING (trial_id)" if has_imports \
+            else "NULL, NULL FROM trials"
         rows = self._db.execute(
-            "SELECT trial_id, config, fidelity, rung, bracket, parent_id, sampler, state, loss, "
-            "cost, extra, error, worker, started_at, finished_at FROM trials ORDER BY trial_id"
+            "SELECT trials.trial_id, config, fidelity, rung, bracket, parent_id, sampler, state, loss, "
+            f"cost, extra, error, worker, started_at, finished_at, {source} ORDER BY trials.trial_id"
         ).fetchall()
         return [_trial_from_row(row) for row in rows]
 
@@ -349,19 +386,29 @@ def _read_metadata(connection: sqlite3.Connection) -> dict[str, Any]:
     return {key: json.loads(value) for key, value in rows}
 
 
-def _create_database(path: Path, metadata: Mapping[str, Any]) -> None:
-    """Write a new run's database under another name, then rename it into place.
+def _create_database(path: Path, metadata: Mapping[str, Any], imported: Sequence[tuple] = ()) -> None:
+    """Write a new run's database (with a warm start's imported trials) under another name, then
+    rename it into place.
 
     So ``search.sqlite`` is complete or absent: a search killed while creating it leaves no
-    half-made file that a resume would have to refuse.
+    half-made file that a resume would have to refuse, and never a run with half its imports.
     """
     draft = path.with_name(path.name + ".new")
     for leftover in (draft, draft.with_name(draft.name + "-wal"), draft.with_name(draft.name + "-shm")):
         leftover.unlink(missing_ok=True)
     with closing(RunStore._connect(draft)) as connection:
+        if imported:
+            connection.execute(_IMPORTS_SCHEMA)
         with _Transaction(connection):
             connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                                    [(k, _dumps(v)) for k, v in metadata.items()])
+            connection.executemany(
+                "INSERT INTO trials (trial_id, config, architecture, fidelity, rung, bracket, parent_id, sampler, "
+                "state, loss, cost, extra, error, worker, created_at, started_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [row[:-2] for row in imported])
+            if imported:
+                connection.executemany("INSERT INTO imports (trial_id, source_run, source_trial) VALUES (?, ?, ?)",
+                                       [(row[0], *row[-2:]) for row in imported])
     os.replace(draft, path)
 
 
@@ -383,13 +430,30 @@ def _check_same_run(stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
                           + "; ".join(differences) + ")")
 
 
+def _imported_rows(trials: Sequence[Trial], architecture_key: str | None) -> list[tuple]:
+    """A warm start's finished trials as trials-table rows, their provenance last."""
+    rows = []
+    for trial in trials:
+        if not trial.is_finished or trial.imported is None:
+            raise SearchError(f"trial {trial.trial_id} cannot be imported: only finished trials with their "
+                              "source are")
+        job = trial.job
+        rows.append((job.trial_id, _dumps(dict(job.config)),
+                     job.config.get(architecture_key) if architecture_key else None, job.fidelity, job.rung,
+                     job.bracket, job.parent_id, job.sampler, trial.state, trial.loss, trial.cost,
+                     _dumps(dict(trial.extra)), trial.error, trial.worker, time.time(), trial.started_at,
+                     trial.finished_at, trial.imported.run, trial.imported.trial_id))
+    return rows
+
+
 def _trial_from_row(row: tuple) -> Trial:
     (trial_id, config, fidelity, rung, bracket, parent_id, sampler, state, loss, cost, extra,
-     error, worker, started_at, finished_at) = row
+     error, worker, started_at, finished_at, source_run, source_trial) = row
     job = Job(trial_id, json.loads(config), fidelity, rung=rung, bracket=bracket,
               parent_id=parent_id, sampler=sampler)
+    imported = ImportedFrom(source_run, source_trial) if source_run is not None else None
     return Trial(job, state=state, loss=loss, cost=cost, error=error, extra=json.loads(extra),
-                 worker=worker, started_at=started_at, finished_at=finished_at)
+                 worker=worker, started_at=started_at, finished_at=finished_at, imported=imported)
 
 
 class _Transaction:

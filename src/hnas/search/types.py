@@ -67,8 +67,20 @@ class Job:
 
 
 @dataclass(frozen=True)
+class ImportedFrom:
+    """Where a warm-started run's imported trial came from: the source run folder and its trial id there."""
+
+    run: str
+    trial_id: int
+
+
+@dataclass(frozen=True)
 class Trial:
-    """A job plus what became of it. ``loss``/``cost`` are set only when ``state == 'success'``."""
+    """A job plus what became of it. ``loss``/``cost`` are set only when ``state == 'success'``.
+
+    ``imported`` is set for a trial a warm start copied from an earlier run (docs/warm-start.md):
+    the optimizers see it like any other; budgets and trial limits count only the run's own trials.
+    """
 
     job: Job
     state: TrialState = "pending"
@@ -79,6 +91,7 @@ class Trial:
     worker: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    imported: ImportedFrom | None = None
 
     @classmethod
     def pending(cls, job: Job) -> "Trial":
@@ -125,6 +138,10 @@ class Trial:
     @property
     def is_finished(self) -> bool:
         return self.state != "pending"
+
+    @property
+    def is_imported(self) -> bool:
+        return self.imported is not None
 
     @property
     def is_success(self) -> bool:
