@@ -14,6 +14,8 @@ from hnas.errors import HnasError, SearchSpaceError
 from hnas.testing.hartmann import (
     BIAS_NOISE,
     PRIOR_QUALITIES,
+    RELATION_SHIFT,
+    RELATIONS,
     MFHartmann,
     fidelity_cost,
     hartmann,
@@ -114,6 +116,74 @@ def test_bad_construction_is_refused():
         MFHartmann.named("hartmann5")
     with pytest.raises(HnasError, match="awful"):
         MFHartmann.named("hartmann3", "awful")
+
+
+# -- families of related tasks -------------------------------------------------------------------
+def _x(config):
+    return np.array(list(config.values()))
+
+
+def test_same_is_the_source_and_a_family_ignores_the_task_it_is_asked_from(function):
+    assert function.related("same") == function
+    assert function.related("far").related("near") == function.related("near")
+    assert function.related("unrelated").related("same") == function
+
+
+@pytest.mark.parametrize("relation", ["near", "far"])
+def test_shifted_tasks_move_the_optimum_towards_the_centre_and_keep_its_value(function, relation):
+    task = function.related(relation)
+    source = _x(function.optimum)
+    step = _x(task.optimum) - source
+    assert np.abs(step) == pytest.approx(np.full(function.dims, RELATION_SHIFT[relation]))
+    assert np.all(np.sign(step) == np.sign(0.5 - source))
+    assert task.true_value(task.optimum) == pytest.approx(function.optimum_value, abs=1e-5)
+    assert task.optimum_value == function.optimum_value
+    # the landscape moved: every point of the task is the source's point minus the step
+    rng = np.random.default_rng(1)
+    for x in rng.uniform(0.2, 0.8, (10, function.dims)):
+        assert task.true_value(task.to_config(x)) == pytest.approx(hartmann(x - step), abs=1e-12)
+
+
+def test_the_unrelated_task_mirrors_every_coordinate(function):
+    task = function.related("unrelated")
+    assert _x(task.optimum) == pytest.approx(1.0 - _x(function.optimum))
+    assert task.regret(task.optimum) == pytest.approx(0.0, abs=1e-5)
+    for x in np.random.default_rng(2).random((10, function.dims)):
+        assert task.true_value(task.to_config(x)) == pytest.approx(hartmann(1.0 - x), abs=1e-12)
+    # what the source learnt is useless there: its optimum is about as bad as a point can be
+    assert task.regret(function.optimum) > 3.0
+
+
+def test_the_shift_costs_the_source_optimum_what_the_module_says():
+    # documented in hnas.testing.hartmann: regret of the source's optimum on near / far
+    for name, near, far in [("hartmann3", 0.316, 2.170), ("hartmann6", 0.337, 2.054)]:
+        f = MFHartmann.named(name)
+        assert f.related("near").regret(f.optimum) == pytest.approx(near, abs=1e-3)
+        assert f.related("far").regret(f.optimum) == pytest.approx(far, abs=1e-3)
+
+
+def test_related_tasks_keep_bias_noise_seed_and_move_their_priors(function):
+    task = function.related("near")
+    assert (task.bias, task.noise, task.seed) == (function.bias, function.noise, function.seed)
+    for quality in ("good", "medium"):
+        assert task.regret(task.prior(quality)) == pytest.approx(
+            function.regret(function.prior(quality)), abs=1e-9)
+    # the low-fidelity bias still only raises the value
+    assert task(task.optimum, 1) > task.true_value(task.optimum)
+    assert task(task.optimum, 100) == pytest.approx(function.optimum_value, abs=1e-5)
+    # a prior moved past the border is clipped into the cube
+    assert all(0.0 <= v <= 1.0 for v in function.related("far").prior("bad").values())
+
+
+def test_bad_relations_and_shifts_are_refused():
+    f = MFHartmann.named("hartmann3")
+    with pytest.raises(SearchSpaceError, match="'sideways'"):
+        f.related("sideways")
+    with pytest.raises(SearchSpaceError, match=r"shift=\[0.1, 0.1\] must be 3"):
+        MFHartmann(dims=3, shift=(0.1, 0.1))
+    with pytest.raises(SearchSpaceError, match="out of"):
+        MFHartmann(dims=3, shift=(0.0, 0.0, 0.2))   # 0.853 + 0.2 > 1
+    assert RELATIONS == ("same", "near", "far", "unrelated")
 
 
 def test_lives_outside_the_engine_and_needs_only_numpy():

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from hnas.grammar import parse
 from hnas.sampling import Prior, PriorSampler, UniformSampler
 
 
@@ -13,18 +14,24 @@ class PriorWarning(UserWarning):
     """A prior was asked for but the grammar cannot centre it (sampling is uniform there)."""
 
 
-def sample(grammar: str, n: int, *, seed: int = 0, uniform: bool = False, confidence: str = "medium") -> list[str]:
-    """``n`` sentences, uniform per production or from the prior around nnU-Net's defaults.
+def sample(grammar: str, n: int, *, seed: int = 0, uniform: bool = False, confidence: str = "medium",
+           centre: str | None = None) -> list[str]:
+    """``n`` sentences, uniform per production or from the prior around nnU-Net's defaults (or ``centre``).
 
     The prior's centres are the grammar's ``//@ default`` annotations; a grammar without them
     (hand-written, or stripped) can only be sampled uniformly, which is said, not done silently.
+    ``centre`` (a sentence of ``grammar``, e.g. another run's incumbent carried over by
+    ``--prior-from``) moves the centre of every choice it makes.
     """
     rng = np.random.default_rng(seed)
     if uniform:
         sampler = UniformSampler(grammar)
     else:
         prior = Prior.from_grammar(grammar, confidence)
-        _warn_uncentred(prior, confidence)
+        if centre is not None:
+            prior = prior.centered_on(parse(grammar, centre))
+        else:
+            _warn_uncentred(prior, confidence)
         sampler = PriorSampler(prior)
     return [sampler.sample_string(rng) for _ in range(n)]
 

@@ -8,9 +8,14 @@ six spaces (docs/references.md, "Search spaces": the paper's Table 4). The searc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from hnas.cfgunet.spec import DEFAULT_DROPOUT_RATE  # the grammar spaces' dropout default, not nnU-Net's 0
 from hnas.errors import SearchSpaceError
+from hnas.grammar import parse
 from hnas.priors import CONFIDENCES, Confidence
+from hnas.sampling import GrammarArchitecture, Prior
 from hnas.search import Architecture, ArchitectureDistribution, Categorical, Condition, Float, Int, Ordinal, SearchSpace
 from hnas.search.space import Parameter
 from hnas.train.config import (ACTIVATIONS, ENCODER_TYPES, INTENSITY_NORMALIZATIONS, LOSSES, MODEL_SCALES, NAS_DEFAULTS,
@@ -105,3 +110,29 @@ def make_space(name: str, architecture: ArchitectureDistribution | None = None, 
     else:
         parameters = _hpo_parameters(confidence) + _pipeline_parameters(confidence)
     return SearchSpace(parameters)
+
+
+def run_space(name: str, grammar: str | None, confidence: Confidence = "medium",
+              prior_from: Mapping[str, Any] | None = None) -> SearchSpace:
+    """The space a run searches: ``make_space`` over ``grammar``'s prior (grammar spaces), and with a
+    ``--prior-from`` record (docs/transfer.md) its prior centred on the record's architecture and hyperparameters.
+
+    The centres move the grammar prior's identity and the parameters' defaults, so the space hash a
+    resumed run is checked against holds them.
+    """
+    architecture = None
+    if name in GRAMMAR_SPACES:
+        if grammar is None:
+            raise SearchSpaceError(f"space {name!r} searches architectures and needs a grammar")
+        prior = Prior.from_grammar(grammar, confidence)
+        if prior_from is not None and prior_from.get("architecture") is not None:
+            prior = prior.centered_on(parse(grammar, prior_from["architecture"]))
+        architecture = GrammarArchitecture(grammar, prior)
+    space = make_space(name, architecture, confidence=confidence)
+    if prior_from is None:
+        return space
+    unknown = sorted(set(prior_from["centres"]) - set(space.names))
+    if unknown:
+        raise SearchSpaceError(f"the --prior-from centres name {unknown}, which space {name!r} lacks; expected some "
+                               f"of {list(space.names)}")
+    return space.centered_on(prior_from["centres"])
