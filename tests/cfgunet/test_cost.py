@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import isotropic_plan
 from hnas.cfgunet import build, compile_architecture, cost
+from hnas.cfgunet.cost import training_memory, training_memory_bytes
 from hnas.errors import SpecError
 from hnas.grammar import GrammarOptions, default_architecture, make_grammar
 
@@ -145,3 +146,73 @@ def test_bad_patch_is_named(patch, message, hippocampus_plan):
 def test_cost_needs_a_spec():
     with pytest.raises(SpecError, match="cost\\(\\) needs a UNetSpec"):
         cost({"dims": 3}, (8, 8, 8))
+
+
+# ------------------------------------------------------------------ training memory (hnas search --gpu-memory)
+
+
+def test_training_memory_counts_weights_gradients_and_each_optimizers_state(hippocampus_plan):
+    spec, patch = _hippocampus_spec(hippocampus_plan), hippocampus_plan.patch_size
+    parameters = cost(spec, patch).parameters
+    sgd = training_memory(spec, patch, 2, amp=False, optimizer="SGD")
+    assert sgd.weights == sgd.gradients == sgd.optimizer_state == 4 * parameters and sgd.weight_copies == 0
+    assert training_memory(spec, patch, 2, amp=False, optimizer="Adam").optimizer_state == 8 * parameters
+    assert training_memory(spec, patch, 2, amp=False, optimizer="AdamW").optimizer_state == 12 * parameters  # amsgrad
+    assert sgd.total == sum(getattr(sgd, f.name) for f in dataclasses.fields(sgd))
+    assert training_memory_bytes(spec, patch, 2, amp=False) == sgd.total
+
+
+def test_amp_halves_the_activations_and_the_batch_scales_them(hippocampus_plan):
+    spec, patch = _hippocampus_spec(hippocampus_plan), hippocampus_plan.patch_size
+    fp32, amp = training_memory(spec, patch, 2, amp=False), training_memory(spec, patch, 2, amp=True)
+    assert amp.activations * 2 == fp32.activations == 2 * 4 * cost(spec, patch).activation_elements
+    assert amp.weight_copies == 2 * cost(spec, patch).parameters and amp.weights == fp32.weights
+    four = training_memory(spec, patch, 4, amp=False)
+    assert (four.activations, four.batch, four.loss) == (2 * fp32.activations, 2 * fp32.batch, 2 * fp32.loss)
+    assert four.weights == fp32.weights
+
+
+def test_deep_supervision_adds_the_loss_of_every_output_but_the_lowest(hippocampus_plan):
+    """Hippocampus: 4 stages, outputs at 40x56x40, 20x28x20, 10x14x10; the lowest has weight 0 and is skipped."""
+    spec, patch = _hippocampus_spec(hippocampus_plan), hippocampus_plan.patch_size
+    on = training_memory(spec, patch, 1)
+    off = training_memory(dataclasses.replace(spec, deep_supervision=False), patch, 1)
+    assert off.loss == 16 * spec.n_classes * 40 * 56 * 40
+    assert on.loss == 16 * spec.n_classes * (40 * 56 * 40 + 20 * 28 * 20)
+
+
+@pytest.mark.parametrize("batch, optimizer, message", [
+    (0, "SGD", "batch_size=0; expected a positive integer"),
+    (True, "SGD", "batch_size=True"),
+    (2, "RMSprop", r"optimizer='RMSprop'; expected one of \['SGD', 'Adam', 'AdamW'\]"),
+])
+def test_bad_training_memory_arguments_are_named(batch, optimizer, message, hippocampus_plan):
+    with pytest.raises(SpecError, match=message):
+        training_memory(_hippocampus_spec(hippocampus_plan), hippocampus_plan.patch_size, batch, optimizer=optimizer)
+
+
+def _saved_for_backward(net, x) -> int:
+    """Bytes autograd keeps for the backward pass of a training forward (unique storages, parameters left out)."""
+    parameters = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        net(x)
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("dims, n_stages", [(2, 3), (3, 3), (3, 4)])
+def test_estimated_activations_cover_what_autograd_saves(dims, n_stages):
+    """float32, batch 2: the estimate is never below the saved bytes and at most 1.3x them (the upsampled maps
+    and the logits are created but kept by no layer of the network itself)."""
+    for plan, spec in _random_specs(dims, n_stages, 2, seed=200 + 10 * dims + n_stages):
+        patch = tuple(4 * t for t in spec.total_strides)
+        saved = _saved_for_backward(build(spec).train(), torch.randn(2, plan.n_input_channels, *patch))
+        estimate = training_memory(spec, patch, 2, amp=False).activations
+        assert saved <= estimate <= 1.3 * saved, spec

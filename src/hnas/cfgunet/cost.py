@@ -13,6 +13,15 @@ can rank or filter architectures without allocating a single weight.
   concatenation, non-in-place nonlinearities, squeeze-excitation gates, segmentation heads)
   - what autograd mostly keeps for the backward pass. ``activation_bytes`` assumes 4 bytes
   per element (float32).
+
+:func:`training_memory` turns these counts into the bytes one training step holds at its peak
+(docs/references.md, "Training memory"): weights, gradients and optimizer state from the parameter
+count; activations for the whole batch at 2 bytes an element under AMP (4 without; a dropout keeps
+its one-byte mask, and the map it read is freed); autocast's float16 copies of the weights; the input
+batch and its label; the loss's float32 tensors for each supervised output; and the gradients of the
+two largest feature maps alive during the backward pass. Not counted: the CUDA context, cuDNN
+workspaces and the caching allocator's rounding and fragmentation (``torch.cuda.max_memory_allocated``
+does not count the context either).
 """
 
 from __future__ import annotations
@@ -33,11 +42,81 @@ class Cost:
     parameters: int
     flops: int
     activation_elements: int
+    #: of which dropout outputs: autograd keeps their one-byte mask and frees the map dropout read
+    dropout_elements: int = 0
 
     @property
     def activation_bytes(self) -> int:
         """Activation memory in float32 at batch size 1."""
         return 4 * self.activation_elements
+
+
+#: docs/references.md, "Training memory": bytes per element of float32 and of AMP's float16.
+FLOAT32_BYTES, FLOAT16_BYTES = 4, 2
+#: Optimizer state in copies of the weights: SGD's momentum buffer; Adam's two moments; AdamW with
+#: amsgrad (as hnas builds it) also keeps the running maximum of the second moment.
+OPTIMIZER_STATE_COPIES = {"SGD": 1, "Adam": 2, "AdamW": 3}
+#: float32 bytes per class and voxel of each supervised output in the loss: the float32 copy of the
+#: logits, their softmax, the one-hot target and the cross-entropy's log-softmax.
+LOSS_BYTES_PER_CLASS_VOXEL = 16
+#: Bytes per voxel of the batch: the float32 image per channel, the int16 label, its float32 copy.
+IMAGE_BYTES, LABEL_BYTES, TARGET_BYTES = 4, 2, 4
+#: Dropout keeps a one-byte mask per element for the backward pass; the map it read (a conv's output,
+#: counted in the activations) is freed instead, as no one keeps it.
+DROPOUT_MASK_BYTES = 1
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes one training step holds at its peak, by what holds them (module docstring)."""
+
+    weights: int
+    gradients: int
+    optimizer_state: int
+    weight_copies: int  # autocast's float16 copies of the weights (AMP only)
+    activations: int  # what autograd keeps for the backward pass, whole batch
+    batch: int  # images, labels and the float32 targets at each supervised scale
+    loss: int  # the loss's float32 tensors of each supervised output
+    backward: int  # gradients of the two largest feature maps while the backward pass runs
+
+    @property
+    def total(self) -> int:
+        return (self.weights + self.gradients + self.optimizer_state + self.weight_copies + self.activations
+                + self.batch + self.loss + self.backward)
+
+
+def training_memory(spec: UNetSpec, patch_size, batch_size: int, *, amp: bool = True,
+                    optimizer: str = "SGD") -> TrainingMemory:
+    """Estimated peak bytes of one training step of ``spec`` (deep supervision as the spec says)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SpecError(f"batch_size={batch_size!r}; expected a positive integer")
+    if optimizer not in OPTIMIZER_STATE_COPIES:
+        raise SpecError(f"optimizer={optimizer!r}; expected one of {list(OPTIMIZER_STATE_COPIES)}")
+    counted = cost(spec, patch_size)
+    sizes = stage_sizes(spec, patch_size)
+    element = FLOAT16_BYTES if amp else FLOAT32_BYTES
+    weights = FLOAT32_BYTES * counted.parameters
+    outputs = [math.prod(size) for size in sizes[:-1]]  # voxels of each decoder output, highest resolution first
+    # the lowest output's weight is 0: nnU-Net (and hnas) skip it
+    supervised = outputs[:-1] if spec.deep_supervision and len(outputs) > 1 else outputs[:1]
+    voxels = math.prod(tuple(patch_size))
+    largest_map = max(f * math.prod(size) for f, size in zip(spec.features_per_stage, sizes))
+    return TrainingMemory(
+        weights=weights, gradients=weights, optimizer_state=OPTIMIZER_STATE_COPIES[optimizer] * weights,
+        weight_copies=FLOAT16_BYTES * counted.parameters if amp else 0,
+        activations=batch_size * (element * (counted.activation_elements - counted.dropout_elements)
+                                  + DROPOUT_MASK_BYTES * counted.dropout_elements),
+        batch=batch_size * (voxels * (IMAGE_BYTES * spec.input_channels + LABEL_BYTES)
+                            + TARGET_BYTES * sum(supervised)),
+        loss=batch_size * LOSS_BYTES_PER_CLASS_VOXEL * spec.n_classes * sum(supervised),
+        backward=batch_size * 2 * element * max(largest_map, spec.features_per_stage[0] * voxels))
+
+
+def training_memory_bytes(spec: UNetSpec, patch_size, batch_size: int, *, amp: bool = True,
+                          optimizer: str = "SGD") -> int:
+    """:func:`training_memory`'s total."""
+    return training_memory(spec, patch_size, batch_size, amp=amp, optimizer=optimizer).total
 
 
 def cost(spec: UNetSpec, patch_size) -> Cost:
@@ -52,7 +131,8 @@ def cost(spec: UNetSpec, patch_size) -> Cost:
     else:
         _residual_encoder(tally, spec, input_size, sizes)
     _decoder(tally, spec, sizes)
-    return Cost(parameters=tally.parameters, flops=tally.flops, activation_elements=tally.activations)
+    return Cost(parameters=tally.parameters, flops=tally.flops, activation_elements=tally.activations,
+                dropout_elements=tally.dropout)
 
 
 def stage_sizes(spec: UNetSpec, patch_size) -> list[tuple[int, ...]]:
@@ -78,6 +158,7 @@ class _Tally:
         self.parameters = 0
         self.flops = 0
         self.activations = 0
+        self.dropout = 0
 
     def conv_norm_nonlin(self, side, c_in: int, c_out: int, kernel: int, voxels: int, *, bias: bool = True,
                          dropout: bool = False, nonlin: bool = True) -> None:
@@ -86,6 +167,7 @@ class _Tally:
         maps = c_out * voxels
         if dropout:
             self.activations += maps
+            self.dropout += maps
         self.parameters += 2 * c_out  # affine norm
         self.activations += maps + 2 * c_out  # normalised map; mean and inverse std kept for backward
         if nonlin:

@@ -20,10 +20,12 @@ def load_report_run(run_dir: str | Path) -> ReportRun:
     summary = load_run(folder.root)
     with RunStore.open_existing(folder.root) as store:
         metadata = store.metadata()
+        pruned = store.pruned_configurations()  # sampled configurations --gpu-memory refused
     settings = _read_json(folder.settings)
     plan = Plan.load(folder.plan) if folder.plan.is_file() else None
     grammar = folder.grammar.read_text() if folder.grammar.is_file() else None
-    return ReportRun(folder.root, run_label(metadata, settings), summary, metadata, settings, plan, grammar)
+    return ReportRun(folder.root, run_label(metadata, settings), summary, metadata, settings, plan, grammar,
+                     pruned=pruned)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hnas.errors import HnasError, SearchError
 from hnas.planning.plan import Plan
 from hnas.search import RunSummary
+from hnas.search.feasibility import pruned_summary
 from hnas.train.config import NAS_KEYS
 from hnas.viz import plots
 from hnas.viz.importance import Importance, hyperparameter_importance
@@ -50,6 +51,7 @@ class ReportRun:
     settings: dict[str, Any]  # run.json ({} when absent)
     plan: Plan | None
     grammar: str | None
+    pruned: int = 0  # sampled configurations the run's filter (--gpu-memory) refused
 
     @property
     def trials(self):
@@ -71,8 +73,7 @@ def _unique_labels(runs: Sequence[ReportRun]) -> list[ReportRun]:
     """Runs that share a label (two seeds, say) get their folder name added."""
     labels = [r.label for r in runs]
     return [r if labels.count(r.label) == 1 else
-            ReportRun(r.run_dir, f"{r.label} [{r.run_dir.name}]", r.summary, r.metadata, r.settings, r.plan, r.grammar)
-            for r in runs]
+            replace(r, label=f"{r.label} [{r.run_dir.name}]") for r in runs]
 
 
 def default_config(space_description: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -140,6 +141,13 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _sampler(trial) -> str:
+    """The sampler, and for a warm start's imported trial where it came from (``imported from RUN:TRIAL``)."""
+    if getattr(trial, "imported", None) is None:
+        return trial.job.sampler
+    return f"{trial.job.sampler}, imported from {Path(trial.imported.run).name}:{trial.imported.trial_id}"
+
+
 def _hyperparameters(trial, architecture_key: str | None) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(trial.config.items()) if k != architecture_key)
 
@@ -158,9 +166,16 @@ def _overview(runs: Sequence[ReportRun]) -> list[Block]:
                      f"{s.budget_used:.2f}", f"{total:.1f}",
                      "-" if incumbent is None else f"trial {incumbent.trial_id}: Dice {_dice(incumbent)} "
                                                    f"at {incumbent.fidelity:g} epochs"))
-    return [Block("h2", "Runs"),
-            _table(("run", "folder", "space", "trials ok / failed / pending", "budget used (max-fidelity evals)",
-                    "training time (s)", "incumbent"), rows)]
+    blocks = [Block("h2", "Runs"),
+              _table(("run", "folder", "space", "trials ok / failed / pending", "budget used (max-fidelity evals)",
+                      "training time (s)", "incumbent"), rows)]
+    for run in runs:
+        imported = [t for t in run.trials if getattr(t, "imported", None) is not None]
+        if imported:
+            sources = ", ".join(sorted({str(t.imported.run) for t in imported}))
+            blocks.append(Block("p", f"{run.label}: warm-started, its first {len(imported)} trials are imported from "
+                                     f"{sources} (counted among its trials, not in its budget used)."))
+    return blocks
 
 
 def _cost_over_time(runs: Sequence[ReportRun], out_dir: Path) -> list[Block]:
@@ -188,7 +203,7 @@ def _pareto(runs: Sequence[ReportRun], out_dir: Path) -> list[Block]:
         notes.append(f"{run.label}: " + (f"default configuration = trial {default.trial_id} (Dice {_dice(default)}, "
                                          f"{_seconds(default.cost)} s)" if default is not None
                                          else "the default configuration was not evaluated"))
-        rows += [(run.label, t.trial_id, f"{t.fidelity:g}", _dice(t), _seconds(t.cost), t.job.sampler)
+        rows += [(run.label, t.trial_id, f"{t.fidelity:g}", _dice(t), _seconds(t.cost), _sampler(t))
                  for t in run.summary.pareto_front]
     if not any(s.points for s in series):
         return blocks + [Block("p", "No run has a successful trial yet.")]
@@ -210,7 +225,7 @@ def _incumbent(run: ReportRun, index: int, out_dir: Path) -> list[Block]:
         return blocks + [Block("p", "No successful trial yet.")]
     architecture = incumbent_architecture(run, trial)
     blocks.append(Block("p", f"Trial {trial.trial_id}: Dice {_dice(trial)} after {trial.fidelity:g} epochs, "
-                             f"{_seconds(trial.cost)} s of training (sampler: {trial.job.sampler})."))
+                             f"{_seconds(trial.cost)} s of training (sampler: {_sampler(trial)})."))
     blocks.append(Block("pre", f"architecture: {architecture or '-'}\nhyperparameters: "
                                f"{_hyperparameters(trial, run.metadata.get('architecture_key'))}"))
     if architecture is None or run.plan is None or run.grammar is None:
@@ -260,7 +275,7 @@ def _picture(path: Path) -> Block:
 
 def _best_trials(run: ReportRun) -> list[Block]:
     key = run.metadata.get("architecture_key")
-    rows = [(rank, t.trial_id, f"{t.fidelity:g}", _dice(t), _seconds(t.cost), t.job.sampler,
+    rows = [(rank, t.trial_id, f"{t.fidelity:g}", _dice(t), _seconds(t.cost), _sampler(t),
              "-" if t.parent_id is None else t.parent_id, t.config.get(key, "-") if key else "-",
              _hyperparameters(t, key))
             for rank, t in enumerate(best_trials(run.trials), start=1)]
@@ -386,6 +401,9 @@ def report_blocks(runs: Sequence[ReportRun], out_dir: Path) -> list[Block]:
         blocks.append(Block("p", f"Folder {run.run_dir}; optimizer settings "
                                  f"{json.dumps(run.metadata.get('optimizer_settings', {}), sort_keys=True)}; "
                                  f"seed {run.metadata.get('seed')}."))
+        pruned = pruned_summary(run.metadata.get("config_filter"), run.pruned)
+        if pruned:
+            blocks.append(Block("p", pruned[0].upper() + pruned[1:] + "."))
         blocks += _incumbent(run, index, out_dir) + _best_trials(run) + _importance(run, index, out_dir)
     return blocks
 
