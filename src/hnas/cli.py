@@ -175,6 +175,9 @@ def _sample_command(commands) -> None:
     how.add_argument("--confidence", choices=CONFIDENCES, default="medium",
                      help="prior confidence around nnU-Net's defaults (default medium)")
     parser.add_argument("--seed", type=_seed, default=0, help=f"random seed 0..{MAX_SEED} (default 0)")
+    parser.add_argument("--prior-from", type=Path, metavar="RUN",
+                        help="centre the prior on the incumbent architecture of the search in RUN (any dataset: "
+                             "mapped onto this grammar, see docs/transfer.md)")
     parser.set_defaults(handler=_run_sample)
 
 
@@ -231,13 +234,32 @@ def _search_command(commands) -> None:
     parser.add_argument("--splits", type=Path, metavar="FILE",
                         help="nnU-Net's splits_final.json: the cases of each fold (default: nnU-Net's split, "
                              "KFold(5, shuffle, seed 12345) over the sorted case ids); copied into the run")
+    parser.add_argument("--gpu-memory", type=_positive_float, metavar="GB",
+                        help="never train a configuration whose estimated GPU training memory (weights, gradients, "
+                             "optimizer state, activations at the plan's batch and patch with AMP) exceeds GB "
+                             "(GiB); the sampler draws again and the pruned count is shown by status and report")
     parser.add_argument("--workers", type=_positive_int, help="parallel trials (Dask LocalCluster if > 1; default 1)")
+    parser.add_argument("--preprocessing-workers", type=_positive_int, metavar="N",
+                        help="processes preprocessing the cases (default: nnU-Net's 8, or the cores if fewer); "
+                             "kept in run.json, in no cache key (the files are the same)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--run-dir", type=Path, metavar="DIR", help="run folder (default runs/<dataset>_<space>_...)")
     parser.add_argument("--resume", nargs="?", const=True, type=Path, metavar="RUN",
                         help="continue the run stored in RUN (or --run-dir) with its stored settings; flags given "
-                             "again must match them, except the limits, --workers and --scheduler")
+                             "again must match them, except the limits, --workers, --preprocessing-workers and "
+                             "--scheduler")
     parser.add_argument("--seed", type=_seed, help=f"random seed 0..{MAX_SEED} (default 0)")
+    parser.add_argument("--prior-from", type=Path, metavar="RUN",
+                        help="centre the prior on the incumbent of the search in RUN (any dataset): its "
+                             "hyperparameters clipped to this space, its architecture mapped onto this grammar; "
+                             "kept in run.json (docs/transfer.md)")
+    parser.add_argument("--warm-start", nargs="+", type=Path, metavar="RUN",
+                        help="start from the finished trials of earlier runs of the same dataset, plan and space "
+                             "(imported, not retrained; promotions continue their checkpoints; not counted in the "
+                             "budget); kept in run.json (docs/warm-start.md)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                        help="torch.compile each trial's network (default off; nnU-Net compiles on CUDA: its "
+                             "start-up counts in the measured runtime); kept in run.json, a resume must match")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_search)
 
@@ -270,6 +292,10 @@ def _train_command(commands) -> None:
     parser.add_argument("--workers", type=_positive_int, metavar="N",
                         help="with --folds: train N folds at once in local processes (one GPU each, or cores // N "
                              "CPU threads each)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                        help="torch.compile the networks for training and prediction (default: as the run's search)")
+    parser.add_argument("--preprocessing-workers", type=_positive_int, metavar="N",
+                        help="processes preprocessing the cases, if a plan's are not cached yet (default: the run's)")
     parser.set_defaults(handler=_run_train)
 
 
@@ -327,6 +353,8 @@ def _predict_command(commands) -> None:
     parser.add_argument("-o", "--output", type=_output_dir, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace label maps already in the output folder")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks (pays off only for many or large images; default off)")
     parser.add_argument("--allow-unusual-inputs", action="store_true",
                         help="predict images refused as unlike the training data (voxel size beyond 8x the model's "
                              "with a long prediction, or above 2^30 voxels once resampled); still warned about")
@@ -399,8 +427,19 @@ def _run_sample(args) -> int:
     else:
         plan = resolve_plan(args.dataset, args.plan, args.max_stages)
         grammar = grammar_for(plan, extended=args.extended)
+    centre = None
+    if args.prior_from:
+        from hnas.pipeline.transfer import architecture_from
+
+        if args.uniform:
+            raise HnasError("--prior-from centres the prior, --uniform has none; give one of them")
+        mapped, trial = architecture_from(args.prior_from, grammar)
+        centre = mapped.architecture
+        print(f"prior: centred on trial {trial.trial_id} of {args.prior_from}: {centre}", file=sys.stderr)
+        for note in mapped.notes:
+            print(f"  note: {note}", file=sys.stderr)
     for sentence in sample(grammar, args.num, seed=args.seed, uniform=args.uniform,
-                                    confidence=args.confidence):
+                                    confidence=args.confidence, centre=centre):
         print(sentence)
     return 0
 
@@ -422,7 +461,7 @@ def _run_show(args) -> int:
 #: `hnas search` flags that are run.json's settings (the others say how this call runs)
 SEARCH_FLAGS = ("dataset", "max_stages", "space", "optimizer", "confidence", "preset", "budget", "time_limit",
                 "max_trials", "min_epochs", "max_epochs", "eta", "iterations_per_epoch", "fold", "workers",
-                "scheduler", "seed", "splits")
+                "scheduler", "seed", "splits", "warm_start", "gpu_memory", "compile", "preprocessing_workers")
 
 
 def _search_run_dir(args, settings) -> Path:
@@ -447,9 +486,12 @@ def _run_search(args) -> int:
     for name in ("dataset", "splits"):
         if name in given:
             given[name] = str(given[name])
+    if "warm_start" in given:  # absolute, as run.json keeps them (a resume compares them)
+        given["warm_start"] = [str(run.resolve()) for run in given["warm_start"]]
     run_dir = _search_run_dir(args, SearchSettings(**given))
     settings = resumed_settings(run_dir, given) if args.resume else SearchSettings(**given)
-    summary = search(settings, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    summary = search(settings, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+                     prior_from=args.prior_from)
     print()
     print(summary_text(summary))
     print(f"report: {RunFolder(run_dir).summary} (status: hnas status {run_dir})")
@@ -474,7 +516,8 @@ def _run_train(args) -> int:
                           "need --folds; expected e.g. `hnas train --run RUN --folds 0 1 2 --epochs E --default`")
     from hnas.pipeline.retrain import retrain
 
-    trial, result = retrain(args.run, args.epochs, args.trial[0] if args.trial else None)
+    trial, result = retrain(args.run, args.epochs, args.trial[0] if args.trial else None, compile=args.compile,
+                            preprocessing_workers=args.preprocessing_workers)
     print(f"retrained trial {trial.trial_id} for {args.epochs} epochs: Dice {result.mean_dice:.4f}, "
           f"training {result.runtime:.1f} s")
     print(f"checkpoint: {result.checkpoint}")
@@ -493,7 +536,8 @@ def _run_cross_validation(args) -> int:
     unique = cv.distinct_choices(choices, args.epochs)
     for folder in cv.cross_validate(args.run, unique, args.folds, args.epochs,
                                     iterations_per_epoch=args.iterations_per_epoch, workers=args.workers or 1,
-                                    splits=args.splits):
+                                    splits=args.splits, compile=args.compile,
+                                    preprocessing_workers=args.preprocessing_workers):
         print(f"cross-validated: {folder}")
     return 0
 
@@ -524,7 +568,7 @@ def _run_predict(args) -> int:
     models = [p for p in args.model if not (is_nifti(p) or is_image_folder(p))]
     images = image_folders(args.input) + [p for p in args.model if p not in models] + list(args.images)
     ensemble, written = predict_with(models, images, args.output, device=args.device, overwrite=args.overwrite,
-                                     limits=_input_limits(args))
+                                     limits=_input_limits(args), compile=args.compile)
     if len(ensemble.members) > 1:
         print(f"ensemble of {len(ensemble.members)} checkpoints (mean softmax)")
     if ensemble.postprocessing is not None:

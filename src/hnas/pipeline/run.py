@@ -7,7 +7,7 @@ the settings a run folder stores, so it rebuilds the same networks the search tr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from hnas.data import load_dataset
@@ -17,9 +17,8 @@ from hnas.data.splits import N_FOLDS, load_splits
 from hnas.errors import DatasetError, SearchError
 from hnas.grammar import grammar_hash, make_grammar
 from hnas.pipeline.layout import RunFolder, stored_splits
-from hnas.pipeline.spaces import GRAMMAR_SPACES, PIPELINE_SPACES, SPACES, make_space
+from hnas.pipeline.spaces import PIPELINE_SPACES, SPACES, run_space
 from hnas.planning import Plan, make_plan
-from hnas.sampling import GrammarArchitecture
 from hnas.search import SearchSpace, Trial, load_run
 from hnas.train import ScalePreset, TrainSetup
 from hnas.train import preset as scale_preset
@@ -28,7 +27,7 @@ BUILTIN_VALIDATION_CASES = 2
 DEFAULT_BUDGET = {"cpu": 3.0, "nnunet": 22.0}  # in max-fidelity evaluations (nnunet: one paper round)
 #: Settings a resumed run must share with its run.json; the others (limits, workers, scheduler) may change.
 RESUME_CONTRACT = ("max_stages", "space", "optimizer", "confidence", "preset", "min_epochs", "max_epochs", "eta",
-                   "iterations_per_epoch", "fold", "seed")
+                   "iterations_per_epoch", "fold", "seed", "warm_start", "gpu_memory", "compile")
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,21 @@ class SearchSettings:
     seed: int = 0
     dataset_digest: str | None = None  # the dataset's content when the run began (run.json; None before 2026-12)
     splits: str | None = None  # a splits_final.json given with --splits (copied into the run folder)
+    # --prior-from RUN: the centres taken from RUN's incumbent (pipeline/transfer.py); not hashed (a dict), compared
+    prior_from: dict | None = field(default=None, hash=False)
+    warm_start: list | None = field(default=None, hash=False)  # --warm-start RUN...: the runs whose finished trials it imported (docs/warm-start.md)
+    gpu_memory: float | None = None  # --gpu-memory GB (GiB): configurations estimated to need more are never trained
+    compile: bool = False  # --compile: trials train torch.compile'd networks (hnas.train.compilation)
+    # --preprocessing-workers N: processes preprocessing the cases (None: nnU-Net's 8, fewer on fewer cores);
+    # in no cache key (the files are the same), so a resume may change it
+    preprocessing_workers: int | None = None
 
     def __post_init__(self):
         if self.space not in SPACES:
             raise SearchError(f"unknown search space {self.space!r}; expected one of {list(SPACES)}")
+        workers = self.preprocessing_workers
+        if isinstance(workers, int) and not isinstance(workers, bool) and workers < 1:
+            raise SearchError(f"preprocessing_workers is {workers!r}; expected a positive integer")
 
     def dataset_path(self) -> Path:
         """The dataset the run searches: the given folder, or the built-in synthetic data.
@@ -75,7 +85,8 @@ class SearchSettings:
         loaded = load_dataset(dataset)
         return replace(self, dataset=str(loaded.root) if self.dataset else None,
                        dataset_digest=content_digest(loaded),
-                       splits=str(Path(self.splits).resolve()) if self.splits else None)
+                       splits=str(Path(self.splits).resolve()) if self.splits else None,
+                       warm_start=[str(Path(run).resolve()) for run in self.warm_start] if self.warm_start else None)
 
     def save(self, run_dir: Path) -> None:
         RunFolder(run_dir).settings.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -95,6 +106,10 @@ class SearchSettings:
             raise SearchError(f"{str(path)!r} is not the {path.name} of an hnas search ({error}); expected the "
                               "settings file `hnas search` writes") from None
         _check_field_types(settings, path)
+        if settings.prior_from is not None:
+            from hnas.pipeline.transfer import check_record  # it reads runs with this module
+
+            check_record(settings.prior_from, repr(str(path)))
         return settings
 
 
@@ -103,7 +118,9 @@ _FIELD_TYPES = {"dataset": (str, None), "max_stages": (int, None), "space": (str
                 "confidence": (str,), "preset": (str,), "budget": (int, float, None), "time_limit": (int, float, None),
                 "max_trials": (int, None), "min_epochs": (int, None), "max_epochs": (int, None), "eta": (int, None),
                 "iterations_per_epoch": (int, None), "fold": (int,), "workers": (int,), "scheduler": (str, None),
-                "seed": (int,), "dataset_digest": (str, None), "splits": (str, None)}
+                "seed": (int,), "dataset_digest": (str, None), "splits": (str, None),
+                "prior_from": (dict, None), "warm_start": (list, None), "gpu_memory": (int, float, None),
+                "compile": (bool,), "preprocessing_workers": (int, None)}
 
 
 def _check_field_types(settings: SearchSettings, path: Path) -> None:
@@ -111,11 +128,17 @@ def _check_field_types(settings: SearchSettings, path: Path) -> None:
     for name, allowed in _FIELD_TYPES.items():
         value = getattr(settings, name)
         kinds = tuple(t for t in allowed if t is not None)
-        if (value is None and None in allowed) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        if (value is None and None in allowed) or (isinstance(value, kinds) and (bool in kinds
+                                                                                or not isinstance(value, bool))):
             continue
-        expected = " or ".join([{str: "a string", int: "an integer", float: "a number"}[t] for t in kinds]
+        words = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list of run folders",
+                 bool: "true or false"}
+        expected = " or ".join([words[t] for t in kinds]
                                + (["null"] if None in allowed else []))
         raise SearchError(f"{str(path)!r} has {name} {value!r}; expected {expected} (the value `hnas search` wrote)")
+    if settings.warm_start is not None and not all(isinstance(run, str) for run in settings.warm_start):
+        raise SearchError(f"{str(path)!r} has warm_start {settings.warm_start!r}; expected a list of run folders "
+                          "(the value `hnas search` wrote)")
 
 
 @dataclass(frozen=True)
@@ -146,13 +169,11 @@ class RunSetup:
                           max_epochs=self.max_epochs, seed=self.settings.seed, overlap=preset.overlap,
                           validation_cases=preset.validation_cases, plan_2d=self.plan_2d,
                           grammar_2d=self.grammar_2d,
-                          residual_plan=stored_residual_plan(run_dir, self.residual_plan), splits=splits)
+                          residual_plan=stored_residual_plan(run_dir, self.residual_plan), splits=splits,
+                          compile=self.settings.compile, preprocessing_workers=self.settings.preprocessing_workers)
 
     def space(self) -> SearchSpace:
-        architecture = None
-        if self.settings.space in GRAMMAR_SPACES:
-            architecture = GrammarArchitecture(self.grammar, self.settings.confidence)
-        return make_space(self.settings.space, architecture, confidence=self.settings.confidence)
+        return run_space(self.settings.space, self.grammar, self.settings.confidence, self.settings.prior_from)
 
 
 def resolve(settings: SearchSettings) -> RunSetup:

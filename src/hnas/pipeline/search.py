@@ -16,9 +16,12 @@ from hnas.data.splits import default_splits, load_splits, split_of
 from hnas.errors import SearchError
 from hnas.grammar import grammar_hash
 from hnas.pipeline.layout import RunFolder, stored_splits, write_splits
+from hnas.pipeline.memory import MemoryEstimator, check_memory_budget, describe_budget, memory_filter
 from hnas.pipeline.progress import SearchProgressBar
 from hnas.pipeline.run import RESUME_CONTRACT, RunSetup, SearchSettings, resolve, stored_preset, stored_settings
 from hnas.pipeline.status import describe_trial
+from hnas.pipeline.transfer import check_same_source, describe_record, prior_record
+from hnas.pipeline.warm_start import check_warm_start
 from hnas.pipeline.workers import describe_workers, worker_environments
 from hnas.planning import Plan
 from hnas.search import RunSummary
@@ -63,7 +66,7 @@ def check_run_dir(run_dir: Path, settings: SearchSettings, resume: bool) -> None
 
 
 #: Settings a resume may change: how long this call searches and where its trials run.
-RESUME_MAY_CHANGE = ("budget", "time_limit", "max_trials", "workers", "scheduler")
+RESUME_MAY_CHANGE = ("budget", "time_limit", "max_trials", "workers", "scheduler", "preprocessing_workers")
 
 
 def resumed_settings(run_dir: Path, given: dict) -> SearchSettings:
@@ -213,7 +216,7 @@ def check_schedule(setup: RunSetup) -> None:
 
 
 def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, progress: bool = True,
-           executor: str | None = None) -> RunSummary:
+           executor: str | None = None, prior_from: Path | None = None) -> RunSummary:
     """Run (or resume) a search; returns the engine's RunSummary.
 
     Everything that can refuse (scheduler address, run folder, stored run and settings, dataset)
@@ -225,13 +228,27 @@ def search(settings: SearchSettings, run_dir: Path, *, resume: bool = False, pro
         validate_scheduler_address(settings.scheduler)
     check_run_dir(run_dir, settings, resume)
     setup = resolve(settings)
+    if prior_from is not None:  # --prior-from RUN: centres from RUN's incumbent, kept in run.json (docs/transfer.md)
+        setup = _with_prior_from(setup, Path(prior_from), run_dir, resume)
     check_schedule(setup)
+    check_memory_budget(settings.gpu_memory, MemoryEstimator.of(setup), setup.space())  # --gpu-memory GB
     if resume:
         check_stored_plans(run_dir, setup)
+    else:
+        check_warm_start(setup)  # --warm-start runs of the same problem, read before anything is written
     with RunLock(run_dir):
         check_run_dir(run_dir, settings, resume)  # again with the lock: another search may have begun meanwhile
         prepare_run_dir(run_dir, setup, resume)
         return _search(setup, run_dir, resume=resume, progress=progress, executor=executor)
+
+
+def _with_prior_from(setup: RunSetup, source: Path, run_dir: Path, resume: bool) -> RunSetup:
+    """A new run's setup with its prior centred on ``source``'s incumbent; a resume keeps its stored centres."""
+    if resume:
+        check_same_source(setup.settings.prior_from, source, run_dir)
+        return setup
+    record = prior_record(source, setup.settings.space, setup.grammar, setup.settings.confidence)
+    return replace(setup, settings=replace(setup.settings, prior_from=record))
 
 
 def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, executor: str | None) -> RunSummary:
@@ -247,6 +264,18 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
     print(validation_cost(setup, preset, stored_splits(run_dir, setup.dataset) or setup.splits))
     print(f"search: space {settings.space}, optimizer {settings.optimizer}, epochs {setup.min_epochs}..{setup.max_epochs}"
           f" (eta {setup.eta}), budget {_limits(setup)}, fold {settings.fold}, seed {settings.seed}, run {run_dir}")
+    if settings.prior_from is not None:
+        print(describe_record(settings.prior_from))
+    if settings.compile:
+        print("torch.compile: on (each trial's compile time is part of its measured runtime)")
+    if settings.warm_start:
+        print(f"warm start: {'imported' if resume else 'importing'} the finished trials of "
+              f"{', '.join(map(str, settings.warm_start))} (not counted in the budget)")
+    config_filter = None
+    if settings.gpu_memory is not None:  # estimated on the plans the trials train on
+        estimator = MemoryEstimator.for_run(setup, run_dir)
+        config_filter = memory_filter(estimator, settings.gpu_memory)
+        print(describe_budget(settings.gpu_memory, estimator, setup.space()))
     prepare(train_setup)
     if executor is None:
         executor = "dask" if (settings.scheduler or settings.workers > 1) else "serial"
@@ -263,7 +292,7 @@ def _search(setup: RunSetup, run_dir: Path, *, resume: bool, progress: bool, exe
             max_trials=settings.max_trials, time_limit=settings.time_limit, min_fidelity=setup.min_epochs,
             max_fidelity=setup.max_epochs, eta=setup.eta, run_dir=run_dir, seed=settings.seed, executor=executor,
             workers=settings.workers, scheduler=settings.scheduler, worker_env=worker_env, resume=resume,
-            progress=bar.update if bar else None)
+            progress=bar.update if bar else None, warm_start=settings.warm_start, config_filter=config_filter)
     finally:
         if bar:
             bar.close()
@@ -304,6 +333,10 @@ def summary_text(summary) -> str:
     lines = [f"# hnas run {summary.run_dir}", "",
              f"{len(summary.successes)} trials finished, {len(summary.failures)} failed, "
              f"budget used {summary.budget_used:.2f} max-fidelity evaluations ({summary.stop_reason}).", ""]
+    imported = sum(t.imported is not None for t in summary.history)
+    if imported:
+        lines[2:2] = [f"Warm start: {imported} of these trials were imported from earlier runs (budget not counted).",
+                      ""]
     if summary.incumbent is not None:
         lines += ["## Incumbent (best Dice at the highest fidelity reached)", "", "```",
                   describe_trial(summary.incumbent), "```", ""]
