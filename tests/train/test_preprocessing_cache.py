@@ -9,6 +9,7 @@ import blosc2
 import numpy as np
 import pytest
 
+from hnas.data import processes
 from hnas.errors import TrainingError
 from hnas.train import preprocessing
 from hnas.train.preprocessing import (CACHE_FORMAT, FILTERS, MANIFEST, blosc2_layout, compression,
@@ -21,7 +22,7 @@ def _files(root) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(root.iterdir())}
 
 
-class _CountedPool(preprocessing.ProcessPoolExecutor):
+class _CountedPool(processes.ProcessPoolExecutor):
     started: list = []
 
     def __init__(self, max_workers, **options):
@@ -30,7 +31,7 @@ class _CountedPool(preprocessing.ProcessPoolExecutor):
 
 
 def test_parallel_preprocessing_writes_the_same_bytes_as_serial(tiny_dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(preprocessing, "ProcessPoolExecutor", _CountedPool)
+    monkeypatch.setattr(processes, "ProcessPoolExecutor", _CountedPool)
     serial = preprocess_dataset(tiny_dataset, tiny_plan(), tmp_path / "serial", workers=1)
     assert _CountedPool.started == []
     monkeypatch.setattr(preprocessing, "POOL_START_SECONDS", -1.0)  # a pool even for these tiny cases
@@ -46,7 +47,7 @@ def test_cases_that_take_milliseconds_are_not_worth_a_pool(tiny_dataset, tmp_pat
     def refuse(*args, **kwargs):
         raise AssertionError("a process pool was started for six 24^3 cases")
 
-    monkeypatch.setattr(preprocessing, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(processes, "ProcessPoolExecutor", refuse)
     data = preprocess_dataset(tiny_dataset, tiny_plan(), tmp_path, workers=8)
     assert len(data.case_ids) == 6
 

@@ -16,8 +16,6 @@ nnU-Net's ``nnUNetPlans.json``. Fingerprints are saved and read in nnU-Net's
 from __future__ import annotations
 
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 
 from hnas.data.dataset import (Case, Dataset, as_dataset, parse_channel_names, parse_labels, read_case,
                                read_dataset_json, read_json_object)
+from hnas.data.processes import map_in_processes
 from hnas.data.validation import warn_dataset
 from hnas.errors import DatasetError
 
@@ -310,10 +309,8 @@ def _analyze_all(dataset: Dataset, workers: int, samples_per_case: int | None, s
     args = [(dataset, case, samples_per_case, seed) for case in dataset.cases]
     if workers == 1 or len(args) == 1:
         return [analyze_case(*a) for a in args]
-    # forkserver: safe even when the caller has started threads (e.g. torch), no __main__ re-import cost
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=context) as pool:
-        return list(pool.map(_analyze_packed, args, chunksize=max(1, len(args) // (4 * workers))))
+    return map_in_processes(_analyze_packed, args, min(workers, len(args)), what="reading the dataset's cases",
+                            chunksize=max(1, len(args) // (4 * workers)))
 
 
 def _analyze_packed(args) -> CaseAnalysis:

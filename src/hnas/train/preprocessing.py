@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from scipy import ndimage
 from hnas.data import Dataset, Fingerprint, crop_to_nonzero, load_dataset, read_case
 from hnas.data.cache import cached_fingerprint
 from hnas.data.io import file_digest
+from hnas.data.processes import map_in_processes
 from hnas.data.splits import fold_split
 from hnas.errors import DatasetError, TrainingError
 from hnas.planning import ANISOTROPY_THRESHOLD, Plan
@@ -507,9 +507,8 @@ def _preprocess_cases(dataset: Dataset, plan: Plan, normalization, root: Path, w
     processes = min(workers, len(jobs) - 1)
     if processes <= 1 or serial * (1 - 1 / processes) <= POOL_START_SECONDS or multiprocessing.current_process().daemon:
         return dict(results + [_preprocess_case(*job) for job in jobs[1:]])
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-        return dict(results + list(pool.map(_preprocess_packed, jobs[1:])))
+    return dict(results + map_in_processes(_preprocess_packed, jobs[1:], processes, what="preprocessing the cases",
+                                           setting="--preprocessing-workers 1"))
 
 
 def _preprocess_packed(job):
