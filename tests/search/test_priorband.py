@@ -98,8 +98,9 @@ def test_incumbent_share_uses_the_highest_rung_with_at_least_eta_results():
     assert incumbent.config == {"c": "b"} and incumbent.loss == 0.1
     # rung 2: K = max(4 // 3, 3) = 3 -> b (w 3), b (w 2), a (w 1)
     # S_prior = 3*.2 + 2*.2 + 1*.8 = 1.8; S_uniform = (3 + 2 + 1) * .5 = 3;
-    # S_inc = 3*.8 + 2*.8 + 1*.2 = 4.2; total 9
-    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((0.2, 3 / 9, 4.2 / 9))
+    # S_inc = 3*.8 + 2*.8 + 1*.2 = 4.2. Incumbent 4.2 / (4.2 + 1.8) = 0.7; the other 0.3 split
+    # prior : uniform = 1.8 : 3 -> 0.1125, 0.1875
+    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((0.1125, 0.1875, 0.7))
 
 
 def test_incumbent_jobs_mutate_the_incumbent_and_never_return_it():

@@ -3,7 +3,8 @@
 Space: one categorical c in (a, b), default a, medium confidence: the prior gives a 4/5 and b 1/5,
 the prior centred on an incumbent with c = b gives b 4/5 and a 1/5, the uniform distribution 1/2
 each. Each distribution scores S = sum over the top K configurations (weights K..1) of its
-density; the shares of the prior, the uniform and the incumbent are S / (S_prior + S_uniform + S_inc).
+density; the incumbent's share is S_inc / (S_inc + S_prior) (PriorBand's), and the rest is split
+between prior and uniform as S_prior : S_uniform.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ def test_the_share_comes_from_the_highest_rung_with_eta_successes():
     index = HistoryIndex(trials)
     incumbent = index.by_id[6]  # c = b
     # rung 1, K = 3 (weights 3 + 2 + 1 = 6), all b: S_prior = 6/5, S_uniform = 6/2, S_inc = 24/5;
-    # total 6/5 + 3 + 24/5 = 9 -> 2/15, 1/3, 8/15
-    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((2 / 15, 1 / 3, 8 / 15))
+    # incumbent 24/5 / (24/5 + 6/5) = 4/5, the other 1/5 split 6/5 : 3 -> 2/35, 1/7
+    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((2 / 35, 1 / 7, 4 / 5))
     # with only two rung-1 successes the base rung decides: all a, K = 3: S_prior = 24/5,
-    # S_uniform = 3, S_inc = 6/5 -> 8/15, 1/3, 2/15
+    # S_uniform = 3, S_inc = 6/5 -> incumbent 1/5, the other 4/5 split 8/13 : 5/13
     fewer = HistoryIndex(trials[:-1])
-    assert optimizer.evidence_shares(fewer, fewer.by_id[6]) == pytest.approx((8 / 15, 1 / 3, 2 / 15))
+    assert optimizer.evidence_shares(fewer, fewer.by_id[6]) == pytest.approx((32 / 65, 4 / 13, 1 / 5))
     # before incumbent sampling (no incumbent): prior against uniform only, 24/5 : 3 -> 8/13, 5/13
     assert optimizer.evidence_shares(fewer, None) == pytest.approx((8 / 13, 5 / 13, 0.0))
 
@@ -67,7 +68,7 @@ def test_no_rung_with_eta_successes_leaves_everything_to_the_prior():
 
 @pytest.mark.parametrize("log_prior, log_incumbent, shares", [
     # weights 3 + 2 + 1 = 6; density 1 (log 0) scores 6, the uniform's 1/2 scores 3
-    (-math.inf, 0.0, (0.0, 1 / 3, 2 / 3)),  # no prior density at the top configurations
+    (-math.inf, 0.0, (0.0, 0.0, 1.0)),  # no prior density at the top configurations: PriorBand's all-incumbent
     (0.0, -math.inf, (2 / 3, 1 / 3, 0.0)),
     (-math.inf, -math.inf, (0.0, 1.0, 0.0)),  # neither says anything: all to exploration
 ])
@@ -89,20 +90,21 @@ def test_sampling_mix_once_incumbent_sampling_is_active():
     index = HistoryIndex(history(54, "b"))  # 27 + 54 = 81: one full bracket's budget spent
     assert optimizer.incumbent_sampling_active(index)
     incumbent = optimizer.incumbent(index)
-    # rung 0, top 18, all b: S = W/5, W/2, 4W/5 (W = 18 + ... + 1) -> 0.2 : 0.5 : 0.8 of 1.5
-    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((2 / 15, 1 / 3, 8 / 15))
-    # rung 0: p_geo = 1/2; p_random = 1/2 + 1/2 * 1/3 = 2/3, p_prior = 1/2 * 2/15 = 1/15,
-    # p_incumbent = 1/2 * 8/15 = 4/15
+    # rung 0, top 18, all b: S = W/5, W/2, 4W/5 (W = 18 + ... + 1): incumbent 0.8 / (0.8 + 0.2)
+    # = 4/5, the other 1/5 split 0.2 : 0.5 -> 2/35, 1/7
+    assert optimizer.evidence_shares(index, incumbent) == pytest.approx((2 / 35, 1 / 7, 4 / 5))
+    # rung 0: p_geo = 1/2; p_random = 1/2 + 1/2 * 1/7 = 4/7, p_prior = 1/2 * 2/35 = 1/35,
+    # p_incumbent = 1/2 * 4/5 = 2/5
     assert optimizer.sampling_probabilities(0, index, incumbent) == pytest.approx(
-        (2 / 3, 1 / 15, 4 / 15))
-    # rung 1: p_geo = 1/4; p_random = 1/4 + 3/4 * 1/3 = 1/2, p_prior = 3/4 * 2/15 = 1/10,
-    # p_incumbent = 3/4 * 8/15 = 2/5
-    assert optimizer.sampling_probabilities(1, index, incumbent) == pytest.approx((0.5, 0.1, 0.4))
+        (4 / 7, 1 / 35, 2 / 5))
+    # rung 1: p_geo = 1/4; p_random = 1/4 + 3/4 * 1/7 = 5/14, p_prior = 3/4 * 2/35 = 3/70,
+    # p_incumbent = 3/4 * 4/5 = 3/5
+    assert optimizer.sampling_probabilities(1, index, incumbent) == pytest.approx((5 / 14, 3 / 70, 3 / 5))
     shares = sampler_shares(optimizer, index)
     tolerance = 4 * math.sqrt(0.25 / 3000)
-    assert shares["random"] == pytest.approx(2 / 3, abs=tolerance)
-    assert shares["incumbent"] == pytest.approx(4 / 15, abs=tolerance)
-    assert shares["prior"] == pytest.approx(1 / 15, abs=tolerance)
+    assert shares["random"] == pytest.approx(4 / 7, abs=tolerance)
+    assert shares["incumbent"] == pytest.approx(2 / 5, abs=tolerance)
+    assert shares["prior"] == pytest.approx(1 / 35, abs=tolerance)
 
 
 def test_no_incumbent_samples_before_a_brackets_budget_is_spent():
@@ -179,11 +181,14 @@ def test_a_misleading_prior_loses_its_share_to_the_uniform():
     # rung 0: p_random = 1/2 + 1/2 * p_uniform, about 0.993 (PriorBand alone: 1/2)
     assert optimizer.sampling_probabilities(0, index, None)[0] == pytest.approx(
         0.5 + 0.5 * uniform / (prior + uniform), rel=1e-12)
-    # an incumbent at 0.1 explains them better still: its centred prior has density ~2.435 there
+    # an incumbent at 0.1 explains them better still: its centred prior has density ~2.435 there;
+    # it takes its share from the prior (PriorBand's ratio), the rest is split as before
     incumbent = _truncated_normal_pdf(0.1, 0.1)
-    total = prior + uniform + incumbent
+    p_incumbent = incumbent / (incumbent + prior)
+    rest = 1.0 - p_incumbent
     assert optimizer.evidence_shares(index, trials[0]) == pytest.approx(
-        (prior / total, uniform / total, incumbent / total), rel=1e-9)
+        (rest * prior / (prior + uniform), rest * uniform / (prior + uniform), p_incumbent), rel=1e-9)
+    assert p_incumbent > 0.99
 
 
 def test_every_priorband_variant_splits_by_the_same_evidence():
@@ -192,4 +197,4 @@ def test_every_priorband_variant_splits_by_the_same_evidence():
         optimizer = build(name, space())
         assert optimizer.incumbent(index).config == {"c": "b"}
         assert optimizer.sampling_probabilities(0, index, optimizer.incumbent(index)) == \
-            pytest.approx((2 / 3, 1 / 15, 4 / 15))
+            pytest.approx((4 / 7, 1 / 35, 2 / 5))

@@ -275,10 +275,10 @@ class PriorBand(Hyperband):
 
     A new configuration at rung ``r`` is uniform with probability at least
     ``p_geo = 1 / (1 + eta**r)`` (PriorBand's geometric share, kept as a floor). The rest,
-    ``1 - p_geo``, is split among the prior, the uniform distribution and, once incumbent
-    sampling is active, mutations of the incumbent, in proportion to how well each explains the
-    top configurations (:meth:`evidence_shares`). PriorBand splits it between prior and
-    incumbent only; scoring the uniform too is hnas's extension (docs/references.md,
+    ``1 - p_geo``, goes to mutations of the incumbent (once incumbent sampling is active) by
+    PriorBand's prior-vs-incumbent evidence, and what is left to the prior is split between the
+    prior and the uniform distribution by how well each explains the top configurations
+    (:meth:`evidence_shares`). That second split is hnas's extension (docs/references.md,
     "PriorBand"): a misleading prior hands its share to exploration as evidence against it grows.
     """
 
@@ -376,8 +376,11 @@ class PriorBand(Hyperband):
         Looks at the highest rung with >= eta successes, its top K = max(floor(n/eta), eta)
         configs weighted K..1, and scores each distribution by S = sum w * pdf(top): the prior,
         the uniform distribution and, when ``incumbent`` is given, the prior re-centred on it.
-        The shares are S / sum of the S (PriorBand's prior-vs-incumbent ratio, with the uniform
-        as a third contender). Without such a rung everything goes to the prior.
+        The incumbent's share is PriorBand's ratio S_inc / (S_inc + S_prior); the rest is split
+        between prior and uniform as S_prior : S_uniform. Scoring the uniform against the
+        incumbent too (a three-way softmax, this extension's first version) took local search's
+        share late in a search (benchmarks/README.md, "Recovery from a bad prior"). Without such
+        a rung everything goes to the prior.
         """
         eta = self.schedule.eta
         rungs = [r for r, trials in index.successes_by_rung.items() if len(trials) >= eta]
@@ -388,12 +391,20 @@ class PriorBand(Hyperband):
         k = max(len(trials) // eta, eta)
         top = self.rank(trials, stream=(_INCUMBENT_RANKING, rung))[:k]
         log_weights = np.log(np.arange(k, 0, -1, dtype=float))
-        scores = [special.logsumexp(log_weights + self._log_pdfs(top, None)),
-                  special.logsumexp(log_weights + self._uniform_log_pdfs(top)),
-                  -math.inf if incumbent is None else
-                  special.logsumexp(log_weights + self._log_pdfs(top, incumbent))]
-        prior, uniform, incumbent_share = special.softmax(scores)
-        return float(prior), float(uniform), float(incumbent_share)
+        prior_score = special.logsumexp(log_weights + self._log_pdfs(top, None))
+        uniform_score = special.logsumexp(log_weights + self._uniform_log_pdfs(top))
+        incumbent_score = -math.inf if incumbent is None else \
+            special.logsumexp(log_weights + self._log_pdfs(top, incumbent))
+        incumbent_share = _share_of_second(prior_score, incumbent_score)
+        uniform = (1.0 - incumbent_share) * _share_of_second(prior_score, uniform_score)
+        return 1.0 - incumbent_share - uniform, uniform, incumbent_share
+
+
+def _share_of_second(first: float, second: float) -> float:
+    """exp(second) / (exp(first) + exp(second)) from log scores; 0 when neither has any density."""
+    if second == -math.inf:
+        return 0.0
+    return float(special.expit(second - first))
 
 
 class RegularizedPriorBand(PriorBand):
