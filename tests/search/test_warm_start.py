@@ -175,3 +175,54 @@ def test_checkpoints_are_copied_where_hard_links_fail(source, tmp_path, monkeypa
         assert contents(copy) == contents(original)
         assert not os.path.samefile(copy / "epochs.txt", original / "epochs.txt")
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _chained_runs(tmp_path, a_budget: float, a_later: float | None):
+    """A, then B warm-started from A, then (``a_later``) A resumed to a larger budget."""
+    space = make_space("hpo")
+    run(checkpointing, space, optimizer="hyperband", budget=a_budget, run_dir=tmp_path / "a", seed=1, **SETTINGS)
+    run(checkpointing, space, optimizer="hyperband", budget=a_budget + 2, run_dir=tmp_path / "b", seed=2,
+        warm_start=[tmp_path / "a"], **SETTINGS)
+    if a_later:
+        run(checkpointing, space, optimizer="hyperband", budget=a_later, run_dir=tmp_path / "a", seed=1,
+            resume=True, **SETTINGS)
+    return space
+
+
+def _origin_of(trial, tmp_path):
+    """The trial a stored trial is a copy of: B's imports point into A."""
+    stored = load_run(trial.imported.run).history[trial.imported.trial_id]
+    return (str(Path(stored.imported.run).resolve()), stored.imported.trial_id) if stored.is_imported \
+        else (trial.imported.run, trial.imported.trial_id)
+
+
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+@pytest.mark.parametrize("a_budget, a_later", [
+    (1, None),  # A stopped inside its first bracket; B's promotions finish it
+    (2, 4),  # A finished its first bracket before B started, and went on afterwards
+])
+def test_a_trial_reaching_the_run_through_two_sources_is_imported_once(tmp_path, order, a_budget, a_later):
+    space = _chained_runs(tmp_path, a_budget, a_later)
+    a, b = load_run(tmp_path / "a").history, load_run(tmp_path / "b").history
+    copies_in_b = sum(t.is_imported for t in b)
+    if a_later is None:
+        assert copies_in_b == len(a)
+    else:  # B holds some of A's trials; A went on after B started
+        assert 0 < copies_in_b < len(a)
+    continuing = [t for t in b if not t.is_imported and t.parent_id is not None and b[t.parent_id].is_imported]
+    assert bool(continuing) == (a_later is None)  # B promotes A's trials only where A stopped mid-bracket
+    imported = import_history([tmp_path / name for name in order], space, **SETTINGS)
+    origins = [_origin_of(t, tmp_path) for t in imported]
+    assert len(origins) == len(set(origins)) == len(a) + len(b) - copies_in_b
+    assert [t.trial_id for t in imported] == list(range(len(imported)))
+    for trial in imported:
+        if trial.parent_id is not None:  # a promotion stays in its parent's bracket, on its parent's config
+            parent = imported[trial.parent_id]
+            assert parent.trial_id < trial.trial_id
+            assert (parent.bracket, parent.config) == (trial.bracket, trial.config)
+            assert trial.fidelity > parent.fidelity
+    hyperband = make_optimizer("hyperband", space, seed=0, **SETTINGS)
+    for bracket in {t.bracket for t in imported}:  # every bracket still fits its shape in the cycle
+        sizes = hyperband._bracket_sizes(hyperband.halvings(bracket))
+        for rung in {t.rung for t in imported if t.bracket == bracket}:
+            assert sum(t.bracket == bracket and t.rung == rung for t in imported) <= sizes.get(rung, 0)

@@ -48,14 +48,14 @@ def import_history(sources: Iterable[str | Path], space: SearchSpace, *, min_fid
 
     Each source must be a run folder with a finished trial, searched over the same space
     (parameters and architecture grammar) with the same fidelity schedule; otherwise SearchError
-    names the run and the first difference.
+    names the run and the first difference. A trial that reaches the new run through two of the
+    sources (B was warm-started from A, and both are given) is imported once.
     """
     schedule = FidelitySchedule(min_fidelity, max_fidelity, eta)
     cycle = schedule.max_rung + 1  # Hyperband's bracket shapes repeat every max_rung + 1 brackets
     expected = {"architecture_identity": space.architecture.distribution.identity if space.architecture else None,
                 "space_hash": space.hash, "schedule": _schedule_of(schedule)}
-    imported: list[Trial] = []
-    bracket_offset = 0
+    sources_finished = []
     for folder in source_folders(sources):
         metadata, history = _read_source(folder)
         _check_same_search(folder, metadata, expected)
@@ -63,10 +63,38 @@ def import_history(sources: Iterable[str | Path], space: SearchSpace, *, min_fid
         if not finished:
             raise SearchError(f"warm start run {str(folder)!r} has no finished trial to import; expected a run "
                               "with at least one finished trial")
-        imported += _renumbered(folder, finished, first_id=len(imported), bracket_offset=bracket_offset)
+        sources_finished.append((folder, finished))
+    origin = _origins(sources_finished)
+    imported: list[Trial] = []
+    by_origin: dict[_Key, Trial] = {}
+    bracket_offset = 0
+    for folder, finished in sources_finished:
+        imported += _renumbered(folder, finished, origin, by_origin, bracket_offset=bracket_offset)
         top = max(trial.bracket for trial in finished)
         bracket_offset += cycle * math.ceil((top + 1) / cycle) if top != NO_BRACKET else 0
     return imported
+
+
+#: A trial of some run: (its run folder, its id there).
+_Key = tuple[str, int]
+
+
+def _origins(sources_finished: Sequence[tuple[Path, Sequence[Trial]]]):
+    """key -> the trial it is a copy of, following earlier imports through the given sources.
+
+    A source's imported trial points at the run and trial it came from; when that run is given too,
+    its trial is the same one (and may itself be a copy). Chains through runs not given stop there.
+    """
+    points_to = {(str(folder), trial.trial_id): (str(Path(trial.imported.run).resolve()), trial.imported.trial_id)
+                 for folder, finished in sources_finished for trial in finished if trial.imported is not None}
+
+    def origin(key: _Key) -> _Key:
+        seen = set()
+        while key in points_to and key not in seen:
+            seen.add(key)
+            key = points_to[key]
+        return key
+    return origin
 
 
 def _read_source(folder: Path) -> tuple[dict, list[Trial]]:
@@ -104,19 +132,33 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _renumbered(folder: Path, finished: Sequence[Trial], *, first_id: int, bracket_offset: int) -> list[Trial]:
-    new_ids: dict[int, int] = {}
+def _renumbered(folder: Path, finished: Sequence[Trial], origin, new: dict[_Key, Trial], *,
+                bracket_offset: int) -> list[Trial]:
+    """``folder``'s trials not imported yet, renumbered after those in ``new`` (which they join).
+
+    A bracket whose trials came in through another source keeps the number they got there, so
+    this source's promotions in it stay in their parents' bracket; other brackets shift by
+    ``bracket_offset``.
+    """
     trials = []
+    bracket_taken: dict[int, int] = {}
     for trial in finished:
+        key = origin((str(folder), trial.trial_id))
+        if key in new:  # the same trial came in through another source
+            if trial.bracket != NO_BRACKET:
+                bracket_taken[trial.bracket] = new[key].bracket
+            continue
         parent = trial.parent_id
-        if parent is not None and parent not in new_ids:
+        parent_key = None if parent is None else origin((str(folder), parent))
+        if parent_key is not None and parent_key not in new:
             raise SearchError(f"warm start run {str(folder)!r}: trial {trial.trial_id} continues trial {parent}, "
                               "which is not a finished trial there; expected a run database hnas wrote")
-        new_ids[trial.trial_id] = first_id + len(trials)
-        bracket = trial.bracket if trial.bracket == NO_BRACKET else trial.bracket + bracket_offset
-        job = replace(trial.job, trial_id=new_ids[trial.trial_id], bracket=bracket,
-                      parent_id=None if parent is None else new_ids[parent])
-        trials.append(replace(trial, job=job, imported=ImportedFrom(str(folder), trial.trial_id)))
+        bracket = trial.bracket if trial.bracket == NO_BRACKET else \
+            bracket_taken.get(trial.bracket, trial.bracket + bracket_offset)
+        job = replace(trial.job, trial_id=len(new), bracket=bracket,
+                      parent_id=None if parent_key is None else new[parent_key].trial_id)
+        new[key] = replace(trial, job=job, imported=ImportedFrom(str(folder), trial.trial_id))
+        trials.append(new[key])
     return trials
 
 
