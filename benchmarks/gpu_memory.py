@@ -49,6 +49,7 @@ from hnas.pipeline.run import SearchSettings, resolve  # noqa: E402
 from hnas.pipeline.spaces import make_space  # noqa: E402
 from hnas.planning import make_plan  # noqa: E402
 from hnas.sampling import GrammarArchitecture  # noqa: E402
+from hnas.testing.memory import saved_for_backward  # noqa: E402
 from hnas.train import NNUNET  # noqa: E402
 from hnas.train.config import network_choice, train_config  # noqa: E402
 from hnas.train.trainer import Trainer  # noqa: E402
@@ -102,16 +103,7 @@ def measure_cpu(spec, plan, settings) -> dict:
     trainer = trainer_for(spec, settings, "cpu", amp=False)
     image, label = step_inputs(spec, plan, "cpu")
     trainer.step(image, label)  # warm-up: the optimizer state exists from here on
-    parameters = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with saved_for_backward(trainer.network) as saved:
         trainer.step(image, label)
     trainer.optimizer.zero_grad(set_to_none=True)
     held = tensor_bytes(trainer.network.parameters()) + tensor_bytes(

@@ -18,6 +18,7 @@ from hnas.cfgunet import build, compile_architecture, cost
 from hnas.cfgunet.cost import training_memory, training_memory_bytes
 from hnas.errors import SpecError
 from hnas.grammar import GrammarOptions, default_architecture, make_grammar
+from hnas.testing.memory import saved_for_backward
 
 from .cfgunet_helpers import make_test_plan, one_torch_thread, random_sentence, tiny_plan  # noqa: F401 (autouse fixture)
 
@@ -193,16 +194,7 @@ def test_bad_training_memory_arguments_are_named(batch, optimizer, message, hipp
 
 def _saved_for_backward(net, x) -> int:
     """Bytes autograd keeps for the backward pass of a training forward (unique storages, parameters left out)."""
-    parameters = {p.untyped_storage().data_ptr() for p in net.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with saved_for_backward(net) as saved:
         net(x)
     return sum(saved.values())
 
