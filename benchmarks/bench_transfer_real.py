@@ -32,6 +32,10 @@ from pathlib import Path
 
 from real_data import REPO, add_dataset_argument, dataset_or_skip
 
+sys.path.insert(0, str(REPO / "src"))
+from hnas.search.optimizers import HistoryIndex  # noqa: E402
+from hnas.search.storage import RunStore  # noqa: E402
+
 SUMMARY = "summary.md"
 
 
@@ -79,12 +83,13 @@ def main(argv=None) -> int:
     def one(job):
         arm, seed = job
         extra = ["--seed", str(seed)] + (["--prior-from", str(source)] if arm == "prior-from" else [])
-        return job, run_search(common + extra, args.out / f"{arm}_s{seed}", threads=1)
+        run_search(common + extra, args.out / f"{arm}_s{seed}", threads=1)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, jobs))
-    runs = {job: trajectory(args.out / f"{job[0]}_s{job[1]}", args.max_epochs) for job in jobs}
-    walls = {job: search_wall(args.out / f"{job[0]}_s{job[1]}") for job in jobs}
+    read = {job: read_run(args.out / f"{job[0]}_s{job[1]}") for job in jobs}
+    runs = {job: points for job, (points, _) in read.items()}
+    walls = {job: wall for job, (_, wall) in read.items()}
     print_report(args, dataset, source, runs, walls)
     if args.json:
         args.json.write_text(json.dumps({f"{arm}_s{seed}": [p.__dict__ for p in points]
@@ -114,31 +119,20 @@ def run_search(flags: list[str], run_dir: Path, threads: int | None) -> None:
         raise SystemExit(f"hnas search into {run_dir} failed (exit {done.returncode}); see {run_dir}.log")
 
 
-def _history(run_dir: Path):
-    sys.path.insert(0, str(REPO / "src"))
-    from hnas.search.storage import RunStore
-
+def read_run(run_dir: Path) -> tuple[list[Point], float]:
+    """The search's successful trials in finishing order with the epochs trained up to each, and
+    its wall seconds from the first trial's start to the last one's end (a resumed run counts its pause)."""
     with RunStore.open_existing(run_dir) as store:
-        return store.history()
-
-
-def search_wall(run_dir: Path) -> float:
-    """Seconds from the first trial's start to the last one's end (a resumed run counts its pause)."""
-    history = [t for t in _history(run_dir) if t.started_at is not None and t.finished_at is not None]
-    return max(t.finished_at for t in history) - min(t.started_at for t in history)
-
-
-def trajectory(run_dir: Path, max_epochs: int) -> list[Point]:
-    """The search's successful trials in finishing order, with the epochs trained up to each."""
-    history = _history(run_dir)
-    by_id = {t.trial_id: t for t in history}
+        history = store.history()
+    index = HistoryIndex(history)
+    finished = sorted((t for t in history if t.finished_at is not None), key=lambda t: t.finished_at)
     points, compute = [], 0.0
-    for trial in sorted((t for t in history if t.finished_at is not None), key=lambda t: t.finished_at):
-        parent = by_id.get(trial.job.parent_id) if trial.job.parent_id is not None else None
-        compute += trial.job.fidelity - (parent.job.fidelity if parent else 0.0)
+    for trial in finished:
+        compute += index.added_fidelity(trial)
         if trial.state == "success":
             points.append(Point(trial.trial_id, trial.job.sampler, trial.job.fidelity, 1.0 - trial.loss, compute))
-    return points
+    wall = finished[-1].finished_at - min(t.started_at for t in finished if t.started_at is not None)
+    return points, wall
 
 
 def incumbent_dice(points: list[Point], compute: float, max_epochs: int) -> float | None:
@@ -159,7 +153,7 @@ def transferred_prior(run_dir: Path) -> str:
 
 
 def print_report(args, dataset: Path, source: Path, runs: dict, walls: dict) -> None:
-    source_points = trajectory(source, 0)
+    source_points, _ = read_run(source)
     top = max(p.epochs for p in source_points)
     best = max((p for p in source_points if p.epochs == top), key=lambda p: p.dice)
     default = next((p for p in source_points if p.sampler == "default"), None)

@@ -189,9 +189,9 @@ def _chained_runs(tmp_path, a_budget: float, a_later: float | None):
     return space
 
 
-def _origin_of(trial, tmp_path):
-    """The trial a stored trial is a copy of: B's imports point into A."""
-    stored = load_run(trial.imported.run).history[trial.imported.trial_id]
+def _origin_of(trial, histories: dict):
+    """The trial an imported trial is a copy of: B's imports point into A (``histories``: run -> history)."""
+    stored = histories[trial.imported.run][trial.imported.trial_id]
     return (str(Path(stored.imported.run).resolve()), stored.imported.trial_id) if stored.is_imported \
         else (trial.imported.run, trial.imported.trial_id)
 
@@ -212,7 +212,8 @@ def test_a_trial_reaching_the_run_through_two_sources_is_imported_once(tmp_path,
     continuing = [t for t in b if not t.is_imported and t.parent_id is not None and b[t.parent_id].is_imported]
     assert bool(continuing) == (a_later is None)  # B promotes A's trials only where A stopped mid-bracket
     imported = import_history([tmp_path / name for name in order], space, **SETTINGS)
-    origins = [_origin_of(t, tmp_path) for t in imported]
+    histories = {str((tmp_path / name).resolve()): history for name, history in (("a", a), ("b", b))}
+    origins = [_origin_of(t, histories) for t in imported]
     assert len(origins) == len(set(origins)) == len(a) + len(b) - copies_in_b
     assert [t.trial_id for t in imported] == list(range(len(imported)))
     for trial in imported:
